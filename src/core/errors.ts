@@ -1,0 +1,21 @@
+/**
+ * An error caused by what the user gave us (a file, an option, a model we cannot handle).
+ * Front ends show its message as one line and exit with status 2; anything else is an internal error.
+ */
+export class InputError extends Error {
+  override readonly name = "InputError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** Thrown when a run is cancelled; front ends exit 130 (as for Ctrl-C) and leave nothing behind. */
+export class CancelledError extends Error {
+  override readonly name = "CancelledError";
+  constructor(message = "cancelled") {
+    super(message);
+  }
+}
+
+export const isInputError = (e: unknown): e is InputError => e instanceof Error && e.name === "InputError";
+export const isCancelledError = (e: unknown): e is CancelledError => e instanceof Error && e.name === "CancelledError";

@@ -1,0 +1,60 @@
+/**
+ * ONNX external data: tensors whose bytes live in another file, named relative to the model's folder.
+ * This file only reads and checks the description; the file system side is in src/io/model-file.ts.
+ */
+import { InputError } from "../errors.js";
+import { TensorProto_DataLocation, type TensorProto } from "./proto.js";
+
+export interface ExternalDataRef {
+  /** The location as written in the model. */
+  location: string;
+  /** Path segments relative to the model's folder, checked not to escape it. */
+  segments: string[];
+  offset: number;
+  /** Bytes to read; undefined means "to the end of the file". */
+  length: number | undefined;
+}
+
+/** Reads the bytes of an external tensor. Implementations refuse locations outside the model's folder. */
+export type ExternalDataReader = (ref: ExternalDataRef, tensorName: string) => Uint8Array;
+
+export const isExternal = (t: TensorProto): boolean => t.dataLocation === TensorProto_DataLocation.EXTERNAL;
+
+/** The external-data description of a tensor, validated; undefined for tensors stored in the model. */
+export function externalRef(t: TensorProto): ExternalDataRef | undefined {
+  if (!isExternal(t)) return undefined;
+  const kv = new Map(t.externalData.map((e) => [e.key, e.value]));
+  const location = kv.get("location");
+  if (location === undefined || location === "")
+    throw new InputError(`tensor ${JSON.stringify(t.name)} is stored externally but names no location`);
+  const offset = parseCount(kv.get("offset") ?? "0", "offset", t.name);
+  const lengthText = kv.get("length");
+  const length = lengthText === undefined ? undefined : parseCount(lengthText, "length", t.name);
+  return { location, segments: checkRelativeLocation(location, t.name), offset, length };
+}
+
+function parseCount(text: string, what: string, tensor: string): number {
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)))
+    throw new InputError(`tensor ${JSON.stringify(tensor)} has an external-data ${what} of ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
+/**
+ * Splits a location into segments and refuses any that could leave the model's folder: absolute
+ * paths, drive letters, UNC paths, `..` segments, NUL bytes. Links that point outside are refused by
+ * the reader, which sees the file system.
+ */
+export function checkRelativeLocation(location: string, tensor: string): string[] {
+  const refuse = (why: string): never => {
+    throw new InputError(
+      `tensor ${JSON.stringify(tensor)} has external data at ${JSON.stringify(location)}, ${why}; ` +
+        `external data must stay inside the model's folder`,
+    );
+  };
+  if (location.includes("\0")) refuse("which contains a NUL byte");
+  if (/^[\\/]/.test(location) || /^[a-zA-Z]:/.test(location)) refuse("an absolute path");
+  const segments = location.split(/[\\/]+/).filter((s) => s !== "" && s !== ".");
+  if (segments.includes("..")) refuse("which goes up out of the folder with '..'");
+  if (segments.length === 0) refuse("which names no file");
+  return segments;
+}

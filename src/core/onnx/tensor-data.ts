@@ -1,0 +1,136 @@
+/** Reading the values of a TensorProto, wherever they are stored, and checking its declared size. */
+import { InputError } from "../errors.js";
+import { bfloat16ToFloat, dtypeBits, dtypeName, halfToFloat, rawByteLength } from "./dtype.js";
+import { externalRef, type ExternalDataReader } from "./external.js";
+import { TensorProto_DataType as DT, type TensorProto } from "./proto.js";
+
+export const tensorDims = (t: TensorProto): number[] => t.dims.map(Number);
+
+export function elementCount(dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1);
+}
+
+/** Number of elements of a tensor's values stored in a typed field (not raw_data). */
+function typedFieldLength(t: TensorProto): number {
+  return (
+    t.floatData.length +
+    t.int32Data.length +
+    t.int64Data.length +
+    t.doubleData.length +
+    t.uint64Data.length +
+    t.stringData.length
+  );
+}
+
+/** The bytes a tensor declares, or undefined where its width is not fixed (strings). */
+export function declaredBytes(t: TensorProto): number | undefined {
+  return rawByteLength(t.dataType, elementCount(tensorDims(t)));
+}
+
+/**
+ * Refuses a tensor whose declared shape does not fit the data it carries, or would need more memory
+ * than `memoryLimit` bytes: a damaged or hostile file must fail here, not in an allocation.
+ */
+export function checkTensorSize(t: TensorProto, where: string, memoryLimit: number): void {
+  const dims = tensorDims(t);
+  if (dims.some((d) => d < 0 || !Number.isSafeInteger(d)))
+    throw new InputError(`tensor ${where} has an invalid shape [${dims.join(", ")}]`);
+  const count = elementCount(dims);
+  const bits = dtypeBits(t.dataType);
+  const bytes = bits === undefined ? 0 : Math.ceil((count * bits) / 8);
+  if (!Number.isSafeInteger(count) || bytes > memoryLimit)
+    throw new InputError(
+      `tensor ${where} declares shape [${dims.join(", ")}] of ${dtypeName(t.dataType)}, ` +
+        `${formatBytes(bytes)}, more than this machine can hold (${formatBytes(memoryLimit)})`,
+    );
+  const ext = externalRef(t);
+  if (ext) {
+    if (ext.length !== undefined && ext.length !== bytes)
+      throw new InputError(
+        `tensor ${where} declares ${formatBytes(bytes)} but its external data length is ${ext.length} bytes`,
+      );
+    return;
+  }
+  if (t.rawData.length > 0) {
+    if (t.rawData.length !== bytes)
+      throw new InputError(
+        `tensor ${where} declares shape [${dims.join(", ")}] of ${dtypeName(t.dataType)} (${bytes} bytes) ` +
+          `but carries ${t.rawData.length} bytes: the model is damaged or truncated`,
+      );
+    return;
+  }
+  const stored = typedFieldLength(t);
+  if (stored !== 0 && stored !== count && !(t.dataType === DT.COMPLEX64 || t.dataType === DT.COMPLEX128)) {
+    // Sub-byte and 16-bit types may be packed several per int32; only a clearly wrong count is refused.
+    const perValue = bits !== undefined && bits < 16 ? Math.ceil(count / Math.floor(32 / bits)) : count;
+    if (stored !== perValue)
+      throw new InputError(
+        `tensor ${where} declares ${count} elements but carries ${stored}: the model is damaged or truncated`,
+      );
+  }
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/** The raw little-endian bytes of a tensor stored in raw_data or externally; undefined for typed fields. */
+export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uint8Array | undefined {
+  const ext = externalRef(t);
+  if (ext) {
+    if (!readExternal) throw new InputError(`tensor ${JSON.stringify(t.name)} is stored in an external file that was not opened`);
+    return readExternal(ext, t.name);
+  }
+  return t.rawData.length > 0 || typedFieldLength(t) === 0 ? t.rawData : undefined;
+}
+
+/** Values of a float32, float16, bfloat16 or float64 tensor as float32. */
+export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReader): Float32Array {
+  const count = elementCount(tensorDims(t));
+  const raw = rawBytes(t, readExternal);
+  const out = new Float32Array(count);
+  if (raw) {
+    const need = rawByteLength(t.dataType, count);
+    if (need === undefined || raw.length < need)
+      throw new InputError(`tensor ${JSON.stringify(t.name)} carries ${raw.length} bytes, fewer than its shape needs`);
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    switch (t.dataType) {
+      case DT.FLOAT:
+        for (let i = 0; i < count; i++) out[i] = view.getFloat32(4 * i, true);
+        return out;
+      case DT.FLOAT16:
+        for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+        return out;
+      case DT.BFLOAT16:
+        for (let i = 0; i < count; i++) out[i] = bfloat16ToFloat(view.getUint16(2 * i, true));
+        return out;
+      case DT.DOUBLE:
+        for (let i = 0; i < count; i++) out[i] = view.getFloat64(8 * i, true);
+        return out;
+    }
+  } else {
+    switch (t.dataType) {
+      case DT.FLOAT:
+        out.set(t.floatData);
+        return out;
+      case DT.FLOAT16:
+        t.int32Data.forEach((v, i) => (out[i] = halfToFloat(v)));
+        return out;
+      case DT.BFLOAT16:
+        t.int32Data.forEach((v, i) => (out[i] = bfloat16ToFloat(v)));
+        return out;
+      case DT.DOUBLE:
+        out.set(t.doubleData);
+        return out;
+    }
+  }
+  throw new InputError(`tensor ${JSON.stringify(t.name)} is ${dtypeName(t.dataType)}, not a floating-point type`);
+}
