@@ -6,9 +6,10 @@ import { parseArgs } from "node:util";
 import { isCancelledError, isInputError } from "../core/errors.js";
 import type { CliContext, Command } from "./command.js";
 import { inspectCommand } from "./inspect.js";
+import { benchCommand } from "./bench.js";
 import { VERSION } from "../version.js";
 
-const COMMANDS: Command[] = [inspectCommand];
+const COMMANDS: Command[] = [inspectCommand, benchCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

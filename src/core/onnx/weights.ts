@@ -32,7 +32,7 @@ export interface WeightConsumer {
   opType: string;
   inputIndex: number;
   graphPath: GraphPath;
-  /** Identity outputs between the tensor and this node, outermost first. */
+  /** Identity outputs between the tensor and this node, in the order the data flows. */
   via: string[];
 }
 
@@ -172,7 +172,7 @@ function resolve(scope: Scope, name: string): Found | Producer | undefined {
     via.push(p.node.output[0] ?? "");
     p = lookup(p.scope, p.node.input[0] ?? "");
   }
-  if (p && (p.kind === "initializer" || p.kind === "constant")) return { producer: p, via };
+  if (p && (p.kind === "initializer" || p.kind === "constant")) return { producer: p, via: via.reverse() };
   return p;
 }
 

