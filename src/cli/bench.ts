@@ -1,6 +1,8 @@
 import { InputError } from "../core/errors.js";
 import type { Command } from "./command.js";
 import { measureDecode, runIoBench, writeMatMulChain } from "./bench-io.js";
+import { runKmeansBench } from "./bench-kmeans.js";
+import { runSimulateBench } from "./bench-simulate.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -13,14 +15,24 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io [--mb N]",
+  usage: "ssvq bench io|kmeans|simulate [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
     "           and the ArrayBuffer memory the decode added (tensor bytes are not copied)",
+    "  kmeans   --n 500000 --d 4 --k 256 --iters 10 --seed 1 --threads 2: Lloyd k-means on seeded standard",
+    "           normal float32 points, k starting centroids drawn from the points; the fast k-means against a",
+    "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6)",
+    "  simulate the accelerator simulator on a generated 100-layer model",
   ].join("\n"),
   options: {
     mb: { type: "string" },
+    n: { type: "string" },
+    d: { type: "string" },
+    k: { type: "string" },
+    iters: { type: "string" },
+    seed: { type: "string" },
+    threads: { type: "string" },
     measure: { type: "string" },
     generate: { type: "string" },
     layers: { type: "string" },
@@ -38,6 +50,21 @@ export const benchCommand: Command = {
         ctx.out(JSON.stringify(result));
         return 0;
       }
+      case "kmeans": {
+        const result = await runKmeansBench({
+          n: num(values["n"], "n", 500000),
+          d: num(values["d"], "d", 4),
+          k: num(values["k"], "k", 256),
+          iters: num(values["iters"], "iters", 10),
+          seed: num(values["seed"], "seed", 1),
+          threads: num(values["threads"], "threads", 2),
+        });
+        ctx.out(JSON.stringify(result));
+        return 0;
+      }
+      case "simulate":
+        ctx.out(JSON.stringify(await runSimulateBench()));
+        return 0;
     }
     throw new InputError(`unknown benchmark ${JSON.stringify(which)}; see 'ssvq bench --help'`);
   },

@@ -7,9 +7,11 @@ import { isCancelledError, isInputError } from "../core/errors.js";
 import type { CliContext, Command } from "./command.js";
 import { inspectCommand } from "./inspect.js";
 import { benchCommand } from "./bench.js";
+import { compressCommand } from "./compress.js";
+import { simulateCommand } from "./simulate.js";
 import { VERSION } from "../version.js";
 
-const COMMANDS: Command[] = [inspectCommand, benchCommand];
+const COMMANDS: Command[] = [compressCommand, inspectCommand, simulateCommand, benchCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,161 @@
+import { InputError } from "../core/errors.js";
+import type { CompressConfig, Report } from "../core/report.js";
+import { BITS_TABLE } from "../core/ssvq/bits.js";
+import { MODES, type Mode } from "../core/ssvq/quantize.js";
+import { formatBytes } from "../core/onnx/tensor-data.js";
+import { resolve } from "node:path";
+import type { JobSpec } from "../job/protocol.js";
+import { prepareCompress } from "../io/compress-file.js";
+import { runJob } from "./run-job.js";
+import type { Command, OptionValues } from "./command.js";
+import { table } from "./format.js";
+import { choiceOption, intOption, numberOption, threadsOption } from "./options.js";
+
+export const DEFAULT_BITS = 2;
+export const DEFAULT_KMEANS_ITERS = 25;
+
+/** The compression settings from the command line (shared with later commands that compress). */
+export function compressConfig(values: OptionValues): CompressConfig {
+  const mode = choiceOption<Mode>(values, "mode", MODES, "ssvq");
+  const bits = numberOption(values, "bits");
+  const kGiven = values["k"] !== undefined;
+  const dGiven = values["d"] !== undefined;
+  let k = 0;
+  let d = 0;
+  if (mode === "ssvq" || mode === "vq") {
+    if (bits !== undefined && (kGiven || dGiven)) throw new InputError("give either --bits or --k and --d, not both");
+    if (kGiven !== dGiven) throw new InputError("--k and --d go together");
+    if (kGiven) {
+      k = intOption(values, "k", 16, 2, 65536);
+      d = intOption(values, "d", 4, 1, 64);
+    } else {
+      const b = bits ?? DEFAULT_BITS;
+      const pick = BITS_TABLE[mode][String(b)];
+      if (!pick)
+        throw new InputError(
+          `--bits ${b} is not in the ${mode.toUpperCase()} table (${Object.keys(BITS_TABLE[mode]).join(", ")}); give --k and --d instead`,
+        );
+      ({ k, d } = pick);
+    }
+  } else if (kGiven || dGiven) throw new InputError(`--k and --d apply to --mode ssvq and vq, not ${mode}`);
+  const layers = values["layers"];
+  if (typeof layers === "string")
+    try {
+      new RegExp(layers);
+    } catch (e) {
+      throw new InputError(`--layers ${JSON.stringify(layers)} is not a valid regular expression: ${(e as Error).message}`);
+    }
+  const format = choiceOption(values, "format", ["ssvq", "dense"] as const, "ssvq");
+  return {
+    mode,
+    k,
+    d,
+    ...(bits !== undefined && (mode === "ssvq" || mode === "vq") ? { bits } : {}),
+    seed: intOption(values, "seed", 0, 0, 2 ** 32 - 1),
+    kmeansIters: intOption(values, "kmeans-iters", DEFAULT_KMEANS_ITERS, 0, 10000),
+    minWeights: intOption(values, "min-weights", 1024, 0),
+    ...(typeof layers === "string" ? { layers } : {}),
+    format,
+    finetune: false,
+  };
+}
+
+export const compressOptions = {
+  mode: { type: "string" },
+  bits: { type: "string" },
+  k: { type: "string" },
+  d: { type: "string" },
+  layers: { type: "string" },
+  "min-weights": { type: "string" },
+  "no-finetune": { type: "boolean" },
+  seed: { type: "string" },
+  "kmeans-iters": { type: "string" },
+  format: { type: "string" },
+  threads: { type: "string" },
+} as const;
+
+export const compressCommand: Command = {
+  name: "compress",
+  summary: "compress a model with SSVQ, VQ, INT4 or INT8 and write <name>.ssvq.onnx and its report",
+  usage: "ssvq compress MODEL [options] [--out PATH] [--json]",
+  help: [
+    "Options:",
+    "  --mode M           ssvq (default), vq, int4 or int8 (round-to-nearest per output channel)",
+    "  --bits B           pick (k, d) from the table in the README (default 2: SSVQ k16 d4, VQ k256 d4)",
+    "  --k K --d D        codebook size and sub-vector length instead of --bits",
+    "  --layers REGEX     compress only weights whose name or consumer node matches",
+    "  --min-weights N    leave layers with fewer weights as they are (default 1024)",
+    "  --seed N           seed of k-means++ (default 0); same model, options and seed: same bytes",
+    "  --kmeans-iters N   Lloyd iterations at most (default 25)",
+    "  --no-finetune      accepted; fine-tuning comes with calibration data in a later release",
+    "  --format F         ssvq (decode subgraphs, default) or dense (decoded weights, for runtimes",
+    "                     that cannot fold constants)",
+    "  --out PATH         output model (default: <model>.ssvq.onnx beside the input); the report goes",
+    "                     to PATH without .onnx plus .json",
+    "  --force            replace existing outputs",
+    "  --dry-run          print the size estimate only",
+    "  --threads N        worker threads for k-means (default: the machine's cores)",
+    "  --json             print the report as JSON",
+  ].join("\n"),
+  options: { ...compressOptions, out: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, "dry-run": { type: "boolean" } },
+  positionals: [1, 1],
+  async run(values, [input], ctx) {
+    const dryRun = values["dry-run"] === true;
+    const spec: JobSpec = {
+      kind: "compress",
+      input: resolve(input!),
+      out: typeof values["out"] === "string" ? resolve(values["out"]) : undefined,
+      force: values["force"] === true,
+      dryRun,
+      config: compressConfig(values),
+      threads: threadsOption(values),
+    };
+    // Bad input fails here, in one line, before the background job starts.
+    prepareCompress(spec);
+    const result = await runJob(spec, ctx);
+    if (values["json"]) ctx.out(JSON.stringify(result.report, null, 2));
+    else ctx.out(renderReport(result.report, dryRun));
+    if (result.outPath) ctx.err(`wrote ${result.outPath} and ${result.reportPath}`);
+    return 0;
+  },
+};
+
+const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+
+export function renderReport(r: Report, dryRun: boolean): string {
+  const c = r.config;
+  const method = c.mode === "ssvq" || c.mode === "vq" ? `${c.mode.toUpperCase()} k=${c.k} d=${c.d}` : c.mode.toUpperCase();
+  const rows = r.layers.map((l) => [
+    l.name,
+    l.opType,
+    `${l.rows} x ${l.cols}`,
+    l.bits.weights.toLocaleString("en-US"),
+    l.bits.bitsPerWeight.toFixed(3),
+    dryRun ? "-" : pct(l.weightError),
+  ]);
+  const s = r.sizes;
+  const lines = [
+    `${dryRun ? "Estimate for" : "Compressed"} ${r.source.path} with ${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}`,
+    "",
+    table(["layer", "op", "rows x cols", "weights", "bits/weight", "weight error"], rows, [false, false, true, true, true, true]),
+    "",
+    `compressed ${s.compressedLayers} layers, ${s.compressedWeights.toLocaleString("en-US")} weights at ${s.bitsPerWeight.toFixed(3)} bits/weight`,
+    `tensors     ${formatBytes(s.originalTensorBytes)} -> ${formatBytes(Math.round(s.compressedTensorBytes))}  (${s.tensorRatio.toFixed(2)}x, tensor-only)`,
+    dryRun
+      ? `file        ${formatBytes(s.sourceFileBytes)} -> about ${formatBytes(Math.round(s.theoreticalFileBytes))}  (${s.diskRatio.toFixed(2)}x)`
+      : `file        ${formatBytes(s.sourceFileBytes)} -> ${formatBytes(s.outputFileBytes)} on disk  (${s.diskRatio.toFixed(2)}x; theoretical ${formatBytes(Math.round(s.theoreticalFileBytes))})`,
+  ];
+  if (r.kept.length) lines.push(`kept as is  ${r.kept.length} weights: ${summarizeKept(r)}`);
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return lines.join("\n");
+}
+
+function summarizeKept(r: Report): string {
+  const byReason = new Map<string, number>();
+  for (const k of r.kept) {
+    const reason = k.reason.replace(/^\d+ weights, fewer than/, "fewer than");
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1);
+  }
+  return [...byReason].map(([why, n]) => `${n} ${why}`).join("; ");
+}
+

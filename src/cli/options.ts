@@ -1,0 +1,34 @@
+/** Parsing option values shared by several commands. */
+import { cpus } from "node:os";
+import { InputError } from "../core/errors.js";
+import type { OptionValues } from "./command.js";
+
+export function intOption(values: OptionValues, name: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = values[name];
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (typeof v !== "string" || !/^-?\d+$/.test(v.trim()) || n < min || n > max)
+    throw new InputError(`--${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function numberOption(values: OptionValues, name: string): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== "string" || !Number.isFinite(n)) throw new InputError(`--${name} must be a number, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function choiceOption<T extends string>(values: OptionValues, name: string, choices: readonly T[], dflt: T): T {
+  const v = values[name];
+  if (v === undefined) return dflt;
+  if (typeof v !== "string" || !choices.includes(v as T))
+    throw new InputError(`--${name} must be one of ${choices.join(", ")}, not ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+/** Worker threads: --threads N, default the machine's cores (at most 8). */
+export function threadsOption(values: OptionValues): number {
+  return intOption(values, "threads", Math.min(8, Math.max(1, cpus().length)), 1, 64);
+}

@@ -1,0 +1,35 @@
+/** Job progress on stderr: a redrawn bar on a terminal, one line per stage and layer otherwise. */
+import type { WorkerEvent } from "../job/protocol.js";
+import type { CliContext } from "./command.js";
+
+export function progressPrinter(ctx: CliContext): { onEvent(e: WorkerEvent): void; done(): void } {
+  let drawn = false;
+  const draw = (text: string) => {
+    process.stderr.write(`\r\x1b[2K${text.slice(0, (process.stderr.columns || 100) - 1)}`);
+    drawn = true;
+  };
+  return {
+    onEvent(e) {
+      if (ctx.errIsTTY) {
+        if (e.type === "stage") draw(`${e.stage}...`);
+        else if (e.type === "progress") {
+          const width = 24;
+          const filled = Math.round(e.fraction * width);
+          draw(`[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${e.layer + 1}/${e.layers} ${e.name}`);
+        } else if (e.type === "log") {
+          if (drawn) process.stderr.write("\r\x1b[2K");
+          drawn = false;
+          ctx.err(`${e.level}: ${e.text}`);
+        }
+        return;
+      }
+      if (e.type === "stage") ctx.err(`stage: ${e.stage}`);
+      else if (e.type === "progress") ctx.err(`  [${e.layer + 1}/${e.layers}] ${e.name}`);
+      else if (e.type === "log") ctx.err(`${e.level}: ${e.text}`);
+    },
+    done() {
+      if (drawn) process.stderr.write("\r\x1b[2K");
+      drawn = false;
+    },
+  };
+}

@@ -1,0 +1,424 @@
+/**
+ * One compression, end to end in memory: find the weights, quantize each selected one, and write the
+ * output model (decode subgraphs or dense weights) with its report. Pure: bytes in, bytes out.
+ */
+import { CancelledError, InputError } from "./errors.js";
+import { dtypeBits, dtypeName } from "./onnx/dtype.js";
+import { floatsAs, GraphBuilder, lookupTableTensor, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import type { ExternalDataReader } from "./onnx/external.js";
+import {
+  create,
+  decodeModel,
+  defaultOpset,
+  encodeModel,
+  NodeProtoSchema,
+  AttributeProtoSchema,
+  AttributeProto_AttributeType,
+  StringStringEntryProtoSchema,
+  TensorProto_DataLocation,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+} from "./onnx/proto.js";
+import { declaredBytes, rawBytes, tensorToFloat32 } from "./onnx/tensor-data.js";
+import { walkGraphs, walkTensors } from "./onnx/walk.js";
+import { findWeights, type WeightInfo } from "./onnx/weights.js";
+import type { ParallelMap } from "./parallel.js";
+import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
+import { estimateBits, layerBits } from "./ssvq/bits.js";
+import { fromRows, toRows } from "./ssvq/layout.js";
+import { indexBits, packFields, packPlane } from "./ssvq/pack.js";
+import { isIntQuantized, quantizeRows, reconstructRows, relativeError, usageHistogram, type Quantized } from "./ssvq/quantize.js";
+import { VERSION } from "../version.js";
+
+export type ProgressEvent =
+  | { kind: "stage"; stage: string }
+  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number };
+
+export interface CompressInput {
+  /** The source model's bytes (decoded afresh here, so the caller's copy is never touched). */
+  bytes: Uint8Array;
+  /** Names the source in messages and the report. */
+  path: string;
+  readExternal?: ExternalDataReader;
+}
+
+export interface CompressRun {
+  config: CompressConfig;
+  map?: ParallelMap;
+  onProgress?: (e: ProgressEvent) => void;
+  signal?: AbortSignal;
+  /** Only estimate the sizes (no k-means, no output model). */
+  dryRun?: boolean;
+}
+
+export interface CompressResult {
+  /** The output model; empty for a dry run. */
+  model: Uint8Array;
+  report: Report;
+  /** Reconstructed weights by name, as stored (for tests and evaluation). */
+  reconstructed: Map<string, Float32Array>;
+}
+
+interface Selected {
+  weight: WeightInfo;
+  q?: Quantized;
+  stored?: Float32Array;
+  report?: LayerReport;
+}
+
+/** Which weights to compress and why the others are kept. */
+export function selectWeights(model: ModelProto, config: CompressConfig): { selected: WeightInfo[]; kept: KeptWeight[] } {
+  const scan = findWeights(model);
+  const kept: KeptWeight[] = scan.skipped.map((s) => ({ name: s.name, opType: s.opType, dims: s.dims, reason: s.reason }));
+  const pattern = config.layers !== undefined ? new RegExp(config.layers) : undefined;
+  const selected: WeightInfo[] = [];
+  let matched = 0;
+  for (const w of scan.weights) {
+    const elements = w.layout.rows * w.layout.cols;
+    const names = [w.name, ...w.consumers.map((c) => c.node)];
+    const opType = w.consumers[0]!.opType;
+    if (pattern && !names.some((n) => pattern.test(n))) {
+      kept.push({ name: w.name, opType, dims: w.dims, reason: `not matched by --layers ${config.layers}` });
+      continue;
+    }
+    matched++;
+    if (elements < config.minWeights) {
+      kept.push({ name: w.name, opType, dims: w.dims, reason: `${elements} weights, fewer than --min-weights ${config.minWeights}` });
+      continue;
+    }
+    selected.push(w);
+  }
+  if (selected.length === 0) {
+    if (scan.weights.length === 0)
+      throw new InputError(
+        scan.skipped.length
+          ? `nothing to compress: none of the model's ${scan.skipped.length} layer weights can be compressed (${scan.skipped[0]!.reason})`
+          : "nothing to compress: the model has no constant weights of Conv, ConvTranspose, Gemm or MatMul",
+      );
+    if (pattern && matched === 0)
+      throw new InputError(`--layers ${config.layers} matches none of the model's ${scan.weights.length} compressible weights`);
+    throw new InputError(
+      `nothing to compress: all ${matched} matching weights have fewer than --min-weights ${config.minWeights} elements`,
+    );
+  }
+  return { selected, kept };
+}
+
+export async function compressModel(input: CompressInput, run: CompressRun): Promise<CompressResult> {
+  const { config } = run;
+  const timings: Record<string, number> = {};
+  const time = async <T>(stage: string, f: () => T | Promise<T>): Promise<T> => {
+    run.onProgress?.({ kind: "stage", stage });
+    const t0 = performance.now();
+    const r = await f();
+    timings[stage] = (performance.now() - t0) / 1000;
+    return r;
+  };
+  const checkCancel = () => {
+    if (run.signal?.aborted) throw new CancelledError();
+  };
+  const model = await time("read", () => decodeModel(input.bytes, input.path));
+  const opset = defaultOpset(model);
+  const { selected, kept } = selectWeights(model, config);
+  const sel: Selected[] = selected.map((weight) => ({ weight }));
+  const warnings: string[] = [];
+  const reconstructed = new Map<string, Float32Array>();
+
+  if (!run.dryRun) {
+    await time("quantize", async () => {
+      for (const [i, s] of sel.entries()) {
+        checkCancel();
+        const w = s.weight;
+        run.onProgress?.({ kind: "layer", index: i, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
+        const values = tensorToFloat32(w.tensor, input.readExternal);
+        const rows = toRows(values, w.layout);
+        const q = await quantizeRows(rows, w.layout.rows, w.layout.cols, {
+          mode: config.mode,
+          k: config.k,
+          d: config.d,
+          seed: config.seed,
+          kmeansIters: config.kmeansIters,
+          map: run.map,
+          roundStored: (v) => roundTo(v, w.dtype),
+        });
+        const rec = reconstructRows(q);
+        s.q = q;
+        s.stored = fromRows(rec, w.layout);
+        reconstructed.set(w.name, s.stored);
+        s.report = layerReport(w, q, relativeError(rows, rec));
+      }
+    });
+  } else {
+    for (const s of sel) s.report = estimatedLayer(s.weight, config);
+  }
+  checkCancel();
+
+  let out: Uint8Array = new Uint8Array(0);
+  if (!run.dryRun) {
+    out = await time("write", () => {
+      if (config.format === "dense") writeDense(sel);
+      else writeDecodeGraphs(model, sel, opset ?? 0);
+      inlineExternal(model, input.readExternal);
+      setMetadata(model, config, sel);
+      return encodeModel(model);
+    });
+  }
+
+  const report: Report = {
+    schemaVersion: SCHEMA_VERSION,
+    tool: { name: "ssvq", version: VERSION },
+    source: { path: input.path, fileBytes: input.bytes.length, producer: model.producerName, opset },
+    output: null,
+    config,
+    layers: sel.map((s) => s.report!),
+    kept,
+    sizes: sizes(input.bytes.length, decodeModel(input.bytes, input.path), sel, out.length, input.readExternal),
+    timings,
+    warnings,
+  };
+  return { model: out, report, reconstructed };
+}
+
+const roundTo = (v: Float32Array, dtype: number): Float32Array => {
+  const t = floatsAs("", [v.length], v, dtype);
+  return tensorToFloat32(t);
+};
+
+function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerReport {
+  const base = {
+    name: w.name,
+    graphPath: w.graphPath,
+    opType: w.consumers[0]!.opType,
+    consumers: w.consumers.map((c) => c.node),
+    dims: w.dims,
+    dtype: dtypeName(w.dtype),
+    rows: w.layout.rows,
+    cols: w.layout.cols,
+    groups: w.layout.groups,
+    mode: q.mode,
+    bits: layerBits(q, dtypeBits(w.dtype)!),
+    weightError,
+  };
+  if (isIntQuantized(q)) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const s of q.scales) {
+      lo = Math.min(lo, s);
+      hi = Math.max(hi, s);
+    }
+    return { ...base, scaleRange: [lo, hi] };
+  }
+  const codebook: number[][] = [];
+  for (let j = 0; j < q.k; j++) codebook.push(Array.from(q.codebook.subarray(j * q.d, (j + 1) * q.d)));
+  return { ...base, k: q.k, d: q.d, codebook, usage: usageHistogram(q), kmeansIterations: q.kmeansIterations };
+}
+
+function estimatedLayer(w: WeightInfo, c: CompressConfig): LayerReport {
+  const vq = c.mode === "ssvq" || c.mode === "vq";
+  return {
+    name: w.name,
+    graphPath: w.graphPath,
+    opType: w.consumers[0]!.opType,
+    consumers: w.consumers.map((x) => x.node),
+    dims: w.dims,
+    dtype: dtypeName(w.dtype),
+    rows: w.layout.rows,
+    cols: w.layout.cols,
+    groups: w.layout.groups,
+    mode: c.mode,
+    ...(vq ? { k: c.k, d: c.d } : {}),
+    bits: estimateBits(c.mode, c.k, c.d, w.layout.rows, w.layout.cols, dtypeBits(w.dtype)!),
+    weightError: NaN,
+  };
+}
+
+/** Replaces each weight's values by its reconstruction, in place and at its own dtype. */
+function writeDense(sel: Selected[]): void {
+  for (const { weight: w, stored } of sel) {
+    const t = floatsAs(w.tensor.name, w.dims, stored!, w.dtype);
+    clearData(w.tensor);
+    w.tensor.rawData = t.rawData;
+  }
+}
+
+function clearData(t: TensorProto): void {
+  t.floatData = [];
+  t.int32Data = [];
+  t.int64Data = [];
+  t.doubleData = [];
+  t.uint64Data = [];
+  t.externalData = [];
+  t.dataLocation = TensorProto_DataLocation.DEFAULT;
+  t.rawData = new Uint8Array(0);
+}
+
+/** Every name used anywhere in the model, so that new names never collide. */
+function usedNames(model: ModelProto): Set<string> {
+  const names = new Set<string>();
+  walkGraphs(model, ({ graph }) => {
+    for (const v of [...graph.input, ...graph.output, ...graph.valueInfo]) names.add(v.name);
+    for (const t of graph.initializer) names.add(t.name);
+    for (const n of graph.node) {
+      n.input.forEach((x) => names.add(x));
+      n.output.forEach((x) => names.add(x));
+      if (n.name) names.add(n.name);
+    }
+  });
+  return names;
+}
+
+/** Replaces each selected weight by its decode subgraph, in the graph that holds the weight. */
+function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): void {
+  const names = usedNames(model);
+  const fresh = (base: string): string => {
+    let name = base;
+    for (let i = 1; names.has(name); i++) name = `${base}_${i}`;
+    names.add(name);
+    return name;
+  };
+  const main = model.graph!;
+  const luts = new Map<LookupTable, string>();
+  const lut = (table: LookupTable): string => {
+    let name = luts.get(table);
+    if (!name) {
+      name = fresh(table === "sign" ? "ssvq.lut_sign" : `ssvq.lut_u${table}`);
+      luts.set(table, name);
+    }
+    return name;
+  };
+  // New tensors go into initializers (IR >= 4) or, for older IR versions that require every
+  // initializer to be a graph input, into Constant nodes. Never into graph.input.
+  const asConstants = Number(model.irVersion) < 4;
+  const builders = new Map<GraphProto, GraphBuilder>();
+  const graphOf = new Map<string, GraphProto>();
+  walkGraphs(model, ({ graph, path }) => graphOf.set(path, graph));
+  const builder = (g: GraphProto) => {
+    let b = builders.get(g);
+    if (!b) builders.set(g, (b = new GraphBuilder(opset, fresh, lut)));
+    return b;
+  };
+  // Decode nodes replace a Constant node in place, or go before everything for an initializer.
+  const replacements = new Map<NodeProto, NodeProto[]>();
+  const prepend = new Map<GraphProto, NodeProto[]>();
+  const removeInit = new Map<GraphProto, Set<TensorProto>>();
+  for (const [i, { weight: w, q }] of sel.entries()) {
+    const g = graphOf.get(w.graphPath)!;
+    const b = builder(g);
+    const before = b.nodes.length;
+    const stored = `${w.name || "weight"}.ssvq`;
+    const target = { output: w.name, dims: w.dims, dtype: w.dtype, layout: w.layout };
+    writeDecode(b, target, decodeSource(b, w, q!, stored), `ssvq${i}`, stored);
+    const nodes = b.nodes.slice(before);
+    if (w.storage === "constant") replacements.set(w.constantNode!, nodes);
+    else {
+      prepend.set(g, [...(prepend.get(g) ?? []), ...nodes]);
+      if (!removeInit.has(g)) removeInit.set(g, new Set());
+      removeInit.get(g)!.add(w.tensor);
+      if (w.alsoGraphInput) g.input = g.input.filter((i) => i.name !== w.name);
+    }
+  }
+  for (const [table, name] of luts) builder(main).tensors.push(lookupTableTensor(name, table));
+  for (const [g, b] of builders) {
+    const drop = removeInit.get(g);
+    if (drop) g.initializer = g.initializer.filter((t) => !drop.has(t));
+    const nodes: NodeProto[] = [];
+    if (asConstants) nodes.push(...b.tensors.map(constantNode));
+    else g.initializer.push(...b.tensors);
+    nodes.push(...(prepend.get(g) ?? []));
+    for (const n of g.node) nodes.push(...(replacements.get(n) ?? [n]));
+    g.node = nodes;
+  }
+}
+
+function constantNode(t: TensorProto): NodeProto {
+  const name = t.name;
+  t.name = "";
+  return create(NodeProtoSchema, {
+    opType: "Constant",
+    name: `${name}/Constant`,
+    output: [name],
+    attribute: [create(AttributeProtoSchema, { name: "value", type: AttributeProto_AttributeType.TENSOR, t })],
+  });
+}
+
+function decodeSource(b: GraphBuilder, w: WeightInfo, q: Quantized, stored: string): DecodeSource {
+  if (isIntQuantized(q)) {
+    if (q.mode === "int8") return { kind: "int8", q: q.q, scales: q.scales, rows: q.rows, cols: q.cols };
+    const biased = Uint8Array.from(q.q, (v) => v + 8);
+    return { kind: "int4", plane: packPlane(biased, 4, 0), scales: q.scales, rows: q.rows, cols: q.cols };
+  }
+  b.tensor(`${stored}.codebook`, floatsAs("", [q.k, q.d], q.codebook, w.dtype));
+  const codebook = b.tensors[b.tensors.length - 1]!;
+  return {
+    kind: "vq",
+    codebook,
+    count: q.shape.count,
+    d: q.d,
+    rows: q.shape.rows,
+    paddedCols: q.shape.paddedCols,
+    indexPlanes: packFields(q.assignments, indexBits(q.k)),
+    signs: q.signs ? packPlane(q.signs, 1, 0) : undefined,
+  };
+}
+
+/** External tensors are written into the output, whose folder may differ from the source's. */
+function inlineExternal(model: ModelProto, readExternal?: ExternalDataReader): void {
+  walkTensors(model, (t) => {
+    if (t.dataLocation !== TensorProto_DataLocation.EXTERNAL) return;
+    const bytes = rawBytes(t, readExternal)!;
+    clearData(t);
+    t.rawData = bytes as Uint8Array<ArrayBuffer>;
+  });
+}
+
+function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): void {
+  const entries: Record<string, string> = {
+    "ssvq.version": VERSION,
+    "ssvq.config": JSON.stringify({ mode: c.mode, k: c.k, d: c.d, seed: c.seed, kmeansIters: c.kmeansIters, format: c.format, finetune: c.finetune }),
+    "ssvq.layers": JSON.stringify(
+      sel.map((s) => ({ name: s.weight.name, mode: s.report!.mode, k: s.report!.k, d: s.report!.d, bitsPerWeight: s.report!.bits.bitsPerWeight })),
+    ),
+  };
+  model.metadataProps = [
+    ...model.metadataProps.filter((p) => !p.key.startsWith("ssvq.")),
+    ...Object.entries(entries).map(([key, value]) => create(StringStringEntryProtoSchema, { key, value })),
+  ];
+}
+
+function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], outputFileBytes: number, readExternal?: ExternalDataReader): Report["sizes"] {
+  let originalTensorBytes = 0;
+  let externalBytes = 0;
+  walkTensors(source, (t, place) => {
+    if (place === "attribute" && !(t.dataType && t.dims.length)) return;
+    const b = declaredBytes(t) ?? 0;
+    originalTensorBytes += b;
+    if (t.dataLocation === TensorProto_DataLocation.EXTERNAL) externalBytes += b;
+  });
+  void readExternal;
+  let replaced = 0;
+  let bits = 0;
+  let weights = 0;
+  for (const s of sel) {
+    replaced += declaredBytes(s.weight.tensor) ?? 0;
+    bits += s.report!.bits.totalBits;
+    weights += s.report!.bits.weights;
+  }
+  const compressedTensorBytes = originalTensorBytes - replaced + bits / 8;
+  // The source "file" includes its external data: the output carries all of it inline.
+  const sourceBytes = sourceFileBytes + externalBytes;
+  const theoreticalFileBytes = sourceBytes - replaced + bits / 8;
+  return {
+    originalTensorBytes,
+    compressedTensorBytes,
+    tensorRatio: originalTensorBytes / compressedTensorBytes,
+    sourceFileBytes: sourceBytes,
+    theoreticalFileBytes,
+    outputFileBytes,
+    diskRatio: outputFileBytes ? sourceBytes / outputFileBytes : sourceBytes / theoreticalFileBytes,
+    compressedLayers: sel.length,
+    compressedWeights: weights,
+    bitsPerWeight: bits / weights,
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * The run report (`<name>.ssvq.json`, DESIGN.md section 2): one schema shared by the background job, the
+ * CLI, the panel and the tests. Later issues add fields; none is ever renamed. Bump `SCHEMA_VERSION` only
+ * for a change that breaks readers.
+ */
+import type { LayerBits } from "./ssvq/bits.js";
+import type { Mode } from "./ssvq/quantize.js";
+
+export const SCHEMA_VERSION = 1;
+
+export interface CompressConfig {
+  mode: Mode;
+  /** Codebook size and sub-vector length (SSVQ and VQ). */
+  k: number;
+  d: number;
+  /** The --bits value that picked (k, d), when given. */
+  bits?: number;
+  seed: number;
+  kmeansIters: number;
+  minWeights: number;
+  /** The --layers pattern (source text), when given. */
+  layers?: string;
+  format: "ssvq" | "dense";
+  finetune: boolean;
+}
+
+export interface LayerReport {
+  name: string;
+  graphPath: string;
+  opType: string;
+  consumers: string[];
+  dims: number[];
+  dtype: string;
+  rows: number;
+  cols: number;
+  groups: number;
+  mode: Mode;
+  k?: number;
+  d?: number;
+  bits: LayerBits;
+  /** Relative Frobenius error of the weight, ||W_hat - W|| / ||W||. */
+  weightError: number;
+  /** SSVQ/VQ: the codebook [k][d] as stored. */
+  codebook?: number[][];
+  /** SSVQ/VQ: sub-vectors per codeword. */
+  usage?: number[];
+  kmeansIterations?: number;
+  /** INT modes: the per-row scales' range. */
+  scaleRange?: [number, number];
+}
+
+export interface KeptWeight {
+  name: string;
+  opType: string;
+  dims: number[];
+  reason: string;
+}
+
+export interface SizeReport {
+  /** Bytes of every tensor of the source at its own width. */
+  originalTensorBytes: number;
+  /** The same with compressed layers at their bits / 8. */
+  compressedTensorBytes: number;
+  tensorRatio: number;
+  sourceFileBytes: number;
+  /** Bytes of the source file not replaced + compressed bits / 8. */
+  theoreticalFileBytes: number;
+  outputFileBytes: number;
+  diskRatio: number;
+  compressedLayers: number;
+  compressedWeights: number;
+  /** Over the compressed layers only. */
+  bitsPerWeight: number;
+}
+
+export interface Report {
+  schemaVersion: number;
+  tool: { name: "ssvq"; version: string };
+  source: { path: string; fileBytes: number; producer: string; opset: number | undefined };
+  output: { path: string; format: "ssvq" | "dense" } | null;
+  config: CompressConfig;
+  layers: LayerReport[];
+  /** Weights found but left as they are (too small, not matched by --layers, or not compressible). */
+  kept: KeptWeight[];
+  sizes: SizeReport;
+  /** Seconds per stage. */
+  timings: Record<string, number>;
+  warnings: string[];
+}

@@ -1,0 +1,30 @@
+/**
+ * The registry of task functions a `ParallelMap` can run (see `parallel.ts` for the rules they follow).
+ * A task is a pure function of one plain object (numbers, strings, typed arrays) returning another.
+ * To add one: export the function next to its algorithm and add a line here; the thread pool's worker
+ * loads this module, so every registered task is available on every thread.
+ */
+import type { ParallelMap } from "./parallel.js";
+import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.js";
+
+export const tasks = {
+  "kmeans.assign": kmeansAssignTask,
+  "kmeans.sse": kmeansSseTask,
+  "kmeans.worst": kmeansWorstTask,
+} satisfies Record<string, (input: never) => unknown>;
+
+export type TaskName = keyof typeof tasks;
+
+/** Runs one task by name; throws for a name that is not registered. */
+export function runTask(name: string, input: unknown): unknown {
+  if (!Object.hasOwn(tasks, name)) throw new Error(`unknown task "${name}"`);
+  return (tasks[name as TaskName] as (input: unknown) => unknown)(input);
+}
+
+/** Runs the tasks one after another in the calling thread. */
+export const serialMap: ParallelMap = {
+  threads: 1,
+  async run<I, O>(task: TaskName, inputs: readonly I[]): Promise<O[]> {
+    return inputs.map((input) => runTask(task, input) as O);
+  },
+};

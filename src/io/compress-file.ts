@@ -1,0 +1,78 @@
+/**
+ * Compressing a model file: paths, refusal to overwrite the input or an existing output, the atomic
+ * writes of the model and its report. Shared by the CLI and the background job.
+ */
+import { existsSync, realpathSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { compressModel, selectWeights, type CompressRun } from "../core/compress.js";
+import { CancelledError, InputError } from "../core/errors.js";
+import type { Report } from "../core/report.js";
+import { loadModel, type LoadedModel } from "./model-file.js";
+import { writeFileAtomic } from "./write-atomic.js";
+
+export interface CompressFileOptions extends CompressRun {
+  input: string;
+  /** Default: `<input without .onnx>.ssvq.onnx` beside the input. */
+  out?: string;
+  force?: boolean;
+}
+
+export interface CompressFileResult {
+  report: Report;
+  /** Undefined for a dry run. */
+  outPath?: string;
+  reportPath?: string;
+}
+
+const stem = (p: string): string => p.replace(/\.onnx$/i, "");
+
+export function defaultOutput(input: string): string {
+  return join(dirname(resolve(input)), `${basename(stem(input))}.ssvq.onnx`);
+}
+
+/** The report's path: the output's path without `.onnx`, plus `.json`. */
+export const reportPathFor = (out: string): string => `${stem(out)}.json`;
+
+const samePath = (a: string, b: string): boolean => {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
+  return real(a) === real(b);
+};
+
+/**
+ * Checks everything that can be checked before the work starts: the model reads, the outputs may be
+ * written, and something matches the selection. Returns the opened model.
+ */
+export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; outPath: string; reportPath: string } {
+  const loaded = loadModel(o.input);
+  const outPath = resolve(o.out ?? defaultOutput(o.input));
+  const reportPath = reportPathFor(outPath);
+  if (!/\.onnx$/i.test(outPath)) throw new InputError(`the output ${o.out} must end in .onnx`);
+  for (const p of [outPath, reportPath]) {
+    if (samePath(p, loaded.path)) throw new InputError(`the output ${p} is the input model itself; the input is never written`);
+    for (const ext of loaded.externalFiles)
+      if (samePath(p, join(loaded.dir, ext))) throw new InputError(`the output ${p} is the model's external data file ${ext}`);
+  }
+  if (!o.dryRun && !o.force)
+    for (const p of [outPath, reportPath])
+      if (existsSync(p)) throw new InputError(`${p} exists; pass --force to replace it`);
+  if (!o.dryRun && !existsSync(dirname(outPath))) throw new InputError(`the output folder ${dirname(outPath)} does not exist`);
+  if (!o.dryRun && existsSync(outPath) && statSync(outPath).isDirectory()) throw new InputError(`${outPath} is a folder`);
+  selectWeights(loaded.model, o.config);
+  return { loaded, outPath, reportPath };
+}
+
+export async function compressFile(o: CompressFileOptions): Promise<CompressFileResult> {
+  const { loaded, outPath, reportPath } = prepareCompress(o);
+  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, o);
+  if (o.dryRun) return { report: result.report };
+  result.report.output = { path: outPath, format: o.config.format };
+  if (o.signal?.aborted) throw new CancelledError();
+  writeFileAtomic(outPath, result.model);
+  try {
+    writeFileAtomic(reportPath, JSON.stringify(result.report, null, 2) + "\n");
+  } catch (e) {
+    rmSync(outPath, { force: true });
+    throw e;
+  }
+  return { report: result.report, outPath, reportPath };
+}

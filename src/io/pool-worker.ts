@@ -1,0 +1,37 @@
+/**
+ * A thread of the pool in `pool.ts`: runs one registered task per message and posts back its output (its
+ * typed arrays' buffers transferred, not copied) or the error it threw.
+ */
+import { parentPort } from "node:worker_threads";
+import { runTask } from "../core/tasks.js";
+
+export interface PoolRequest {
+  task: string;
+  input: unknown;
+}
+
+export type PoolReply = { ok: true; output: unknown } | { ok: false; name: string; message: string; stack?: string };
+
+const port = parentPort;
+if (!port) throw new Error("pool-worker must run as a worker thread");
+
+port.on("message", (request: PoolRequest) => {
+  try {
+    const output = runTask(request.task, request.input);
+    port.postMessage({ ok: true, output } satisfies PoolReply, transferables(output));
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    port.postMessage({ ok: false, name: err.name, message: err.message, stack: err.stack } satisfies PoolReply);
+  }
+});
+
+/** The non-shared buffers of the output's typed arrays (the output itself or its top-level properties). */
+function transferables(output: unknown): ArrayBuffer[] {
+  const found = new Set<ArrayBuffer>();
+  const add = (v: unknown): void => {
+    if (ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer) found.add(v.buffer);
+  };
+  add(output);
+  if (output !== null && typeof output === "object") for (const v of Object.values(output)) add(v);
+  return [...found];
+}

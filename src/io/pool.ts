@@ -1,0 +1,141 @@
+/**
+ * A `ParallelMap` on worker threads. Workers start on demand (never more than `threads`), each runs one
+ * task at a time from a first-in first-out queue shared by all runs, and load `pool-worker.js` from next to
+ * this module: out/src/io/ when compiled by tsc, dist/ when bundled by esbuild (the worker is its own
+ * entry point there). Idle workers do not keep the process alive; `close()` terminates them.
+ *
+ * Failures never hang a run: a task that throws rejects its run with an error of the same name and message
+ * (the rest of that run is dropped); a worker that dies (crash, out of memory, failed to load) rejects the
+ * run of the task it held and is replaced when more work comes.
+ */
+import { Worker } from "node:worker_threads";
+import { InputError } from "../core/errors.js";
+import type { ParallelMap } from "../core/parallel.js";
+import type { TaskName } from "../core/tasks.js";
+import type { PoolReply, PoolRequest } from "./pool-worker.js";
+
+export interface ThreadPool extends ParallelMap {
+  /** Terminates the workers; runs still pending reject. Later runs reject. */
+  close(): Promise<void>;
+}
+
+interface Run {
+  results: unknown[];
+  remaining: number;
+  failed: boolean;
+  resolve(results: unknown[]): void;
+  reject(error: Error): void;
+}
+
+interface Job {
+  run: Run;
+  index: number;
+  request: PoolRequest;
+}
+
+interface Slot {
+  worker: Worker;
+  job: Job | undefined;
+}
+
+export function createThreadPool(threads: number): ThreadPool {
+  if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be an integer >= 1, got ${threads}`);
+  const workerUrl = new URL("./pool-worker.js", import.meta.url);
+  const queue: Job[] = [];
+  const slots = new Set<Slot>();
+  let closed = false;
+
+  const fail = (run: Run, error: Error): void => {
+    if (run.failed) return;
+    run.failed = true;
+    run.reject(error);
+  };
+
+  const finish = (slot: Slot): Job | undefined => {
+    const job = slot.job;
+    slot.job = undefined;
+    slot.worker.unref();
+    return job;
+  };
+
+  const retire = (slot: Slot, error: Error): void => {
+    if (!slots.delete(slot)) return;
+    const job = finish(slot);
+    if (job) fail(job.run, error);
+    pump();
+  };
+
+  const spawn = (): Slot => {
+    const slot: Slot = { worker: new Worker(workerUrl, { name: "ssvq-pool" }), job: undefined };
+    slot.worker.unref();
+    slot.worker.on("message", (reply: PoolReply) => {
+      const job = finish(slot);
+      if (job && !job.run.failed) {
+        if (reply.ok) {
+          job.run.results[job.index] = reply.output;
+          if (--job.run.remaining === 0) job.run.resolve(job.run.results);
+        } else {
+          const error = new Error(reply.message);
+          error.name = reply.name;
+          if (reply.stack) error.stack = reply.stack;
+          fail(job.run, error);
+        }
+      }
+      pump();
+    });
+    slot.worker.on("error", (error) => retire(slot, error));
+    slot.worker.on("exit", (code) => retire(slot, new Error(`a pool worker stopped (exit code ${code})`)));
+    slots.add(slot);
+    return slot;
+  };
+
+  /** Hands queued jobs to idle workers, starting workers while fewer than `threads` run. */
+  const pump = (): void => {
+    while (queue.length > 0 && !closed) {
+      let slot: Slot | undefined;
+      for (const s of slots) if (!s.job) slot = s;
+      if (!slot && slots.size < threads) slot = spawn();
+      if (!slot) return;
+      const job = queue.shift()!;
+      if (job.run.failed) continue;
+      slot.job = job;
+      slot.worker.ref();
+      try {
+        slot.worker.postMessage(job.request);
+      } catch (e) {
+        // The input could not be cloned (a function, a class instance's private state, ...).
+        finish(slot);
+        fail(job.run, e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+  };
+
+  return {
+    threads,
+    run<I, O>(task: TaskName, inputs: readonly I[]): Promise<O[]> {
+      if (closed) return Promise.reject(new Error("the thread pool is closed"));
+      if (inputs.length === 0) return Promise.resolve([]);
+      return new Promise<O[]>((resolve, reject) => {
+        const run: Run = {
+          results: new Array(inputs.length),
+          remaining: inputs.length,
+          failed: false,
+          resolve: resolve as (results: unknown[]) => void,
+          reject,
+        };
+        inputs.forEach((input, index) => queue.push({ run, index, request: { task, input } }));
+        pump();
+      });
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      const error = new Error("the thread pool was closed");
+      for (const job of queue.splice(0)) fail(job.run, error);
+      const workers = [...slots];
+      slots.clear();
+      for (const slot of workers) if (slot.job) fail(slot.job.run, error);
+      await Promise.all(workers.map((slot) => slot.worker.terminate()));
+    },
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * Starts, follows and cancels a background job: a Node process running `job-worker.js`, with typed
+ * messages over its IPC channel. A worker that crashes, runs out of memory or is killed becomes an error
+ * outcome with its last stage, never a hang; a cancelled or failed job leaves no output file behind.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { readdirSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultOutput, reportPathFor } from "../io/compress-file.js";
+import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
+
+export type JobOutcome = Extract<WorkerEvent, { type: "result" }> | Extract<WorkerEvent, { type: "error" }>;
+
+export interface JobOptions {
+  onEvent?: (e: WorkerEvent) => void;
+  /** The worker script; default `job-worker.js` beside this module (dist/ or out/src/job/). */
+  workerPath?: string;
+  /** After a cancel, the worker is killed if it has not ended within this time. */
+  cancelGraceMs?: number;
+  /** Extra Node flags for the worker (for example a heap limit). */
+  execArgv?: string[];
+}
+
+export interface Job {
+  readonly pid: number | undefined;
+  /** Settles when the worker has ended: the result, or the error (cancel and crash included). */
+  readonly outcome: Promise<JobOutcome>;
+  cancel(): void;
+}
+
+export function defaultWorkerPath(): string {
+  return fileURLToPath(new URL("./job-worker.js", import.meta.url));
+}
+
+export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
+  const child: ChildProcess = fork(opts.workerPath ?? defaultWorkerPath(), [], {
+    serialization: "advanced",
+    stdio: ["ignore", "ignore", "pipe", "ipc"],
+    execArgv: opts.execArgv ?? [],
+  });
+  let lastStage = "starting";
+  let outcome: JobOutcome | undefined;
+  let cancelled = false;
+  let stderrTail = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    stderrTail = (stderrTail + d.toString("utf8")).slice(-4000);
+  });
+  const sendToWorker = (m: ClientMessage) => {
+    if (child.connected) child.send(m);
+  };
+
+  const done = new Promise<JobOutcome>((resolve) => {
+    child.on("message", (e: WorkerEvent) => {
+      if (e.type === "stage") lastStage = e.stage;
+      if (e.type === "result" || e.type === "error") outcome = e;
+      else opts.onEvent?.(e);
+    });
+    child.on("error", (err) => {
+      outcome ??= { type: "error", kind: "internal", message: `the worker could not start: ${err.message}`, lastStage };
+    });
+    child.on("exit", (code, signal) => {
+      if (!outcome || (cancelled && outcome.type !== "result")) {
+        if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
+        else {
+          const oom = /heap out of memory|Allocation failed/i.test(stderrTail);
+          const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
+          outcome = {
+            type: "error",
+            kind: "internal",
+            message: `the worker ${how} during ${lastStage}${oom ? ": it ran out of memory" : ""}`,
+            detail: stderrTail.trim() || undefined,
+            lastStage,
+          };
+        }
+      }
+      if (outcome.type === "error") removePartialOutputs(spec, child.pid);
+      opts.onEvent?.(outcome);
+      resolve(outcome);
+    });
+  });
+  sendToWorker({ type: "start", spec });
+
+  return {
+    pid: child.pid,
+    outcome: done,
+    cancel() {
+      if (cancelled || child.exitCode !== null || child.signalCode !== null) return;
+      cancelled = true;
+      sendToWorker({ type: "cancel" });
+      const timer = setTimeout(() => child.kill("SIGKILL"), opts.cancelGraceMs ?? 1000);
+      timer.unref();
+      child.once("exit", () => clearTimeout(timer));
+    },
+  };
+}
+
+/** Temporary files of a worker that ended early (see io/write-atomic.ts for their names). */
+function removePartialOutputs(spec: JobSpec, pid: number | undefined): void {
+  if (pid === undefined) return;
+  const out = spec.out ?? defaultOutput(spec.input);
+  for (const target of [out, reportPathFor(out)]) {
+    const dir = dirname(target);
+    const prefix = `.${basename(target)}.${pid}-`;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) if (n.startsWith(prefix) && n.endsWith(".tmp")) rmSync(join(dir, n), { force: true });
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The background worker process: receives one `start` message, runs the job, streams events, exits.
+ * A `cancel` message aborts the run; the client kills the process if it does not end promptly.
+ */
+import { isCancelledError, isInputError } from "../core/errors.js";
+import type { ProgressEvent } from "../core/compress.js";
+import { compressFile } from "../io/compress-file.js";
+import { createThreadPool } from "../io/pool.js";
+import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
+
+const controller = new AbortController();
+let lastStage = "starting";
+let started = false;
+
+function send(e: WorkerEvent): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send || !process.connected) return resolve();
+    process.send(e, undefined, {}, () => resolve());
+  });
+}
+
+async function run(spec: JobSpec): Promise<void> {
+  const pool = createThreadPool(spec.threads);
+  try {
+    const onProgress = (e: ProgressEvent) => {
+      if (e.kind === "stage") {
+        lastStage = e.stage;
+        void send({ type: "stage", stage: e.stage });
+      } else void send({ type: "progress", layer: e.index, layers: e.count, name: e.name, fraction: e.index / e.count });
+    };
+    const result = await compressFile({
+      input: spec.input,
+      out: spec.out,
+      force: spec.force,
+      dryRun: spec.dryRun,
+      config: spec.config,
+      map: pool,
+      signal: controller.signal,
+      onProgress,
+    });
+    result.report.layers.forEach((l, index, all) =>
+      void send({ type: "layerDone", stats: { index, count: all.length, name: l.name, weightError: l.weightError, bitsPerWeight: l.bits.bitsPerWeight } }),
+    );
+    await send({ type: "result", report: result.report, outPath: result.outPath, reportPath: result.reportPath });
+  } finally {
+    await pool.close();
+  }
+}
+
+process.on("message", (m: ClientMessage) => {
+  if (m.type === "cancel") {
+    controller.abort();
+    return;
+  }
+  if (m.type !== "start" || started) return;
+  started = true;
+  run(m.spec).then(
+    () => process.exit(0),
+    async (e: unknown) => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      const kind = isCancelledError(err) ? "cancelled" : isInputError(err) ? "input" : "internal";
+      await send({ type: "error", kind, message: err.message, detail: err.stack, lastStage });
+      process.exit(kind === "internal" ? 1 : 0);
+    },
+  );
+});
+process.on("disconnect", () => {
+  // The client is gone: nobody wants the result.
+  controller.abort();
+  setTimeout(() => process.exit(0), 100).unref();
+});

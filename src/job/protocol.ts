@@ -1,0 +1,56 @@
+/**
+ * The messages between the job client (CLI, extension) and the background worker process.
+ * Discriminated unions both ways; everything is structured-clone data sent over the IPC channel.
+ */
+import type { CompressConfig, Report } from "../core/report.js";
+
+/** What to run. Paths are absolute or relative to the worker's working directory (the client's). */
+export interface CompressJobSpec {
+  kind: "compress";
+  input: string;
+  out?: string;
+  force?: boolean;
+  dryRun?: boolean;
+  config: CompressConfig;
+  threads: number;
+}
+
+export type JobSpec = CompressJobSpec;
+
+/** Client -> worker. */
+export type ClientMessage = { type: "start"; spec: JobSpec } | { type: "cancel" };
+
+export type LogLevel = "info" | "warning" | "error";
+
+export interface LayerStats {
+  index: number;
+  count: number;
+  name: string;
+  weightError: number;
+  bitsPerWeight: number;
+}
+
+/** Worker -> client. */
+export type WorkerEvent =
+  | { type: "stage"; stage: string }
+  | { type: "progress"; layer: number; layers: number; name: string; fraction: number }
+  | { type: "layerDone"; stats: LayerStats }
+  | {
+      type: "freezeCheck";
+      layer: string;
+      iteration: number;
+      loss: number;
+      flips: number;
+      newlyFrozen: number;
+      frozenFraction: number;
+    }
+  | { type: "log"; level: LogLevel; text: string }
+  | { type: "result"; report: Report; outPath?: string; reportPath?: string }
+  | {
+      type: "error";
+      /** "input": bad input (exit 2); "cancelled"; "internal": a bug or a crash (exit 1). */
+      kind: "input" | "cancelled" | "internal";
+      message: string;
+      detail?: string;
+      lastStage: string;
+    };

@@ -1,0 +1,268 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as ort from "onnxruntime-node";
+import { create } from "@bufbuild/protobuf";
+import { decodeModel, encodeModel, StringStringEntryProtoSchema, TensorProto_DataLocation, TensorProtoSchema } from "../src/core/onnx/proto.js";
+import type { Report } from "../src/core/report.js";
+import { DT, graph, model, node, randomTensor, randomValues, valueInfo } from "./helpers/models.js";
+import { listing, ssvq } from "./helpers/cli.js";
+import { argmaxRows, fashionImages, maxAbsDiff, runModel } from "./helpers/ort.js";
+import { fixture } from "./helpers/paths.js";
+
+const work = mkdtempSync(join(tmpdir(), "ssvq-compress-"));
+process.on("exit", () => rmSync(work, { recursive: true, force: true }));
+
+function compress(input: string, out: string, args: string[]): Report {
+  const r = ssvq(["compress", input, "--out", out, "--json", "--force", ...args]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as Report;
+}
+
+const images = fashionImages();
+const feeds = { input: { data: images.x, dims: [images.n, 1, 28, 28] } };
+
+test("fashion models at 2 bits/weight (INT4 at 4): run in onnxruntime, equal the dense variant, accuracy table", async (t) => {
+  const rows: string[] = [];
+  for (const name of ["fashion_lenet5", "fashion_tinyvit"]) {
+    const src = fixture(`${name}.onnx`);
+    const ref = (await runModel(src, feeds))["logits"]!;
+    const refTop = argmaxRows(ref, 10);
+    const acc = (top: Uint32Array) => top.reduce((a, p, i) => a + (p === images.y[i] ? 1 : 0), 0) / images.n;
+    rows.push(`${name.padEnd(16)} FP32             acc ${(100 * acc(refTop)).toFixed(2)}%`);
+    const errors: Record<string, number[]> = {};
+    for (const mode of ["ssvq", "vq", "int4"]) {
+      const args = mode === "int4" ? ["--mode", "int4"] : ["--mode", mode, "--bits", "2"];
+      const out = join(work, `${name}.${mode}.onnx`);
+      const dense = join(work, `${name}.${mode}.dense.onnx`);
+      const report = compress(src, out, args);
+      compress(src, dense, [...args, "--format", "dense"]);
+      const y = (await runModel(out, feeds))["logits"]!;
+      const yd = (await runModel(dense, feeds))["logits"]!;
+      assert.ok(maxAbsDiff(y, yd) < 1e-4, `${name} ${mode}: decode subgraph and dense differ by ${maxAbsDiff(y, yd)}`);
+      const top = argmaxRows(y, 10);
+      const agree = top.reduce((a, p, i) => a + (p === refTop[i] ? 1 : 0), 0) / images.n;
+      assert.ok(acc(top) > 0.8, `${name} ${mode}: accuracy ${acc(top)}`);
+      // At 2 bits/weight the indices alone give 16x; on these small models the codebooks cost a lot (VQ k=256).
+      assert.ok(report.sizes.tensorRatio > (mode === "ssvq" ? 7 : mode === "vq" ? 3 : 5), `${name} ${mode}: ratio ${report.sizes.tensorRatio}`);
+      assert.ok(report.sizes.diskRatio > 1 && report.sizes.outputFileBytes === readFileSync(out).length);
+      errors[mode] = report.layers.map((l) => l.weightError);
+      rows.push(
+        `${name.padEnd(16)} ${mode.padEnd(5)} ${report.sizes.bitsPerWeight.toFixed(2)} b/w  acc ${(100 * acc(top)).toFixed(2)}%  agree ${(100 * agree).toFixed(2)}%  ` +
+          `tensor ${report.sizes.tensorRatio.toFixed(2)}x  disk ${report.sizes.diskRatio.toFixed(2)}x`,
+      );
+    }
+    const layerNames = compress(src, join(work, `${name}.names.onnx`), ["--dry-run"]).layers.map((l) => l.name);
+    rows.push(`  relative weight error per layer, SSVQ vs VQ (k256 d4):`);
+    layerNames.forEach((l, i) => rows.push(`    ${l.padEnd(40)} ${(100 * errors["ssvq"]![i]!).toFixed(1)}%  ${(100 * errors["vq"]![i]!).toFixed(1)}%`));
+  }
+  for (const row of rows) t.diagnostic(row);
+});
+
+test("opset 9: Constant-node weights and initializers listed in graph.input compress, run, and fold", async () => {
+  const w1 = randomTensor("", [8, 3, 3, 3], 1);
+  const w2 = randomTensor("w2", [16, 8 * 36], 2);
+  const m = model(
+    graph({
+      nodes: [
+        node("Constant", [], ["w1"], { value: w1 }, "const_w1"),
+        node("Conv", ["x", "w1"], ["c"], { pads: [1, 1, 1, 1] }, "conv"),
+        node("Relu", ["c"], ["r"]),
+        node("Flatten", ["r"], ["f"], { axis: 1 }),
+        node("Gemm", ["f", "w2", "b2"], ["y"], { transB: 1 }, "fc"),
+      ],
+      inputs: [valueInfo("x", [2, 3, 6, 6]), valueInfo("w2", [16, 288])],
+      outputs: [valueInfo("y", [2, 16])],
+      initializers: [w2, randomTensor("b2", [16], 3)],
+    }),
+    9,
+    4,
+  );
+  const src = join(work, "opset9.onnx");
+  writeFileSync(src, encodeModel(m));
+  const out = join(work, "opset9.ssvq.onnx");
+  const report = compress(src, out, ["--min-weights", "100", "--k", "16", "--d", "4"]);
+  assert.equal(report.layers.length, 2);
+  const outModel = decodeModel(readFileSync(out));
+  assert.deepEqual(outModel.opsetImport.map((o) => Number(o.version)), [9], "no opset bump");
+  assert.deepEqual(outModel.graph!.input.map((i) => i.name), ["x"], "the compressed initializer left graph.input; nothing new added");
+  assert.ok(!outModel.graph!.node.some((n) => n.opType === "BitShift" || n.opType === "Mod"));
+  const x = { x: { data: randomValues(2 * 3 * 36, 4), dims: [2, 3, 6, 6] } };
+  const dense = join(work, "opset9.dense.onnx");
+  compress(src, dense, ["--min-weights", "100", "--k", "16", "--d", "4", "--format", "dense"]);
+  const yd = (await runModel(dense, x))["y"]!;
+  const optimized = join(work, "opset9.optimized.onnx");
+  const y = (await runModel(out, x, { graphOptimizationLevel: "all", optimizedModelFilePath: optimized }))["y"]!;
+  assert.ok(maxAbsDiff(y, yd) < 1e-5);
+  const folded = decodeModel(readFileSync(optimized));
+  const left = folded.graph!.node.map((n) => n.opType);
+  assert.ok(!left.includes("Gather") && !left.includes("Cast"), `decode subgraph not folded: ${left.join(",")}`);
+  const yNoOpt = (await runModel(out, x, { graphOptimizationLevel: "disabled" }))["y"]!;
+  assert.ok(maxAbsDiff(yNoOpt, yd) < 1e-5);
+});
+
+test("ConvTranspose, grouped Conv, Gemm transB=0, float16 weights, If branches and external data", async () => {
+  const thenBranch = graph({ name: "then", nodes: [node("MatMul", ["h", "wt"], ["t"], {}, "mm_then")], inputs: [], outputs: [valueInfo("t", [2, 40])] });
+  const elseBranch = graph({
+    name: "else",
+    nodes: [node("MatMul", ["h", "we"], ["e"], {}, "mm_else")],
+    inputs: [],
+    outputs: [valueInfo("e", [2, 40])],
+    initializers: [randomTensor("we", [48, 40], 6)],
+  });
+  const wx = randomValues(48 * 48, 8);
+  const ext = create(TensorProtoSchema, {
+    name: "wx",
+    dims: [48n, 48n],
+    dataType: DT.FLOAT,
+    dataLocation: TensorProto_DataLocation.EXTERNAL,
+    externalData: [create(StringStringEntryProtoSchema, { key: "location", value: "data/weights.bin" })],
+  });
+  const m = model(
+    graph({
+      nodes: [
+        node("ConvTranspose", ["x", "wct"], ["a"], { group: 2, strides: [2, 2] }, "deconv"),
+        node("Conv", ["a", "wg"], ["b"], { group: 4, pads: [1, 1, 1, 1] }, "gconv"),
+        node("Flatten", ["b"], ["f"], { axis: 1 }),
+        node("Gemm", ["f", "wgemm"], ["h0"], {}, "gemm"),
+        node("MatMul", ["h0", "wx"], ["h"], {}, "mm_ext"),
+        node("If", ["cond"], ["y"], { then_branch: thenBranch, else_branch: elseBranch }, "branch"),
+      ],
+      inputs: [valueInfo("x", [2, 8, 3, 3]), valueInfo("cond", [], DT.BOOL)],
+      outputs: [valueInfo("y", [2, 40])],
+      initializers: [randomTensor("wct", [8, 8, 3, 3], 1), randomTensor("wg", [16, 4, 3, 3], 2), randomTensor("wgemm", [784, 48], 3), randomTensor("wt", [48, 40], 4), ext],
+    }),
+  );
+  const dir = mkdtempSync(join(work, "ext-"));
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(join(dir, "data"));
+  writeFileSync(join(dir, "data", "weights.bin"), new Uint8Array(wx.buffer));
+  const src = join(dir, "mixed.onnx");
+  writeFileSync(src, encodeModel(m));
+  const half = model(graph({ nodes: [node("MatMul", ["x16", "w16"], ["y16"], {}, "mm16")], inputs: [valueInfo("x16", [2, 64], DT.FLOAT16)], outputs: [valueInfo("y16", [2, 32], DT.FLOAT16)], initializers: [randomTensor("w16", [64, 32], 9, DT.FLOAT16)] }));
+  const src16 = join(dir, "half.onnx");
+  writeFileSync(src16, encodeModel(half));
+
+  const feedsMixed = (cond: boolean) => ({ x: new ort.Tensor("float32", randomValues(2 * 8 * 9, 10), [2, 8, 3, 3]), cond: new ort.Tensor("bool", Uint8Array.from([cond ? 1 : 0]), []) });
+  for (const mode of ["ssvq", "vq", "int8", "int4"]) {
+    const args = ["--mode", mode, "--min-weights", "512", ...(mode === "ssvq" || mode === "vq" ? ["--k", "16", "--d", "4"] : [])];
+    const outDir = mkdtempSync(join(work, "out-"));
+    const out = join(outDir, "mixed.ssvq.onnx");
+    const dense = join(outDir, "mixed.dense.onnx");
+    const report = compress(src, out, args);
+    compress(src, dense, [...args, "--format", "dense"]);
+    assert.deepEqual(report.layers.map((l) => l.name).sort(), ["wct", "we", "wg", "wgemm", "wt", "wx"]);
+    assert.ok(report.layers.some((l) => l.name === "we" && l.graphPath === "branch.else_branch"));
+    assert.ok(report.layers.some((l) => l.name === "wx"), "external weight compressed");
+    for (const cond of [true, false]) {
+      const s1 = await ort.InferenceSession.create(out, { intraOpNumThreads: 1 });
+      const s2 = await ort.InferenceSession.create(dense, { intraOpNumThreads: 1 });
+      const y1 = (await s1.run(feedsMixed(cond)))["y"]!.data as Float32Array;
+      const y2 = (await s2.run(feedsMixed(cond)))["y"]!.data as Float32Array;
+      assert.ok(maxAbsDiff(y1, y2) < 1e-4, `${mode} cond=${cond}: ${maxAbsDiff(y1, y2)}`);
+    }
+    const out16 = join(outDir, "half.ssvq.onnx");
+    const dense16 = join(outDir, "half.dense.onnx");
+    compress(src16, out16, args);
+    compress(src16, dense16, [...args, "--format", "dense"]);
+    const x16 = new ort.Tensor("float16", Uint16Array.from(randomValues(128, 12), (v) => Math.round(v * 100) + 0x3c00), [2, 64]);
+    const a = (await (await ort.InferenceSession.create(out16)).run({ x16 }))["y16"]!.data as Uint16Array;
+    const b = (await (await ort.InferenceSession.create(dense16)).run({ x16 }))["y16"]!.data as Uint16Array;
+    assert.deepEqual(a, b, `${mode}: float16 decode differs from dense`);
+  }
+});
+
+test("same seed, same bytes; any --threads, same bytes; another seed, other bytes", () => {
+  const src = fixture("fashion_lenet5.onnx");
+  const outs = [
+    ["--seed", "7", "--threads", "1"],
+    ["--seed", "7", "--threads", "2"],
+    ["--seed", "7", "--threads", "3"],
+    ["--seed", "8", "--threads", "2"],
+  ].map((args, i) => {
+    const out = join(work, `det${i}.onnx`);
+    compress(src, out, ["--bits", "2", ...args]);
+    return readFileSync(out);
+  });
+  assert.ok(outs[0]!.equals(outs[1]!) && outs[1]!.equals(outs[2]!), "thread count changed the output");
+  assert.ok(!outs[0]!.equals(outs[3]!), "the seed had no effect");
+});
+
+test("size on disk within 1.05 x theoretical + 1 KB per layer on a 1.2M-weight model", () => {
+  const layers = 6;
+  const inits = Array.from({ length: layers }, (_, i) => randomTensor(`w${i}`, [448, 448], 100 + i));
+  const nodes = inits.map((t, i) => node("MatMul", [i ? `h${i}` : "x", t.name], [i === layers - 1 ? "y" : `h${i + 1}`]));
+  const src = join(work, "big.onnx");
+  writeFileSync(src, encodeModel(model(graph({ nodes, inputs: [valueInfo("x", [1, 448])], outputs: [valueInfo("y", [1, 448])], initializers: inits }))));
+  for (const args of [["--bits", "2"], ["--bits", "1.5"], ["--mode", "vq", "--bits", "1.5"], ["--mode", "int4"]]) {
+    const r = compress(src, join(work, "big.ssvq.onnx"), args);
+    assert.ok(r.sizes.compressedWeights >= 1_000_000);
+    const bound = 1.05 * r.sizes.theoreticalFileBytes + 1024 * r.sizes.compressedLayers;
+    assert.ok(r.sizes.outputFileBytes <= bound, `${args.join(" ")}: ${r.sizes.outputFileBytes} > ${bound}`);
+  }
+});
+
+test("nothing to compress, --layers matching nothing, output = input, existing output: exit 2, nothing written", () => {
+  const dir = mkdtempSync(join(work, "bad-"));
+  const noWeights = join(dir, "relu.onnx");
+  writeFileSync(noWeights, encodeModel(model(graph({ nodes: [node("Relu", ["x"], ["y"])], inputs: [valueInfo("x", [4])], outputs: [valueInfo("y", [4])] }))));
+  const lenet = join(dir, "lenet.onnx");
+  copyFileSync(fixture("fashion_lenet5.onnx"), lenet);
+  const original = readFileSync(lenet);
+  const before = listing(dir);
+  const cases: [string[], RegExp][] = [
+    [["compress", noWeights], /nothing to compress/],
+    [["compress", lenet, "--layers", "^nomatch$"], /--layers \^nomatch\$ matches none/],
+    [["compress", lenet, "--out", lenet], /is the input model itself/],
+    [["compress", lenet, "--out", join(dir, "lenet.json.onnx"), "--min-weights", "99999999"], /fewer than --min-weights/],
+    [["compress", lenet, "--bits", "1.7"], /--bits 1.7 is not in the SSVQ table/],
+    [["compress", lenet, "--mode", "int3"], /--mode must be one of/],
+    [["compress", lenet, "--layers", "("], /not a valid regular expression/],
+  ];
+  for (const [args, message] of cases) {
+    const r = ssvq(args);
+    assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+  assert.deepEqual(listing(dir), before);
+  assert.ok(readFileSync(lenet).equals(original));
+  // An existing output is replaced only with --force.
+  const out = join(dir, "lenet.ssvq.onnx");
+  assert.equal(ssvq(["compress", lenet]).status, 0);
+  assert.ok(existsSync(out) && existsSync(join(dir, "lenet.ssvq.json")));
+  const again = ssvq(["compress", lenet, "--seed", "3"]);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /exists; pass --force/);
+  assert.equal(ssvq(["compress", lenet, "--seed", "3", "--force"]).status, 0);
+  assert.ok(readFileSync(lenet).equals(original), "the input was written");
+  assert.deepEqual(listing(dir).filter((f) => f.endsWith(".tmp")), [], "temporary files left behind");
+});
+
+test("--dry-run estimates sizes without writing; the report carries codebooks and usage", () => {
+  const dir = mkdtempSync(join(work, "dry-"));
+  const lenet = join(dir, "lenet.onnx");
+  copyFileSync(fixture("fashion_lenet5.onnx"), lenet);
+  const dry = ssvq(["compress", lenet, "--dry-run", "--json"]);
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.deepEqual(listing(dir), ["lenet.onnx"]);
+  const est = JSON.parse(dry.stdout) as Report;
+  const real = compress(lenet, join(dir, "lenet.ssvq.onnx"), []);
+  assert.deepEqual(est.layers.map((l) => l.bits), real.layers.map((l) => l.bits));
+  assert.equal(est.sizes.theoreticalFileBytes, real.sizes.theoreticalFileBytes);
+  const onDisk = JSON.parse(readFileSync(join(dir, "lenet.ssvq.json"), "utf8")) as Report;
+  assert.equal(onDisk.schemaVersion, 1);
+  for (const l of onDisk.layers) {
+    assert.equal(l.codebook!.length, 16);
+    assert.ok(l.codebook!.every((c) => c.length === 4 && c.every((v) => v >= 0)));
+    assert.equal(l.usage!.reduce((a, b) => a + b, 0), l.rows * Math.ceil(l.cols / 4));
+  }
+  const meta = Object.fromEntries(decodeModel(readFileSync(join(dir, "lenet.ssvq.onnx"))).metadataProps.map((p) => [p.key, p.value]));
+  assert.equal(JSON.parse(meta["ssvq.config"]!).k, 16);
+  assert.doesNotMatch(JSON.stringify(meta), /\/tmp|\d{4}-\d\d-\d\dT/, "metadata must hold no paths or timestamps");
+});
+
+
+

@@ -1,0 +1,302 @@
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { isInputError } from "../src/core/errors.js";
+import type { ParallelMap } from "../src/core/parallel.js";
+import { Rng } from "../src/core/rng.js";
+import { assignNearest, kmeans, kmeansPlusPlus, Lloyd, SAMPLE_PER_CENTROID, type KmeansResult } from "../src/core/ssvq/kmeans.js";
+import { serialMap, type TaskName } from "../src/core/tasks.js";
+import { createThreadPool } from "../src/io/pool.js";
+
+const pool1 = createThreadPool(1);
+const pool2 = createThreadPool(2);
+after(() => Promise.all([pool1.close(), pool2.close()]));
+
+/** n standard normal points of dimension d. */
+function normalPoints(n: number, d: number, seed: number): Float32Array {
+  return new Rng(seed).fillNormal(new Float32Array(n * d));
+}
+
+/** The textbook answer: squared distances summed from coordinate 0 in float64, ties to the lowest index. */
+function bruteNearest(points: Float32Array, n: number, d: number, centroids: Float32Array, k: number) {
+  const assignments = new Uint32Array(n);
+  let sse = 0;
+  for (let i = 0; i < n; i++) {
+    let best = Infinity;
+    for (let j = 0; j < k; j++) {
+      let s = 0;
+      for (let t = 0; t < d; t++) {
+        const v = points[i * d + t] - centroids[j * d + t];
+        s += v * v;
+      }
+      if (s < best) {
+        best = s;
+        assignments[i] = j;
+      }
+    }
+    sse += best;
+  }
+  return { assignments, sse };
+}
+
+/** Indices of the points where two assignments differ (empty when equal), for readable failures. */
+function differences(a: Uint32Array, b: Uint32Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < a.length && out.length < 5; i++) if (a[i] !== b[i]) out.push(i);
+  return out;
+}
+
+describe("kmeans", () => {
+  it("recovers well-separated clusters", async () => {
+    const d = 3;
+    const centres = [
+      [0, 0, 0],
+      [10, 0, 0],
+      [0, 10, 0],
+      [0, 0, 10],
+      [10, 10, 10],
+    ];
+    const perCluster = 200;
+    const n = centres.length * perCluster;
+    const rng = new Rng(3);
+    const points = new Float32Array(n * d);
+    const labels = new Uint32Array(n);
+    // Interleaved so that no cluster sits in one contiguous block.
+    for (let i = 0; i < n; i++) {
+      labels[i] = i % centres.length;
+      for (let t = 0; t < d; t++) points[i * d + t] = centres[labels[i]][t] + 0.1 * rng.normal();
+    }
+    const r = await kmeans(points, n, d, centres.length, { seed: 1, maxIters: 50 });
+    assert.ok(r.converged);
+    const found = new Set<number>();
+    for (const c of centres) {
+      const near: number[] = [];
+      for (let j = 0; j < centres.length; j++) {
+        const dist = Math.hypot(...c.map((v, t) => r.centroids[j * d + t] - v));
+        if (dist < 0.05) near.push(j);
+      }
+      assert.equal(near.length, 1, `exactly one centroid near ${c}`);
+      found.add(near[0]);
+    }
+    assert.equal(found.size, centres.length);
+    const clusterOf = new Map<number, number>();
+    for (let i = 0; i < n; i++) {
+      const c = clusterOf.get(labels[i]) ?? r.assignments[i];
+      clusterOf.set(labels[i], c);
+      assert.equal(r.assignments[i], c, `point ${i} with its cluster`);
+    }
+    // Noise variance 0.01 per coordinate: SSE close to n * d * 0.01.
+    assert.ok(Math.abs(r.sse / (n * d * 0.01) - 1) < 0.15, `sse ${r.sse}`);
+    assert.deepEqual(r.sse, bruteNearest(points, n, d, r.centroids, centres.length).sse);
+  });
+
+  describe("is deterministic", () => {
+    const cases = [
+      // 4 chunks, neighbour lists (k^2 <= n).
+      { n: 50000, d: 4, k: 32 },
+      // Sorted-axis search (k^2 > n), d with no unrolled loop.
+      { n: 6000, d: 3, k: 100 },
+    ];
+    for (const { n, d, k } of cases) {
+      it(`n=${n} d=${d} k=${k}: same seed, same bytes, with any map and thread count`, async () => {
+        const points = normalPoints(n, d, 11);
+        const runs: Array<[string, ParallelMap | undefined]> = [
+          ["in-process", undefined],
+          ["serialMap", serialMap],
+          ["pool of 1", pool1],
+          ["pool of 2", pool2],
+        ];
+        const results: Array<[string, KmeansResult]> = [];
+        for (const [name, map] of runs) results.push([name, await kmeans(points, n, d, k, { seed: 7, maxIters: 30, map })]);
+        results.push(["in-process again", await kmeans(points, n, d, k, { seed: 7, maxIters: 30 })]);
+        const [, ref] = results[0];
+        assert.ok(ref.iterations > 1);
+        for (const [name, r] of results) {
+          assert.deepEqual(Buffer.from(r.centroids.buffer), Buffer.from(ref.centroids.buffer), `${name}: centroids`);
+          assert.deepEqual(differences(r.assignments, ref.assignments), [], `${name}: assignments`);
+          assert.equal(r.sse, ref.sse, `${name}: sse`);
+          assert.equal(r.iterations, ref.iterations, `${name}: iterations`);
+        }
+        const other = await kmeans(points, n, d, k, { seed: 8, maxIters: 30 });
+        assert.notDeepEqual(other.centroids, ref.centroids, "another seed gives another result");
+      });
+    }
+  });
+
+  it("re-seeds an empty cluster from the worst-fitted point", async () => {
+    // Centroid 1 starts far from every point, so it is empty after the first pass; the worst-fitted
+    // point is then (5, 5), at distance 2 * 3.725^2 from the mean of the four points.
+    const points = Float32Array.from([0, 0, 0.1, 0, 0, 0.1, 5, 5]);
+    const init = Float32Array.from([0, 0, 100, 100]);
+    const r = await kmeans(points, 4, 2, 2, { seed: 1, maxIters: 10, init });
+    assert.equal(r.reseeds, 1);
+    assert.ok(r.converged);
+    assert.deepEqual([...r.assignments], [0, 0, 0, 1]);
+    assert.deepEqual([...r.centroids.subarray(2)], [5, 5]);
+    assert.deepEqual([...r.centroids.subarray(0, 2)], [Math.fround(0.1 / 3), Math.fround(0.1 / 3)]);
+  });
+
+  it("leaves no cluster empty after re-seeding on random data", async () => {
+    const n = 5000;
+    const d = 2;
+    const k = 20;
+    const points = normalPoints(n, d, 5);
+    // Half of the initial centroids far away: all of them start empty.
+    const init = new Float32Array(k * d);
+    init.set(points.subarray(0, (k / 2) * d));
+    for (let j = k / 2; j < k; j++) init.set([1e3 + j, -1e3], j * d);
+    for (const map of [undefined, pool2]) {
+      const r = await kmeans(points, n, d, k, { seed: 1, maxIters: 100, init, map });
+      assert.ok(r.reseeds >= k / 2, `reseeds ${r.reseeds}`);
+      const counts = new Uint32Array(k);
+      for (const a of r.assignments) counts[a]++;
+      assert.ok(counts.every((c) => c > 0), `counts ${counts}`);
+      assert.equal(r.sse, bruteNearest(points, n, d, r.centroids, k).sse);
+    }
+  });
+
+  it("gives every point its own centroid when n <= k", async () => {
+    const points = Float32Array.from([1, 2, 3, 4, 5, 6]);
+    const r = await kmeans(points, 3, 2, 5, { seed: 1, maxIters: 10 });
+    assert.deepEqual([...r.centroids], [1, 2, 3, 4, 5, 6, 0, 0, 0, 0]);
+    assert.deepEqual([...r.assignments], [0, 1, 2]);
+    assert.equal(r.sse, 0);
+  });
+
+  it("rejects bad input with InputError", async () => {
+    const points = Float32Array.from([1, 2, 3, Number.NaN]);
+    await assert.rejects(kmeans(points, 2, 2, 1, { seed: 1, maxIters: 5 }), (e) => isInputError(e) && /NaN/.test((e as Error).message));
+    await assert.rejects(kmeans(points, 3, 2, 1, { seed: 1, maxIters: 5 }), isInputError);
+    await assert.rejects(kmeans(new Float32Array(4), 2, 2, 0, { seed: 1, maxIters: 5 }), isInputError);
+    await assert.rejects(kmeans(new Float32Array(8), 4, 2, 2, { seed: 1, maxIters: 5, init: new Float32Array(3) }), isInputError);
+  });
+});
+
+describe("assignNearest", () => {
+  const cases = [
+    { n: 3000, d: 1, k: 1 },
+    { n: 3000, d: 1, k: 50 },
+    { n: 3000, d: 2, k: 7 },
+    { n: 3000, d: 3, k: 300 },
+    { n: 20000, d: 4, k: 64 },
+    { n: 3000, d: 4, k: 256 },
+    { n: 3000, d: 5, k: 40 },
+    { n: 3000, d: 8, k: 16 },
+    { n: 3000, d: 8, k: 256 },
+    { n: 1000, d: 16, k: 30 },
+  ];
+  for (const { n, d, k } of cases) {
+    it(`equals brute force on random data (n=${n} d=${d} k=${k})`, async () => {
+      const points = normalPoints(n, d, 100 + d);
+      const centroids = normalPoints(k, d, 200 + k);
+      const want = bruteNearest(points, n, d, centroids, k);
+      for (const map of [undefined, pool2]) {
+        const got = await assignNearest(points, n, d, centroids, k, map);
+        assert.deepEqual(differences(got.assignments, want.assignments), []);
+        assert.ok(Math.abs(got.sse - want.sse) <= 1e-12 * want.sse);
+      }
+    });
+  }
+
+  it("breaks ties by the lowest index", async () => {
+    const centroids = Float32Array.from([0, 2, 2, 4, 0]);
+    const points = Float32Array.from([1, 3, 2, 0, -1, 5]);
+    const got = await assignNearest(points, 6, 1, centroids, 5);
+    assert.deepEqual([...got.assignments], [0, 1, 1, 0, 0, 3]);
+  });
+
+  it("equals brute force at every Lloyd pass, ties included", async () => {
+    for (const { n, d, k } of [
+      { n: 20000, d: 4, k: 64 },
+      { n: 3000, d: 5, k: 100 },
+      { n: 4000, d: 2, k: 40 },
+    ]) {
+      const rng = new Rng(d);
+      // Points on a coarse grid, so that many are exactly as far from two centroids.
+      const points = Float32Array.from({ length: n * d }, () => Math.round(rng.normal() * 4) / 2);
+      const init = new Float32Array(k * d);
+      for (let j = 0; j < k; j++) init.set(points.subarray(((j * 37) % n) * d, ((j * 37) % n) * d + d), j * d);
+      init.set(init.subarray(0, d), (k - 1) * d); // a duplicate centroid: never chosen over centroid 0
+      const lloyd = new Lloyd(points, n, d, k, init, pool2);
+      for (let pass = 0; pass < 8; pass++) {
+        await lloyd.assign();
+        const want = bruteNearest(points, n, d, lloyd.centroids(), k);
+        assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `n=${n} d=${d} k=${k} pass ${pass}`);
+        lloyd.update();
+      }
+    }
+  });
+});
+
+describe("kmeansPlusPlus", () => {
+  it(`seeds from a sample of at most ${SAMPLE_PER_CENTROID} points per centroid`, async () => {
+    const n = 100000;
+    const d = 2;
+    const points = normalPoints(n, d, 9);
+    const { centroids, sample } = kmeansPlusPlus(points, n, d, 3, 4);
+    assert.equal(sample.length, 3 * SAMPLE_PER_CENTROID);
+    for (let i = 1; i < sample.length; i++) assert.ok(sample[i - 1] < sample[i] && sample[i] < n);
+    const sampled = new Set<string>();
+    for (const i of sample) sampled.add(`${points[i * d]},${points[i * d + 1]}`);
+    for (let j = 0; j < 3; j++) assert.ok(sampled.has(`${centroids[j * d]},${centroids[j * d + 1]}`), `centroid ${j} is a sampled point`);
+    assert.equal(kmeansPlusPlus(points, 500, d, 3, 4).sample.length, 500);
+    // kmeans seeds with it: no iterations leaves the k-means++ centroids.
+    const r = await kmeans(points, n, d, 3, { seed: 4, maxIters: 0 });
+    assert.deepEqual(r.centroids, centroids);
+    assert.equal(r.iterations, 0);
+  });
+
+  it("spreads the seeds over well-separated clusters", () => {
+    // Four tight clusters far apart: D^2 sampling picks one seed in each.
+    const d = 2;
+    const rng = new Rng(2);
+    const n = 4000;
+    const points = new Float32Array(n * d);
+    for (let i = 0; i < n; i++) {
+      points[i * d] = (i % 2) * 100 + 0.01 * rng.normal();
+      points[i * d + 1] = (Math.floor(i / 2) % 2) * 100 + 0.01 * rng.normal();
+    }
+    const { centroids } = kmeansPlusPlus(points, n, d, 4, 6);
+    const corners = new Set<string>();
+    for (let j = 0; j < 4; j++) corners.add(`${Math.round(centroids[j * d] / 100)},${Math.round(centroids[j * d + 1] / 100)}`);
+    assert.equal(corners.size, 4);
+  });
+});
+
+describe("thread pool", () => {
+  const sseInput = (value: number) => ({
+    points: Float32Array.from([value]),
+    d: 1,
+    start: 0,
+    end: 1,
+    centroids: new Float64Array(1),
+    assignments: new Uint32Array(1),
+  });
+
+  it("returns outputs in input order", async () => {
+    const out = await pool2.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [1, 2, 3, 4, 5].map(sseInput));
+    assert.deepEqual(
+      out.map((o) => o.sse),
+      [1, 4, 9, 16, 25],
+    );
+  });
+
+  it("rejects with the worker's error instead of hanging, and keeps working", { timeout: 30000 }, async () => {
+    await assert.rejects(pool2.run("no.such.task" as TaskName, [{}]), /unknown task "no.such.task"/);
+    const bad = { ...sseInput(1), points: null };
+    await assert.rejects(pool2.run("kmeans.sse", [sseInput(1), bad, sseInput(2)]), (e) => e instanceof Error && e.name === "TypeError" && /null/.test(e.message));
+    const out = await pool2.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [sseInput(3)]);
+    assert.equal(out[0].sse, 9);
+  });
+
+  it("rejects runs after close()", async () => {
+    const pool = createThreadPool(2);
+    assert.equal((await pool.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [sseInput(2)]))[0].sse, 4);
+    await pool.close();
+    await assert.rejects(pool.run("kmeans.sse", [sseInput(2)]), /closed/);
+  });
+
+  it("refuses a thread count that is not a positive integer", () => {
+    assert.throws(() => createThreadPool(0), isInputError);
+    assert.throws(() => createThreadPool(1.5), isInputError);
+  });
+});
