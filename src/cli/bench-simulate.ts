@@ -28,7 +28,7 @@ import {
   type ValueInfoProto,
 } from "../core/onnx/proto.js";
 import { measureShapes } from "../io/shapes.js";
-import { DEFAULT_FORMATS } from "./simulate.js";
+import { DEFAULT_FORMATS } from "../io/simulate-model.js";
 
 function valueInfo(name: string, dims: (number | string)[]): ValueInfoProto {
   return create(ValueInfoProtoSchema, {

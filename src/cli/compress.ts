@@ -96,8 +96,21 @@ export const compressCommand: Command = {
     "  --dry-run          print the size estimate only",
     "  --threads N        worker threads for k-means (default: the machine's cores)",
     "  --json             print the report as JSON",
+    "  --preset NAME      also simulate the model on an accelerator (see ssvq simulate --help) with the",
+    "                     compression's own bits per layer, against FP16, INT8 and INT4",
+    "  --shape NAME=DIMS  input shape for the simulation (repeatable); --accel-config FILE.json overrides",
+    "                     accelerator parameters",
   ].join("\n"),
-  options: { ...compressOptions, out: { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" }, "dry-run": { type: "boolean" } },
+  options: {
+    ...compressOptions,
+    out: { type: "string" },
+    force: { type: "boolean" },
+    json: { type: "boolean" },
+    "dry-run": { type: "boolean" },
+    preset: { type: "string" },
+    "accel-config": { type: "string" },
+    shape: { type: "string", multiple: true },
+  },
   positionals: [1, 1],
   async run(values, [input], ctx) {
     const dryRun = values["dry-run"] === true;
@@ -109,6 +122,15 @@ export const compressCommand: Command = {
       dryRun,
       config: compressConfig(values),
       threads: threadsOption(values),
+      ...(values["preset"] !== undefined || values["shape"] !== undefined || values["accel-config"] !== undefined
+        ? {
+            simulate: {
+              ...(typeof values["preset"] === "string" ? { preset: values["preset"] } : {}),
+              ...(typeof values["accel-config"] === "string" ? { config: resolve(values["accel-config"]) } : {}),
+              ...(Array.isArray(values["shape"]) ? { shape: values["shape"] as string[] } : {}),
+            },
+          }
+        : {}),
     };
     // Bad input fails here, in one line, before the background job starts.
     prepareCompress(spec);
@@ -145,6 +167,16 @@ export function renderReport(r: Report, dryRun: boolean): string {
       ? `file        ${formatBytes(s.sourceFileBytes)} -> about ${formatBytes(Math.round(s.theoreticalFileBytes))}  (${s.diskRatio.toFixed(2)}x)`
       : `file        ${formatBytes(s.sourceFileBytes)} -> ${formatBytes(s.outputFileBytes)} on disk  (${s.diskRatio.toFixed(2)}x; theoretical ${formatBytes(Math.round(s.theoreticalFileBytes))})`,
   ];
+  if (r.simulation) {
+    const sim = r.simulation;
+    const mode = c.mode;
+    const t = (f: string) => sim.totals[f]?.seconds ?? NaN;
+    const ms = (x: number) => `${(x * 1e3).toFixed(3)} ms`;
+    lines.push(
+      `simulated   ${sim.preset}: ${mode.toUpperCase()} ${ms(t(mode))}, INT8 ${ms(t("int8"))}, FP16 ${ms(t("fp16"))}` +
+        ` (${(sim.speedup.vsInt8[mode] ?? NaN).toFixed(2)}x vs INT8; GEMM layers only)`,
+    );
+  }
   if (r.kept.length) lines.push(`kept as is  ${r.kept.length} weights: ${summarizeKept(r)}`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join("\n");

@@ -3,130 +3,20 @@
  * INT4, VQ and SSVQ (src/core/accel). An ONNX model is lowered to GEMMs with shapes measured by running it
  * once (src/io/shapes.ts); a SCALE-Sim topology CSV is read as SCALE-Sim reads it, with its `.cfg`.
  */
-import { readFileSync, statSync } from "node:fs";
-import { basename } from "node:path";
-import { InputError } from "../core/errors.js";
-import { checkKD } from "../core/accel/bits.js";
-import type { GemmLayer } from "../core/accel/gemm.js";
-import { lowerModel } from "../core/accel/lower.js";
-import { applyOverrides, FORMATS, type AccelParams, type Format } from "../core/accel/params.js";
-import { DEFAULT_PRESET, getPreset, presetNames } from "../core/accel/presets.js";
-import { readScaleSimConfig, readScaleSimTopology } from "../core/accel/scalesim.js";
-import { simulate, type Bound, type SimulateOptions, type SimulationResult } from "../core/accel/simulate.js";
-import { loadModel } from "../io/model-file.js";
-import { measureShapes, parseShapeSpecs } from "../io/shapes.js";
-import type { CliContext, Command, OptionValues } from "./command.js";
+import { FORMATS, type Format } from "../core/accel/params.js";
+import { DEFAULT_PRESET, presetNames } from "../core/accel/presets.js";
+import type { Bound } from "../core/accel/simulate.js";
+import {
+  DEFAULT_FORMATS,
+  perLayerFromReport,
+  readReport,
+  runSimulate,
+  SCALESIM_PRESET,
+  simulationJson,
+  type SimulateRun,
+} from "../io/simulate-model.js";
+import type { CliContext, Command } from "./command.js";
 import { int, table } from "./format.js";
-
-export const DEFAULT_FORMATS: readonly Format[] = ["fp16", "int8", "int4", "vq", "ssvq"];
-const SCALESIM_PRESET = "scalesim-32x32-ws";
-
-function readText(path: string, what: string): string {
-  try {
-    if (statSync(path).isDirectory()) throw new InputError(`${path} is a folder, not ${what}`);
-    return readFileSync(path, "utf8");
-  } catch (e) {
-    if (e instanceof InputError) throw e;
-    throw new InputError(`${path}: no such file (${what})`);
-  }
-}
-
-export function parseFormats(text: string): Format[] {
-  const list = text
-    .split(",")
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => s !== "");
-  if (list.length === 0) throw new InputError(`--formats needs at least one of ${FORMATS.join(", ")}`);
-  for (const f of list)
-    if (!(FORMATS as readonly string[]).includes(f))
-      throw new InputError(`--formats: unknown format ${JSON.stringify(f)}; known: ${FORMATS.join(", ")}`);
-  return [...new Set(list)] as Format[];
-}
-
-function parseCount(v: unknown, name: string, dflt: number): number {
-  if (v === undefined) return dflt;
-  const t = String(v).trim();
-  if (!/^\d+$/.test(t)) throw new InputError(`--${name} must be a positive integer, not ${JSON.stringify(v)}`);
-  return Number(t);
-}
-
-/** The accelerator: a `.cfg` or a preset, then `--config` overrides. */
-export function resolveParams(values: OptionValues, topology: boolean): { preset: string; params: AccelParams; warnings: string[] } {
-  const cfg = values["cfg"] as string | undefined;
-  const presetName = values["preset"] as string | undefined;
-  const warnings: string[] = [];
-  if (cfg !== undefined && presetName !== undefined)
-    throw new InputError("give either --cfg (a SCALE-Sim configuration) or --preset, not both");
-  let preset: string;
-  let params: AccelParams;
-  if (cfg !== undefined) {
-    const c = readScaleSimConfig(readText(cfg, "a SCALE-Sim .cfg file"), cfg);
-    warnings.push(...c.warnings);
-    params = c.params;
-    preset = `scalesim-cfg:${c.runName || basename(cfg)}`;
-  } else {
-    preset = presetName ?? (topology ? SCALESIM_PRESET : DEFAULT_PRESET);
-    params = getPreset(preset).params;
-  }
-  const config = values["config"] as string | undefined;
-  if (config !== undefined) {
-    let json: unknown;
-    try {
-      json = JSON.parse(readText(config, "a JSON configuration"));
-    } catch (e) {
-      if (e instanceof InputError) throw e;
-      throw new InputError(`${config} is not valid JSON: ${(e as Error).message}`);
-    }
-    params = applyOverrides(params, json, config);
-    preset = `${preset}+${basename(config)}`;
-  }
-  return { preset, params, warnings };
-}
-
-export interface SimulateRun {
-  result: SimulationResult;
-  warnings: string[];
-  k: number;
-  d: number;
-}
-
-/** What a caller can add to the command-line options: the per-layer figures of an actual compression. */
-export interface SimulateExtras {
-  perLayer?: SimulateOptions["perLayer"];
-}
-
-/** Everything `ssvq simulate` does short of printing. */
-export async function runSimulate(values: OptionValues, path: string, extras: SimulateExtras = {}): Promise<SimulateRun> {
-  const topology = /\.csv$/i.test(path);
-  const shapes = (values["shape"] as string[] | undefined) ?? [];
-  if (topology && shapes.length) throw new InputError("--shape applies to ONNX models; a topology CSV gives its own sizes");
-  const { preset, params, warnings } = resolveParams(values, topology);
-  const formats = parseFormats((values["formats"] as string | undefined) ?? DEFAULT_FORMATS.join(","));
-  const k = parseCount(values["k"], "k", 16);
-  const d = parseCount(values["d"], "d", 8);
-  checkKD(k, d, "--");
-  let layers: GemmLayer[];
-  if (topology) {
-    const t = readScaleSimTopology(readText(path, "a SCALE-Sim topology CSV"), path);
-    warnings.push(...t.warnings);
-    layers = t.layers;
-  } else {
-    const loaded = loadModel(path);
-    const measured = await measureShapes(loaded.model, parseShapeSpecs(shapes), { readExternal: loaded.readExternal });
-    const lowered = lowerModel(loaded.model, measured.dims);
-    for (const s of lowered.skipped) warnings.push(`layer ${s.name} (${s.opType}) not simulated: ${s.reason}`);
-    layers = lowered.layers;
-    if (layers.length === 0) {
-      const inBodies = lowered.skipped.filter((s) => s.reason.startsWith("inside the subgraph")).length;
-      throw new InputError(
-        `${path} has no Conv, ConvTranspose, Gemm or MatMul layer to simulate in its main graph` +
-          (inBodies ? ` (${inBodies} are inside If/Loop/Scan bodies, whose shapes cannot be measured)` : ""),
-      );
-    }
-  }
-  const result = simulate(layers, params, { formats, k, d, preset, perLayer: extras.perLayer });
-  return { result, warnings, k, d };
-}
 
 const BOUND_LETTER: Record<Bound, string> = { compute: "C", weights: "W", activations: "A", decode: "D" };
 
@@ -193,10 +83,6 @@ export function renderSimulation(run: SimulateRun): string {
 }
 
 /** The `--json` document: the shape issue 6 gives (plus groups, opType, bits and the latency terms per layer). */
-export function simulationJson(r: SimulationResult): object {
-  return { preset: r.preset, config: r.config, layers: r.layers, totals: r.totals, speedup: r.speedup };
-}
-
 export const simulateCommand: Command = {
   name: "simulate",
   summary: "simulate per-layer latency on an edge accelerator in FP16, INT8, INT4, VQ and SSVQ",
@@ -217,6 +103,8 @@ export const simulateCommand: Command = {
     "  --shape NAME=DIMS  shape of a model input with dynamic dimensions, e.g. input=1,3,224,224 (repeatable)",
     `  --formats LIST     comma-separated, of ${FORMATS.join(", ")} (default ${DEFAULT_FORMATS.join(",")})`,
     "  --k K --d D        VQ/SSVQ codebook size and sub-vector length (default 16 and 8: 1.5 bits/weight SSVQ)",
+    "  --report FILE      take the VQ/SSVQ bits of each layer from a compression report (<name>.ssvq.json);",
+    "                     a .ssvq.onnx model gives them by itself (its ssvq.* metadata)",
     "  --json             print the results as JSON",
   ].join("\n"),
   options: {
@@ -227,11 +115,13 @@ export const simulateCommand: Command = {
     formats: { type: "string" },
     k: { type: "string" },
     d: { type: "string" },
+    report: { type: "string" },
     json: { type: "boolean" },
   },
   positionals: [1, 1],
   async run(values, [path], ctx: CliContext) {
-    const run = await runSimulate(values, path!);
+    const report = typeof values["report"] === "string" ? readReport(values["report"]) : undefined;
+    const run = await runSimulate(values, path!, report ? { perLayer: perLayerFromReport(report) } : {});
     for (const w of run.warnings) ctx.err(`ssvq simulate: ${w}`);
     ctx.out(values["json"] ? JSON.stringify(simulationJson(run.result), null, 2) : renderSimulation(run));
     return 0;

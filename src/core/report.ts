@@ -83,6 +83,13 @@ export interface Report {
   /** Weights found but left as they are (too small, not matched by --layers, or not compressible). */
   kept: KeptWeight[];
   sizes: SizeReport;
+  /** Simulated latency on an accelerator (with `--preset` / `--shape`): `ssvq simulate --json`'s object. */
+  simulation?: {
+    preset: string;
+    totals: Record<string, { latencyCycles: number; seconds: number }>;
+    speedup: { vsInt8: Record<string, number>; vsFp16: Record<string, number> };
+    [more: string]: unknown;
+  };
   /** Seconds per stage. */
   timings: Record<string, number>;
   warnings: string[];

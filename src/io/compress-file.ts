@@ -8,6 +8,7 @@ import { compressModel, selectWeights, type CompressRun } from "../core/compress
 import { CancelledError, InputError } from "../core/errors.js";
 import type { Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
+import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
 import { writeFileAtomic } from "./write-atomic.js";
 
 export interface CompressFileOptions extends CompressRun {
@@ -15,6 +16,8 @@ export interface CompressFileOptions extends CompressRun {
   /** Default: `<input without .onnx>.ssvq.onnx` beside the input. */
   out?: string;
   force?: boolean;
+  /** Also simulate the model on an accelerator (`--preset`, `--config`, `--shape`): the report's `simulation`. */
+  simulate?: SimulateValues;
 }
 
 export interface CompressFileResult {
@@ -58,12 +61,24 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   if (!o.dryRun && !existsSync(dirname(outPath))) throw new InputError(`the output folder ${dirname(outPath)} does not exist`);
   if (!o.dryRun && existsSync(outPath) && statSync(outPath).isDirectory()) throw new InputError(`${outPath} is a folder`);
   selectWeights(loaded.model, o.config);
+  if (o.simulate) resolveParams(o.simulate, false);
   return { loaded, outPath, reportPath };
 }
 
 export async function compressFile(o: CompressFileOptions): Promise<CompressFileResult> {
   const { loaded, outPath, reportPath } = prepareCompress(o);
   const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, o);
+  if (o.simulate) {
+    o.onProgress?.({ kind: "stage", stage: "simulate" });
+    const t0 = performance.now();
+    const mode = o.config.mode;
+    const formats = [...new Set(["fp16", "int8", "int4", mode])].join(",");
+    const values = { ...o.simulate, formats, ...(mode === "ssvq" || mode === "vq" ? { k: String(o.config.k), d: String(o.config.d) } : {}) };
+    const sim = await runSimulate(values, loaded.path, { perLayer: perLayerFromReport(result.report) });
+    result.report.simulation = simulationJson(sim.result) as Report["simulation"];
+    result.report.warnings.push(...sim.warnings.map((w) => `simulate: ${w}`));
+    result.report.timings["simulate"] = (performance.now() - t0) / 1000;
+  }
   if (o.dryRun) return { report: result.report };
   result.report.output = { path: outPath, format: o.config.format };
   if (o.signal?.aborted) throw new CancelledError();

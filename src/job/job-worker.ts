@@ -34,6 +34,7 @@ async function run(spec: JobSpec): Promise<void> {
       force: spec.force,
       dryRun: spec.dryRun,
       config: spec.config,
+      simulate: spec.simulate,
       map: pool,
       signal: controller.signal,
       onProgress,

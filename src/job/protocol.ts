@@ -13,6 +13,8 @@ export interface CompressJobSpec {
   dryRun?: boolean;
   config: CompressConfig;
   threads: number;
+  /** Simulate on an accelerator too: { preset?, config?, shape?: string[] } as `ssvq simulate` spells them. */
+  simulate?: { preset?: string; config?: string; shape?: string[] };
 }
 
 export type JobSpec = CompressJobSpec;
