@@ -3,6 +3,7 @@ import type { Command } from "./command.js";
 import { measureDecode, runIoBench, writeMatMulChain } from "./bench-io.js";
 import { runKmeansBench } from "./bench-kmeans.js";
 import { runSimulateBench } from "./bench-simulate.js";
+import { runCaptureBench } from "./bench-capture.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -15,7 +16,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -24,6 +25,8 @@ export const benchCommand: Command = {
     "           normal float32 points, k starting centroids drawn from the points; the fast k-means against a",
     "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6)",
     "  simulate the accelerator simulator on a generated 100-layer model",
+    "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
+    "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
   ].join("\n"),
   options: {
     mb: { type: "string" },
@@ -62,6 +65,9 @@ export const benchCommand: Command = {
         ctx.out(JSON.stringify(result));
         return 0;
       }
+      case "capture":
+        ctx.out(JSON.stringify(await runCaptureBench()));
+        return 0;
       case "simulate":
         ctx.out(JSON.stringify(await runSimulateBench()));
         return 0;

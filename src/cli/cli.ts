@@ -9,9 +9,11 @@ import { inspectCommand } from "./inspect.js";
 import { benchCommand } from "./bench.js";
 import { compressCommand } from "./compress.js";
 import { simulateCommand } from "./simulate.js";
+import { demoCommand } from "./demo.js";
+import { evalCommand } from "./eval.js";
 import { VERSION } from "../version.js";
 
-const COMMANDS: Command[] = [compressCommand, inspectCommand, simulateCommand, benchCommand];
+const COMMANDS: Command[] = [compressCommand, evalCommand, inspectCommand, simulateCommand, demoCommand, benchCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,210 @@
+/**
+ * `ssvq bench capture`: activation capture on a generated CNN of about 3 million parameters (CIFAR-sized
+ * input 3x32x32; plain, strided, grouped and 1x1 convolutions, a Gemm and a MatMul) with 512 random
+ * samples in batches of 32. Prints seconds, samples per second and peak RSS as JSON.
+ *
+ * Linux carries a process's peak RSS across fork and exec, so the figures come from a fresh child
+ * started by this small parent: the parent writes the model to a temporary folder and runs the same
+ * command again with SSVQ_BENCH_CAPTURE_CHILD set; the child measures and prints JSON, the parent adds
+ * its own fields and returns the whole. The child also measures how long capture takes to stop once its
+ * AbortSignal fires mid-run (`cancelSeconds`).
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isCancelledError } from "../core/errors.js";
+import { randomData } from "../core/calib/source.js";
+import {
+  AttributeProto_AttributeType as AT,
+  AttributeProtoSchema,
+  create,
+  decodeModel,
+  encodeModel,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorProto_DataType as DT,
+  TensorProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  ValueInfoProtoSchema,
+  type NodeProto,
+  type TensorProto,
+} from "../core/onnx/proto.js";
+import { findWeights, weightCount } from "../core/onnx/weights.js";
+import { Rng } from "../core/rng.js";
+import { captureActivations } from "../io/capture.js";
+import { modelInputs } from "../io/ort.js";
+
+const CHILD_ENV = "SSVQ_BENCH_CAPTURE_CHILD";
+export const BENCH_SAMPLES = 512;
+export const BENCH_BATCH = 32;
+
+/** The benchmark CNN (deterministic weights, He-scaled so activations keep their size). */
+export function generateCaptureCnn(seed = 1): Uint8Array {
+  const rng = new Rng(seed);
+  const inits: TensorProto[] = [];
+  const nodes: NodeProto[] = [];
+  const tensor = (name: string, dims: number[], fanIn: number) => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    const s = Math.sqrt(2 / fanIn);
+    for (let i = 0; i < n; i++) v[i] = rng.normal() * s;
+    inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.FLOAT, rawData: new Uint8Array(v.buffer) }));
+  };
+  const attr = (name: string, v: number | number[]) =>
+    typeof v === "number"
+      ? create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(v) })
+      : create(AttributeProtoSchema, { name, type: AT.INTS, ints: v.map(BigInt) });
+  const op = (opType: string, input: string[], output: string, attrs: Record<string, number | number[]> = {}, name = "") =>
+    nodes.push(create(NodeProtoSchema, { opType, input, output: [output], name, attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)) }));
+  let x = "input";
+  const conv = (i: number, cin: number, cout: number, k: number, stride: number, group = 1) => {
+    tensor(`conv${i}.weight`, [cout, cin / group, k, k], (cin / group) * k * k);
+    tensor(`conv${i}.bias`, [cout], cout);
+    const p = (k - 1) >> 1;
+    op("Conv", [x, `conv${i}.weight`, `conv${i}.bias`], `c${i}`, { strides: [stride, stride], pads: [p, p, p, p], group }, `conv${i}`);
+    op("Relu", [`c${i}`], `r${i}`);
+    x = `r${i}`;
+  };
+  conv(1, 3, 64, 3, 1);
+  conv(2, 64, 128, 3, 2);
+  conv(3, 128, 256, 3, 2);
+  conv(4, 256, 256, 3, 1, 4);
+  conv(5, 256, 512, 3, 2);
+  conv(6, 512, 256, 1, 1);
+  op("GlobalAveragePool", [x], "pool");
+  op("Flatten", ["pool"], "flat", { axis: 1 });
+  tensor("fc1.weight", [1000, 256], 256);
+  op("Gemm", ["flat", "fc1.weight"], "fc1", { transB: 1 }, "fc1");
+  op("Relu", ["fc1"], "fr1");
+  tensor("fc2.weight", [1000, 1000], 1000);
+  op("MatMul", ["fr1", "fc2.weight"], "logits", {}, "fc2");
+  const vi = (name: string, dims: (number | string)[]) =>
+    create(ValueInfoProtoSchema, {
+      name,
+      type: create(TypeProtoSchema, {
+        value: {
+          case: "tensorType",
+          value: create(TypeProto_TensorSchema, {
+            elemType: DT.FLOAT,
+            shape: create(TensorShapeProtoSchema, {
+              dim: dims.map((d) =>
+                create(TensorShapeProto_DimensionSchema, { value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d } }),
+              ),
+            }),
+          }),
+        },
+      }),
+    });
+  return encodeModel(
+    create(ModelProtoSchema, {
+      irVersion: 8n,
+      producerName: "ssvq-bench",
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
+      graph: create(GraphProtoSchema, {
+        name: "capture-cnn",
+        node: nodes,
+        initializer: inits,
+        input: [vi("input", ["batch", 3, 32, 32])],
+        output: [vi("logits", ["batch", 1000])],
+      }),
+    }),
+  );
+}
+
+export interface CaptureMeasure {
+  parameters: number;
+  layers: number;
+  /** Sum over layers of groups * cols^2 * 8 bytes: the H matrices held for the run. */
+  statisticsBytes: number;
+  samples: number;
+  batchSize: number;
+  passes: number;
+  gram: string;
+  seconds: number;
+  samplesPerSecond: number;
+  peakRssBytes: number;
+  /** Time from the AbortSignal firing (1 s into a second run) to capture rejecting with CancelledError. */
+  cancelSeconds: number | null;
+  freshProcess: boolean;
+}
+
+/** Runs in the measuring process: capture on the model at `path`, then a cancelled run. */
+export async function measureCapture(path: string, freshProcess: boolean): Promise<CaptureMeasure> {
+  const model = decodeModel(readFileSync(path), path);
+  const { weights } = findWeights(model);
+  const data = randomData(modelInputs(model), { count: BENCH_SAMPLES, seed: 1, batchSize: BENCH_BATCH });
+  const t0 = performance.now();
+  const r = await captureActivations(model, weights, data);
+  const seconds = (performance.now() - t0) / 1000;
+  const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+  let statisticsBytes = 0;
+  for (const l of r.layers.values()) statisticsBytes += l.H.byteLength;
+
+  // Cancel latency: abort a second run after one second.
+  let cancelSeconds: number | null = null;
+  const ac = new AbortController();
+  let firedAt = 0;
+  const timer = setTimeout(() => {
+    firedAt = performance.now();
+    ac.abort();
+  }, 1000);
+  try {
+    await captureActivations(model, weights, data, { signal: ac.signal });
+  } catch (e) {
+    if (!isCancelledError(e)) throw e;
+    cancelSeconds = (performance.now() - firedAt) / 1000;
+  } finally {
+    clearTimeout(timer);
+  }
+  return {
+    parameters: weights.reduce((a, w) => a + weightCount(w), 0),
+    layers: r.layers.size,
+    statisticsBytes,
+    samples: r.samples,
+    batchSize: BENCH_BATCH,
+    passes: r.passes,
+    gram: r.gram,
+    seconds,
+    samplesPerSecond: r.samples / seconds,
+    peakRssBytes,
+    cancelSeconds,
+    freshProcess,
+  };
+}
+
+/**
+ * The benchmark. Called by `ssvq bench capture`, it generates the model and re-runs the same command in
+ * a fresh child (which, seeing SSVQ_BENCH_CAPTURE_CHILD, measures and returns the figures, printed as
+ * JSON by the command); called otherwise (no `capture` argument to re-run), it measures in this process
+ * (`freshProcess: false`, and the peak RSS then includes whatever the caller used before).
+ */
+export async function runCaptureBench(): Promise<object> {
+  const child = process.env[CHILD_ENV];
+  if (child) return measureCapture(child, true);
+  const dir = mkdtempSync(join(tmpdir(), "ssvq-bench-capture-"));
+  try {
+    const path = join(dir, "capture-cnn.onnx");
+    const bytes = generateCaptureCnn();
+    writeFileSync(path, bytes);
+    const script = process.argv[1];
+    // Re-run only a command line that asked for this benchmark (not, say, a test file calling it).
+    if (!script || !/\.(c?js|mjs)$/.test(script) || !process.argv.slice(2).includes("capture")) return { modelBytes: bytes.length, ...(await measureCapture(path, false)) };
+    const r = spawnSync(process.execPath, [...process.execArgv, script, ...process.argv.slice(2)], {
+      env: { ...process.env, [CHILD_ENV]: path },
+      encoding: "utf8",
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    if (r.status !== 0) throw new Error(`the measuring process failed (status ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" / ")}`);
+    const out = r.stdout.trim();
+    const figures = JSON.parse(out.slice(out.indexOf("{"))) as CaptureMeasure;
+    return { modelBytes: bytes.length, ...figures };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

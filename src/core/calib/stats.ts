@@ -1,0 +1,180 @@
+/**
+ * Per-layer activation statistics: H = X X^T / n (float64), accumulated chunk by chunk from the
+ * samplers of `im2col.ts`, one [cols, cols] block per group.
+ *
+ * The hot loop is the symmetric rank-r update H += Xt Xt^T. `syrkUpper` computes it on the upper
+ * triangle only, in 2 x 4 register tiles over feature-major chunks (each tile streams 6 rows of the
+ * chunk and keeps 8 sums in registers); `finishGram` mirrors the triangle and divides by n. A
+ * `GramEngine` lets the caller swap the update for a faster one (src/io/capture.ts offers one that runs
+ * the products through onnxruntime's float64 GEMM); every engine fills at least the upper triangle.
+ */
+import { CancelledError } from "../errors.js";
+import type { Activation, ActivationSampler } from "./im2col.js";
+
+/**
+ * H[off + i*c + j] += sum_k Xt[i*r + k] * Xt[j*r + k] for j >= i (entries below the diagonal inside the
+ * diagonal tiles may be written too; `finishGram` overwrites them). Xt is [c, r], feature-major.
+ */
+export function syrkUpper(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): void {
+  const cEven = c - (c % 2);
+  for (let i0 = 0; i0 < cEven; i0 += 2) {
+    const a0 = i0 * r;
+    const a1 = a0 + r;
+    let j0 = i0;
+    for (; j0 + 4 <= c; j0 += 4) {
+      const b0 = j0 * r;
+      const b1 = b0 + r;
+      const b2 = b1 + r;
+      const b3 = b2 + r;
+      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+      for (let k = 0; k < r; k++) {
+        const x0 = Xt[a0 + k]!;
+        const x1 = Xt[a1 + k]!;
+        const y0 = Xt[b0 + k]!;
+        const y1 = Xt[b1 + k]!;
+        const y2 = Xt[b2 + k]!;
+        const y3 = Xt[b3 + k]!;
+        s00 += x0 * y0;
+        s01 += x0 * y1;
+        s02 += x0 * y2;
+        s03 += x0 * y3;
+        s10 += x1 * y0;
+        s11 += x1 * y1;
+        s12 += x1 * y2;
+        s13 += x1 * y3;
+      }
+      let h = off + i0 * c + j0;
+      H[h] += s00;
+      H[h + 1] += s01;
+      H[h + 2] += s02;
+      H[h + 3] += s03;
+      h += c;
+      H[h] += s10;
+      H[h + 1] += s11;
+      H[h + 2] += s12;
+      H[h + 3] += s13;
+    }
+    for (; j0 < c; j0++) {
+      const b = j0 * r;
+      let s0 = 0;
+      let s1 = 0;
+      for (let k = 0; k < r; k++) {
+        const y = Xt[b + k]!;
+        s0 += Xt[a0 + k]! * y;
+        s1 += Xt[a1 + k]! * y;
+      }
+      H[off + i0 * c + j0] += s0;
+      H[off + (i0 + 1) * c + j0] += s1;
+    }
+  }
+  if (cEven < c) {
+    const i = c - 1;
+    const a = i * r;
+    let s = 0;
+    for (let k = 0; k < r; k++) s += Xt[a + k]! * Xt[a + k]!;
+    H[off + i * c + i] += s;
+  }
+}
+
+/** Copies the upper triangle of the c x c block at `off` onto the lower one and multiplies by `scale`. */
+export function finishGram(H: Float64Array, off: number, c: number, scale: number): void {
+  for (let i = 0; i < c; i++) {
+    const row = off + i * c;
+    for (let j = i; j < c; j++) {
+      const v = H[row + j]! * scale;
+      H[row + j] = v;
+      H[off + j * c + i] = v;
+    }
+  }
+}
+
+/** Adds Xt Xt^T (Xt [c, r], feature-major) into the c x c block of H at `off`: at least its upper triangle. */
+export interface GramEngine {
+  readonly name: string;
+  add(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): void | Promise<void>;
+}
+
+/** The plain TypeScript engine: `syrkUpper`. Bit-for-bit reproducible on every machine. */
+export const jsGram: GramEngine = { name: "js", add: syrkUpper };
+
+/** The statistic of one weight, as capture returns it. */
+export interface LayerStats {
+  /** groups blocks of [cols, cols], row-major: H_g = X_g X_g^T / samples. */
+  H: Float64Array;
+  groups: number;
+  cols: number;
+  /** n: columns of X per group (output positions for Conv, rows for Gemm/MatMul), over all consumers. */
+  samples: number;
+  /** Sum over groups of tr(H_g): the mean squared norm of a sample column. */
+  trace: number;
+  /** Mean of x^2 over the elements of the raw input activation(s), for sanity checks. */
+  meanSquare: number;
+}
+
+export interface AccumulateOptions {
+  signal?: AbortSignal;
+  /** Values of the float64 chunk buffer (cols x samples per chunk); default 1M (8 MB). */
+  chunkValues?: number;
+}
+
+export const DEFAULT_CHUNK_VALUES = 1 << 20;
+
+/** Accumulates H for one weight over any number of activations (batches, consumers). */
+export class GramAccumulator {
+  readonly H: Float64Array;
+  samples = 0;
+  private sumSq = 0;
+  private elements = 0;
+  private scratch: Float64Array | undefined;
+
+  constructor(
+    readonly groups: number,
+    readonly cols: number,
+  ) {
+    this.H = new Float64Array(groups * cols * cols);
+  }
+
+  /** Adds the samples of one activation (the sampler must have this accumulator's groups and cols). */
+  async add(sampler: ActivationSampler, engine: GramEngine, opts: AccumulateOptions = {}): Promise<void> {
+    const { groups, cols } = this;
+    if (sampler.groups !== groups || sampler.cols !== cols)
+      throw new Error(`activation gives ${sampler.groups} x ${sampler.cols} columns, the weight needs ${groups} x ${cols}`);
+    const n = sampler.samples;
+    const chunk = Math.max(1, Math.min(n, Math.floor((opts.chunkValues ?? DEFAULT_CHUNK_VALUES) / cols)));
+    if (!this.scratch || this.scratch.length < chunk * cols) this.scratch = new Float64Array(chunk * cols);
+    const Xt = this.scratch;
+    for (let g = 0; g < groups; g++) {
+      for (let p0 = 0; p0 < n; p0 += chunk) {
+        if (opts.signal?.aborted) throw new CancelledError();
+        const p1 = Math.min(n, p0 + chunk);
+        const r = p1 - p0;
+        const view = r * cols === Xt.length ? Xt : Xt.subarray(0, r * cols);
+        sampler.fill(g, p0, p1, view);
+        await engine.add(this.H, g * cols * cols, view, cols, r);
+      }
+    }
+    this.samples += n;
+  }
+
+  /** Adds the raw activation's values to the second moment (meanSquare). */
+  addMoments(x: Activation): void {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+    this.sumSq += s;
+    this.elements += x.length;
+  }
+
+  /** Mirrors and normalises H (once; the accumulator is done afterwards). */
+  finish(): LayerStats {
+    const { groups, cols, H } = this;
+    const scale = this.samples > 0 ? 1 / this.samples : 0;
+    let trace = 0;
+    for (let g = 0; g < groups; g++) {
+      const off = g * cols * cols;
+      finishGram(H, off, cols, scale);
+      for (let i = 0; i < cols; i++) trace += H[off + i * cols + i]!;
+    }
+    this.scratch = undefined;
+    return { H, groups, cols, samples: this.samples, trace, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
+  }
+}

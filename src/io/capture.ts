@@ -1,0 +1,443 @@
+/**
+ * Activation capture: runs the ORIGINAL model with onnxruntime on calibration batches, with input 0 of
+ * every node that consumes a compressible weight exposed as an extra graph output (on an in-memory copy
+ * of the model), and accumulates per weight H = X X^T / n in float64 (src/core/calib/stats.ts; the sample
+ * matrix X per layer kind is described in src/core/calib/im2col.ts).
+ *
+ * Memory stays bounded: one batch at a time; each activation is turned into statistics as soon as the
+ * batch has run, in chunks of at most 8 MB; and when one batch's exposed activations would exceed
+ * `maxActivationBytes` (estimated from onnxruntime's inferred output shapes with the batch's own input
+ * dims), the layers are split into several passes over the data, each with its own session and outputs.
+ * Only the H matrices (groups * cols^2 float64 per weight) are held for the whole run.
+ *
+ * Weights read inside If/Loop/Scan bodies are reported as uncalibrated with the reason, as are layers
+ * whose activation turns out not to fit the weight.
+ */
+import { create } from "@bufbuild/protobuf";
+import { CancelledError, InputError } from "../core/errors.js";
+import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
+import type { Batch, DataInfo } from "../core/calib/source.js";
+import { GramAccumulator, jsGram, syrkUpper, type GramEngine, type LayerStats } from "../core/calib/stats.js";
+import { externalRef, type ExternalDataReader } from "../core/onnx/external.js";
+import {
+  AttributeProto_AttributeType,
+  AttributeProtoSchema,
+  encodeModel,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorProto_DataLocation,
+  TensorProto_DataType,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  ValueInfoProtoSchema,
+  type GraphProto,
+  type ModelProto,
+  type TensorProto,
+} from "../core/onnx/proto.js";
+import { rawBytes } from "../core/onnx/tensor-data.js";
+import { walkTensors } from "../core/onnx/walk.js";
+import type { WeightInfo } from "../core/onnx/weights.js";
+import { createSession, ort, runSession, tensorValues, toOrtFeeds, type Session } from "./ort.js";
+
+export type { LayerStats, Uncalibrated };
+
+/** The data capture reads: anything that yields batches (a `PreparedData` from `openData`). */
+export interface CaptureData {
+  batches(): AsyncGenerator<Batch>;
+  /** When given, `info.indices.length` is the total for progress. */
+  info?: Pick<DataInfo, "indices">;
+}
+
+export interface CaptureProgress {
+  /** 0-based pass over the data, of `passes`. */
+  pass: number;
+  passes: number;
+  samplesDone: number;
+  /** Undefined when the data does not say how many samples it holds. */
+  samplesTotal: number | undefined;
+  /** 0..1 over all passes (undefined without samplesTotal). */
+  fraction: number | undefined;
+}
+
+export interface CaptureOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: CaptureProgress) => void;
+  /**
+   * How H += X X^T is computed: "ort" (default) runs the products through onnxruntime's float64 GEMM,
+   * about ten times faster than "js" (the blocked TypeScript kernel, bit-for-bit reproducible across
+   * machines); or any GramEngine.
+   */
+  gram?: "ort" | "js" | GramEngine;
+  /** Bound on one batch's exposed activations per pass (default 256 MiB). */
+  maxActivationBytes?: number;
+  /** Reads external tensor data (from `loadModel`); external tensors are inlined in the capture copy. */
+  readExternal?: ExternalDataReader;
+  /** Names the model in messages. */
+  label?: string;
+}
+
+export interface LayerCapture extends LayerStats {
+  /** The nodes whose inputs were accumulated. */
+  consumers: string[];
+}
+
+export interface CaptureResult {
+  /** Per weight name, in the order of the weights given. */
+  layers: Map<string, LayerCapture>;
+  uncalibrated: Uncalibrated[];
+  /** Data samples (batch items) run through the model, per pass. */
+  samples: number;
+  batches: number;
+  passes: number;
+  gram: string;
+  seconds: number;
+}
+
+export const DEFAULT_MAX_ACTIVATION_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Captures the activation statistics of `weights` (from `findWeights(model)`) on `data`.
+ * Throws CancelledError when `signal` fires, InputError when the model or the data cannot run.
+ */
+export async function captureActivations(
+  model: ModelProto,
+  weights: readonly WeightInfo[],
+  data: CaptureData,
+  opts: CaptureOptions = {},
+): Promise<CaptureResult> {
+  const t0 = performance.now();
+  const label = opts.label ?? "the model";
+  const plan = planCapture(model, weights);
+  const uncalibrated = [...plan.uncalibrated];
+  const engine = resolveEngine(opts.gram);
+  const done = (layers: Map<string, LayerCapture>, samples: number, batches: number, passes: number): CaptureResult => ({
+    layers,
+    uncalibrated,
+    samples,
+    batches,
+    passes,
+    gram: engine.name,
+    seconds: (performance.now() - t0) / 1000,
+  });
+  try {
+    if (plan.targets.length === 0) return done(new Map(), 0, 0, 0);
+    const graph = model.graph!;
+    const inits = new Set(graph.initializer.map((t) => t.name));
+    const graphInputs = new Set(graph.input.map((i) => i.name).filter((n) => !inits.has(n)));
+    const exposed = plan.activations.filter((a) => !graphInputs.has(a));
+    const fromFeeds = plan.activations.filter((a) => graphInputs.has(a));
+    const base = inlineExternal(model, opts.readExternal);
+
+    // Who reads each activation.
+    const readers = new Map<string, { target: CaptureTarget; consumer: CaptureConsumer }[]>();
+    for (const target of plan.targets)
+      for (const consumer of target.consumers) {
+        const list = readers.get(consumer.activation) ?? [];
+        list.push({ target, consumer });
+        readers.set(consumer.activation, list);
+      }
+    const accs = new Map<string, GramAccumulator>(plan.targets.map((t) => [t.name, new GramAccumulator(t.groups, t.cols)]));
+    const failed = new Map<string, string>();
+    const total = data.info?.indices.length;
+
+    const consume = async (name: string, tensor: ort.Tensor) => {
+      const list = readers.get(name) ?? [];
+      const x = tensorValues(tensor);
+      const dims = tensor.dims.map(Number);
+      for (const { target, consumer } of list) {
+        if (failed.has(target.name)) continue;
+        const acc = accs.get(target.name)!;
+        if (!x || !(x instanceof Float32Array || x instanceof Float64Array) || !tensor.type.startsWith("float")) {
+          failed.set(target.name, `the input of ${consumer.opType} ${consumer.node} is ${tensor.type}, not a float tensor`);
+          continue;
+        }
+        let sampler;
+        try {
+          sampler = samplerFor(consumer, x, dims);
+          if (sampler.groups !== target.groups || sampler.cols !== target.cols)
+            throw new InputError(
+              `the input of ${consumer.opType} ${consumer.node} has shape [${dims.join(", ")}], giving ${sampler.groups} x ${sampler.cols} columns where the weight needs ${target.groups} x ${target.cols}`,
+            );
+        } catch (e) {
+          if (!(e instanceof InputError)) throw e;
+          failed.set(target.name, e.message);
+          continue;
+        }
+        await acc.add(sampler, engine, { signal: opts.signal });
+        acc.addMoments(x);
+      }
+    };
+
+    // Pass planning: one session exposing everything, then split when one batch would be too large.
+    const iterator = data.batches();
+    const first = await iterator.next();
+    if (first.done) throw new InputError("The calibration data holds no samples.");
+    checkAbort(opts.signal);
+    const sessionFor = (fetches: string[]) =>
+      fetches.length > 0 ? createSession(encodeModel(withOutputs(base, fetches)), { label: `${label} (with exposed activations)` }) : undefined;
+    let session: Session | undefined = await sessionFor(exposed);
+    let passes: string[][] = [exposed];
+    try {
+      if (session) {
+        const sizes = estimateBytes(session, first.value);
+        passes = splitPasses(exposed, sizes, opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES);
+        if (passes.length > 1) {
+          await session.release();
+          session = undefined;
+        }
+      }
+      let samples = 0;
+      let batches = 0;
+      for (let p = 0; p < passes.length; p++) {
+        const fetches = passes[p]!;
+        if (!session) session = await sessionFor(fetches);
+        const it = p === 0 ? iterator : data.batches();
+        let pending: IteratorResult<Batch> = p === 0 ? first : await it.next();
+        let done = 0;
+        while (!pending.done) {
+          checkAbort(opts.signal);
+          const batch = pending.value;
+          const out = session ? await runSession(session, toOrtFeeds(batch.feeds), fetches, label) : {};
+          checkAbort(opts.signal);
+          for (const name of fetches) {
+            const t = out[name];
+            if (!t) throw new Error(`onnxruntime returned no value for exposed output ${name}`);
+            await consume(name, t);
+            out[name] = undefined as never;
+          }
+          if (p === 0)
+            for (const name of fromFeeds) {
+              const f = batch.feeds[name]!;
+              await consume(name, new ort.Tensor(f.type, f.data as never, f.dims));
+            }
+          const n = batch.indices.length;
+          done += n;
+          if (p === 0) {
+            samples += n;
+            batches++;
+          }
+          opts.onProgress?.({
+            pass: p,
+            passes: passes.length,
+            samplesDone: done,
+            samplesTotal: total,
+            fraction: total ? (p * total + done) / (passes.length * total) : undefined,
+          });
+          pending = await it.next();
+        }
+        await session?.release();
+        session = undefined;
+      }
+
+      const layers = new Map<string, LayerCapture>();
+      for (const target of plan.targets) {
+        const reason = failed.get(target.name);
+        if (reason) {
+          uncalibrated.push({ name: target.name, reason });
+          continue;
+        }
+        const acc = accs.get(target.name)!;
+        if (acc.samples === 0) {
+          uncalibrated.push({ name: target.name, reason: "no samples reached it" });
+          continue;
+        }
+        layers.set(target.name, { ...acc.finish(), consumers: target.consumers.map((c) => c.node) });
+      }
+      return done(layers, samples, batches, passes.length);
+    } finally {
+      if (session) await session.release().catch(() => undefined);
+      await iterator.return?.(undefined).catch(() => undefined);
+    }
+  } finally {
+    if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
+  }
+}
+
+function checkAbort(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new CancelledError();
+}
+
+/** A shallow copy of the model whose main graph also outputs `names` (the original is untouched). */
+export function withOutputs(model: ModelProto, names: readonly string[]): ModelProto {
+  const g = model.graph!;
+  const have = new Set(g.output.map((o) => o.name));
+  const extra = names.filter((n) => !have.has(n)).map((name) => create(ValueInfoProtoSchema, { name }));
+  const graph: GraphProto = { ...g, output: [...g.output, ...extra] };
+  return { ...model, graph };
+}
+
+/**
+ * The model with externally stored main-graph initializers read into memory (onnxruntime-node cannot
+ * resolve external files for a model given as bytes). External tensors elsewhere are refused.
+ */
+export function inlineExternal(model: ModelProto, readExternal: ExternalDataReader | undefined): ModelProto {
+  const g = model.graph;
+  if (!g) return model;
+  let any = false;
+  walkTensors(model, (t) => {
+    if (externalRef(t)) any = true;
+  });
+  if (!any) return model;
+  if (!readExternal) throw new InputError("The model keeps tensors in external files; open it with loadModel so they can be read.");
+  const mainExternal = new Set(g.initializer.filter((t) => externalRef(t)));
+  let elsewhere = false;
+  walkTensors(model, (t) => {
+    if (externalRef(t) && !mainExternal.has(t)) elsewhere = true;
+  });
+  if (elsewhere) throw new InputError("The model keeps tensors of Constant nodes or subgraphs in external files; capture cannot load it.");
+  let bytes = 0;
+  const initializer = g.initializer.map((t): TensorProto => {
+    if (!mainExternal.has(t)) return t;
+    const raw = rawBytes(t, readExternal)!;
+    bytes += raw.length;
+    return { ...t, rawData: raw as Uint8Array<ArrayBuffer>, dataLocation: TensorProto_DataLocation.DEFAULT, externalData: [] };
+  });
+  if (bytes > 2 ** 31 - 2 ** 26)
+    throw new InputError("The model's tensors exceed 2 GB; onnxruntime cannot load it from memory for capture.");
+  return { ...model, graph: { ...g, initializer } };
+}
+
+const TYPE_BYTES: Record<string, number> = { float64: 8, int64: 8, uint64: 8, float32: 4, int32: 4, uint32: 4, float16: 2, bfloat16: 2, int16: 2, uint16: 2 };
+
+/** Estimated bytes of each output for a batch like `batch`: symbolic dims bound from the inputs' dims. */
+function estimateBytes(session: Session, batch: Batch): Map<string, number> {
+  const symbols = new Map<string, number>();
+  session.inputNames.forEach((name, i) => {
+    const meta = session.inputMetadata[i];
+    const feed = batch.feeds[name];
+    if (!meta || !meta.isTensor || !feed) return;
+    meta.shape.forEach((d, j) => {
+      if (typeof d === "string" && feed.dims[j] !== undefined) symbols.set(d, feed.dims[j]!);
+    });
+  });
+  const batchSize = batch.indices.length;
+  const out = new Map<string, number>();
+  session.outputNames.forEach((name, i) => {
+    const meta = session.outputMetadata[i];
+    if (!meta || !meta.isTensor) return out.set(name, 0);
+    let n = TYPE_BYTES[meta.type] ?? 1;
+    meta.shape.forEach((d, j) => {
+      n *= typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1));
+    });
+    out.set(name, n);
+  });
+  return out;
+}
+
+/** Splits activations, in order, into passes whose estimated bytes stay under `budget` (at least one each). */
+export function splitPasses(names: readonly string[], sizes: ReadonlyMap<string, number>, budget: number): string[][] {
+  const passes: string[][] = [];
+  let cur: string[] = [];
+  let bytes = 0;
+  for (const n of names) {
+    const b = sizes.get(n) ?? 0;
+    if (cur.length > 0 && bytes + b > budget) {
+      passes.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(n);
+    bytes += b;
+  }
+  passes.push(cur);
+  return passes;
+}
+
+function resolveEngine(g: CaptureOptions["gram"]): GramEngine {
+  if (g === undefined || g === "ort") return new OrtGram();
+  if (g === "js") return jsGram;
+  return g;
+}
+
+/**
+ * H += Xt Xt^T through onnxruntime's float64 Gemm (A [a, r] times B [b, r]^T), in blocks of at most
+ * `block` rows (the temporary product stays at most 2 MB at 512); only blocks on or above the diagonal
+ * are computed, and only the upper triangle is added.
+ * Small layers (cols below `minCols`) use the TypeScript kernel, where a session call costs more than
+ * it saves.
+ */
+export class OrtGram implements GramEngine {
+  readonly name = "ort";
+  private session: Promise<Session> | undefined;
+
+  constructor(
+    private readonly block = 512,
+    private readonly minCols = 48,
+  ) {}
+
+  async add(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
+    if (c < this.minCols) return syrkUpper(H, off, Xt, c, r);
+    const session = await (this.session ??= createSession(gramModel(), { label: "the Gram kernel" }));
+    // Balanced blocks: only blocks on or above the diagonal are computed (c = 576 -> 2 blocks, 3/4 of
+    // the full product).
+    const B = Math.ceil(c / Math.ceil(c / this.block));
+    for (let i0 = 0; i0 < c; i0 += B) {
+      const i1 = Math.min(c, i0 + B);
+      const a = new ort.Tensor("float64", Xt.subarray(i0 * r, i1 * r), [i1 - i0, r]);
+      for (let j0 = i0; j0 < c; j0 += B) {
+        const j1 = Math.min(c, j0 + B);
+        const b = j0 === i0 ? a : new ort.Tensor("float64", Xt.subarray(j0 * r, j1 * r), [j1 - j0, r]);
+        const out = await session.run({ A: a, B: b });
+        const C = out["C"]!.data as Float64Array;
+        const w = j1 - j0;
+        for (let i = i0; i < i1; i++) {
+          const row = off + i * c;
+          const src = (i - i0) * w - j0;
+          for (let j = Math.max(j0, i); j < j1; j++) H[row + j] += C[src + j]!;
+        }
+      }
+    }
+  }
+
+  async release(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    if (s) await (await s).release();
+  }
+}
+
+let gramBytes: Uint8Array | undefined;
+
+/** Gemm(A [a, r], B [b, r], transB = 1) in float64, opset 13. */
+function gramModel(): Uint8Array {
+  if (gramBytes) return gramBytes;
+  const vi = (name: string, dims: string[]) =>
+    create(ValueInfoProtoSchema, {
+      name,
+      type: create(TypeProtoSchema, {
+        value: {
+          case: "tensorType",
+          value: create(TypeProto_TensorSchema, {
+            elemType: TensorProto_DataType.DOUBLE,
+            shape: create(TensorShapeProtoSchema, {
+              dim: dims.map((p) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: p } })),
+            }),
+          }),
+        },
+      }),
+    });
+  const model = create(ModelProtoSchema, {
+    irVersion: 7n,
+    producerName: "ssvq-gram",
+    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
+    graph: create(GraphProtoSchema, {
+      name: "gram",
+      node: [
+        create(NodeProtoSchema, {
+          opType: "Gemm",
+          input: ["A", "B"],
+          output: ["C"],
+          attribute: [create(AttributeProtoSchema, { name: "transB", type: AttributeProto_AttributeType.INT, i: 1n })],
+        }),
+      ],
+      input: [vi("A", ["a", "r"]), vi("B", ["b", "r"])],
+      output: [vi("C", ["a", "b"])],
+    }),
+  });
+  gramBytes = encodeModel(model);
+  return gramBytes;
+}

@@ -1,0 +1,107 @@
+/**
+ * onnxruntime-node, set up the same way everywhere: one intra-op and one inter-op thread, sequential
+ * execution, warnings off the console. Results do not depend on the machine's core count, and the
+ * worker threads of our own pool are not fought over.
+ */
+import * as ort from "onnxruntime-node";
+import { InputError } from "../core/errors.js";
+import { halfToFloat, bfloat16ToFloat } from "../core/onnx/dtype.js";
+import type { Feed } from "../core/calib/source.js";
+import { modelInputs as specFromModel } from "../core/calib/capture-plan.js";
+import type { ModelProto } from "../core/onnx/proto.js";
+import type { ModelInputSpec } from "../core/calib/source.js";
+
+export { ort };
+export type Session = ort.InferenceSession;
+
+/** Deterministic session options (see the file comment). */
+export const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = Object.freeze({
+  intraOpNumThreads: 1,
+  interOpNumThreads: 1,
+  executionMode: "sequential",
+  graphOptimizationLevel: "all",
+  logSeverityLevel: 3,
+});
+
+export interface CreateSessionOptions {
+  /** Names the model in error messages (default "the model"). */
+  label?: string;
+  /** Overrides of SESSION_OPTIONS. */
+  options?: ort.InferenceSession.SessionOptions;
+}
+
+/**
+ * A session for a model given as bytes or as a file path (a path lets onnxruntime find external data
+ * next to the model). onnxruntime's refusal (unknown operator, invalid graph) becomes an InputError.
+ */
+export async function createSession(model: Uint8Array | string, opts: CreateSessionOptions = {}): Promise<Session> {
+  const options = { ...SESSION_OPTIONS, ...opts.options };
+  try {
+    return typeof model === "string" ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  } catch (e) {
+    throw new InputError(`onnxruntime cannot load ${opts.label ?? "the model"}: ${firstLine(e)}`, { cause: e });
+  }
+}
+
+/** Runs a session; onnxruntime's errors (wrong shapes or types fed) become InputErrors naming `label`. */
+export async function runSession(
+  session: Session,
+  feeds: Record<string, ort.Tensor>,
+  fetches?: readonly string[],
+  label = "the model",
+): Promise<Record<string, ort.Tensor>> {
+  try {
+    const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
+    return out as Record<string, ort.Tensor>;
+  } catch (e) {
+    throw new InputError(`onnxruntime failed to run ${label}: ${firstLine(e)}`, { cause: e });
+  }
+}
+
+/** A batch's feeds as onnxruntime tensors (the data is shared, not copied). */
+export function toOrtFeeds(feeds: Record<string, Feed>): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const [name, f] of Object.entries(feeds)) out[name] = new ort.Tensor(f.type, f.data as never, f.dims);
+  return out;
+}
+
+/** The inputs a model needs fed (graph.input minus initializers), as the data readers take them. */
+export function modelInputs(model: ModelProto): ModelInputSpec[] {
+  return specFromModel(model);
+}
+
+/**
+ * A numeric tensor's values as Float32Array (float32 as it is, float16/bfloat16 converted) or
+ * Float64Array (float64 and integers); undefined for strings and other types.
+ */
+export function tensorValues(t: ort.Tensor): Float32Array | Float64Array | undefined {
+  const d = t.data as unknown;
+  if ((t.type as string) === "bfloat16") return Float32Array.from(d as Uint16Array, bfloat16ToFloat);
+  switch (t.type) {
+    case "float32":
+      return d as Float32Array;
+    case "float64":
+      return d as Float64Array;
+    case "float16": {
+      if (d instanceof Uint16Array) return Float32Array.from(d, halfToFloat);
+      return Float32Array.from(d as ArrayLike<number>);
+    }
+    case "int64":
+    case "uint64":
+      return Float64Array.from(d as BigInt64Array, Number);
+    case "int8":
+    case "uint8":
+    case "int16":
+    case "uint16":
+    case "int32":
+    case "uint32":
+    case "bool":
+      return Float64Array.from(d as ArrayLike<number>);
+  }
+  return undefined;
+}
+
+function firstLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split("\n")[0]!.replace(/^\[[^\]]*\]\s*/, "").trim() || msg;
+}
