@@ -5,6 +5,8 @@ import { MODES, type Mode } from "../core/ssvq/quantize.js";
 import { formatBytes } from "../core/onnx/tensor-data.js";
 import { resolve } from "node:path";
 import type { JobSpec } from "../job/protocol.js";
+import type { DataOptions } from "../io/compress-file.js";
+import { parsePreprocess } from "../core/calib/preprocess.js";
 import { prepareCompress } from "../io/compress-file.js";
 import { runJob } from "./run-job.js";
 import type { Command, OptionValues } from "./command.js";
@@ -60,6 +62,51 @@ export function compressConfig(values: OptionValues): CompressConfig {
   };
 }
 
+/** --calib/--eval and preprocessing, as the job takes them; undefined when none is given. */
+export function dataOptions(values: OptionValues): DataOptions | undefined {
+  const str = (k: string) => (typeof values[k] === "string" ? (values[k] as string) : undefined);
+  const count = (k: string) => (values[k] === undefined ? undefined : intOption(values, k, 0, 1));
+  const calibPath = str("calib");
+  const evalPath = str("eval");
+  for (const [flag, needs] of [
+    ["calib-range", "calib"],
+    ["calib-count", "calib"],
+    ["eval-range", "eval"],
+    ["eval-count", "eval"],
+    ["labels", "eval"],
+  ] as const)
+    if (values[flag] !== undefined && values[needs] === undefined) throw new InputError(`--${flag} needs --${needs}`);
+  if (calibPath === undefined && evalPath === undefined) return undefined;
+  const abs = (p: string | undefined) => (p === undefined ? undefined : resolve(p));
+  const preprocess = { scale: str("scale"), mean: str("mean"), std: str("std"), size: str("size"), layout: str("layout") };
+  parsePreprocess(preprocess);
+  const batch = values["batch"] === undefined ? undefined : intOption(values, "batch", 32, 1);
+  return {
+    ...(calibPath !== undefined ? { calib: { path: abs(calibPath), range: str("calib-range"), count: count("calib-count") } } : {}),
+    ...(evalPath !== undefined
+      ? { eval: { path: abs(evalPath), range: str("eval-range"), count: count("eval-count"), labels: abs(str("labels")) } }
+      : {}),
+    preprocess,
+    ...(batch !== undefined ? { batchSize: batch } : {}),
+  };
+}
+
+export const dataOptionSpecs = {
+  calib: { type: "string" },
+  "calib-range": { type: "string" },
+  "calib-count": { type: "string" },
+  eval: { type: "string" },
+  "eval-range": { type: "string" },
+  "eval-count": { type: "string" },
+  labels: { type: "string" },
+  scale: { type: "string" },
+  mean: { type: "string" },
+  std: { type: "string" },
+  size: { type: "string" },
+  layout: { type: "string" },
+  batch: { type: "string" },
+} as const;
+
 export const compressOptions = {
   mode: { type: "string" },
   bits: { type: "string" },
@@ -95,6 +142,14 @@ export const compressCommand: Command = {
     "  --force            replace existing outputs",
     "  --dry-run          print the size estimate only",
     "  --threads N        worker threads for k-means (default: the machine's cores)",
+    "",
+    "Data (a .npy batch, a folder of .npy/.pb/.png/.jpg samples, or a model-zoo test_data_set_* folder):",
+    "  --calib PATH       calibration samples: each layer's relative output error is measured on them",
+    "  --calib-range A:B  samples A to B-1 (default all); --calib-count N takes a seeded subset of N",
+    "  --eval PATH        evaluation samples: the original and the compressed model are compared on them",
+    "  --eval-range A:B   likewise; --eval-count N; --labels FILE (integer .npy or text) adds accuracy",
+    "  --scale S          multiply values (1/255 for 0-255 pixels); --mean M, --std S per channel after it",
+    "  --size HxW         resize images; --layout nchw|nhwc the model input's layout; --batch N per run",
     "  --json             print the report as JSON",
     "  --preset NAME      also simulate the model on an accelerator (see ssvq simulate --help) with the",
     "                     compression's own bits per layer, against FP16, INT8 and INT4",
@@ -103,6 +158,7 @@ export const compressCommand: Command = {
   ].join("\n"),
   options: {
     ...compressOptions,
+    ...dataOptionSpecs,
     out: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
@@ -122,6 +178,7 @@ export const compressCommand: Command = {
       dryRun,
       config: compressConfig(values),
       threads: threadsOption(values),
+      ...(dataOptions(values) ? { data: dataOptions(values) } : {}),
       ...(values["preset"] !== undefined || values["shape"] !== undefined || values["accel-config"] !== undefined
         ? {
             simulate: {
@@ -154,12 +211,17 @@ export function renderReport(r: Report, dryRun: boolean): string {
     l.bits.weights.toLocaleString("en-US"),
     l.bits.bitsPerWeight.toFixed(3),
     dryRun ? "-" : pct(l.weightError),
+    ...(r.calibration ? [l.outputError === undefined ? "uncalibrated" : pct(l.outputError)] : []),
   ]);
   const s = r.sizes;
   const lines = [
     `${dryRun ? "Estimate for" : "Compressed"} ${r.source.path} with ${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}`,
     "",
-    table(["layer", "op", "rows x cols", "weights", "bits/weight", "weight error"], rows, [false, false, true, true, true, true]),
+    table(
+      ["layer", "op", "rows x cols", "weights", "bits/weight", "weight error", ...(r.calibration ? ["output error"] : [])],
+      rows,
+      [false, false, true, true, true, true, true],
+    ),
     "",
     `compressed ${s.compressedLayers} layers, ${s.compressedWeights.toLocaleString("en-US")} weights at ${s.bitsPerWeight.toFixed(3)} bits/weight`,
     `tensors     ${formatBytes(s.originalTensorBytes)} -> ${formatBytes(Math.round(s.compressedTensorBytes))}  (${s.tensorRatio.toFixed(2)}x, tensor-only)`,
@@ -167,6 +229,21 @@ export function renderReport(r: Report, dryRun: boolean): string {
       ? `file        ${formatBytes(s.sourceFileBytes)} -> about ${formatBytes(Math.round(s.theoreticalFileBytes))}  (${s.diskRatio.toFixed(2)}x)`
       : `file        ${formatBytes(s.sourceFileBytes)} -> ${formatBytes(s.outputFileBytes)} on disk  (${s.diskRatio.toFixed(2)}x; theoretical ${formatBytes(Math.round(s.theoreticalFileBytes))})`,
   ];
+  if (r.calibration) {
+    const cal = r.calibration;
+    lines.push(`calibration ${cal.data.paths.join(", ") || "random inputs"}, ${cal.samples} samples${cal.uncalibrated.length ? `; ${cal.uncalibrated.length} layers uncalibrated (inside If/Loop/Scan bodies)` : ""}`);
+  }
+  if (r.evaluation) {
+    const ev = r.evaluation;
+    const o = ev.outputs[0];
+    const acc = ev.accuracy;
+    lines.push(
+      `evaluation  ${ev.samples} samples` +
+        (acc ? `: accuracy ${pct(acc.original.accuracy)} -> ${pct(acc.compressed!.accuracy)}` : "") +
+        (o ? `; output "${o.name}": relative error ${pct(o.relError)}, cosine ${o.cosine.toFixed(4)}` : "") +
+        (o?.top1Agreement !== undefined ? `, top-1 agreement ${pct(o.top1Agreement)}` : ""),
+    );
+  }
   if (r.simulation) {
     const sim = r.simulation;
     const mode = c.mode;

@@ -15,7 +15,8 @@ export function progressPrinter(ctx: CliContext): { onEvent(e: WorkerEvent): voi
         else if (e.type === "progress") {
           const width = 24;
           const filled = Math.round(e.fraction * width);
-          draw(`[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${e.layer + 1}/${e.layers} ${e.name}`);
+          const what = e.layer ? `${e.layer.index + 1}/${e.layer.count} ${e.layer.name}` : `${Math.round(100 * e.fraction)}%`;
+          draw(`[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${e.stage} ${what}`);
         } else if (e.type === "log") {
           if (drawn) process.stderr.write("\r\x1b[2K");
           drawn = false;
@@ -24,7 +25,7 @@ export function progressPrinter(ctx: CliContext): { onEvent(e: WorkerEvent): voi
         return;
       }
       if (e.type === "stage") ctx.err(`stage: ${e.stage}`);
-      else if (e.type === "progress") ctx.err(`  [${e.layer + 1}/${e.layers}] ${e.name}`);
+      else if (e.type === "progress" && e.layer) ctx.err(`  [${e.layer.index + 1}/${e.layer.count}] ${e.layer.name}`);
       else if (e.type === "log") ctx.err(`${e.level}: ${e.text}`);
     },
     done() {

@@ -25,6 +25,7 @@ import { declaredBytes, rawBytes, tensorToFloat32 } from "./onnx/tensor-data.js"
 import { walkGraphs, walkTensors } from "./onnx/walk.js";
 import { findWeights, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
+import { relativeOutputError, type LayerStatistic } from "./ssvq/objective.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
@@ -34,6 +35,7 @@ import { VERSION } from "../version.js";
 
 export type ProgressEvent =
   | { kind: "stage"; stage: string }
+  | { kind: "fraction"; stage: string; fraction: number }
   | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number };
 
 export interface CompressInput {
@@ -51,6 +53,8 @@ export interface CompressRun {
   signal?: AbortSignal;
   /** Only estimate the sizes (no k-means, no output model). */
   dryRun?: boolean;
+  /** Calibration statistics by weight name: each layer's relative output error is reported. */
+  stats?: ReadonlyMap<string, LayerStatistic>;
 }
 
 export interface CompressResult {
@@ -148,6 +152,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         s.stored = fromRows(rec, w.layout);
         reconstructed.set(w.name, s.stored);
         s.report = layerReport(w, q, relativeError(rows, rec));
+        const stat = run.stats?.get(w.name);
+        if (stat) s.report.outputError = relativeOutputError(rows, rec, w.layout.rows, stat);
       }
     });
   } else {

@@ -3,6 +3,8 @@
  * CLI, the panel and the tests. Later issues add fields; none is ever renamed. Bump `SCHEMA_VERSION` only
  * for a change that breaks readers.
  */
+import type { DataInfo } from "./calib/source.js";
+import type { EvaluationReport } from "./calib/eval-metrics.js";
 import type { LayerBits } from "./ssvq/bits.js";
 import type { Mode } from "./ssvq/quantize.js";
 
@@ -40,6 +42,8 @@ export interface LayerReport {
   bits: LayerBits;
   /** Relative Frobenius error of the weight, ||W_hat - W|| / ||W||. */
   weightError: number;
+  /** With calibration data: the layer's relative output error ||W_hat X - W X|| / ||W X||. */
+  outputError?: number;
   /** SSVQ/VQ: the codebook [k][d] as stored. */
   codebook?: number[][];
   /** SSVQ/VQ: sub-vectors per codeword. */
@@ -83,6 +87,15 @@ export interface Report {
   /** Weights found but left as they are (too small, not matched by --layers, or not compressible). */
   kept: KeptWeight[];
   sizes: SizeReport;
+  /** With --calib (or random data): what the statistics were computed on. */
+  calibration?: {
+    data: DataInfo;
+    samples: number;
+    /** Layers without statistics (inside If/Loop/Scan bodies), with the reason. */
+    uncalibrated: { name: string; reason: string }[];
+  };
+  /** With --eval: the original and the compressed model on the evaluation data. */
+  evaluation?: EvaluationReport;
   /** Simulated latency on an accelerator (with `--preset` / `--shape`): `ssvq simulate --json`'s object. */
   simulation?: {
     preset: string;

@@ -10,6 +10,11 @@ import type { Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
 import { writeFileAtomic } from "./write-atomic.js";
+import { parsePreprocess, type RawPreprocess } from "../core/calib/preprocess.js";
+import { openData } from "./calib-files.js";
+import { captureActivations } from "./capture.js";
+import { evaluateModels } from "./evaluate.js";
+import { modelInputs } from "./ort.js";
 
 export interface CompressFileOptions extends CompressRun {
   input: string;
@@ -18,6 +23,25 @@ export interface CompressFileOptions extends CompressRun {
   force?: boolean;
   /** Also simulate the model on an accelerator (`--preset`, `--config`, `--shape`): the report's `simulation`. */
   simulate?: SimulateValues;
+  /** Calibration and evaluation data. */
+  data?: DataOptions;
+}
+
+/** One data source as the command line gives it; no path means random inputs shaped from the model. */
+export interface DataSpec {
+  path?: string;
+  range?: string;
+  count?: number;
+  seed?: number;
+}
+
+export interface DataOptions {
+  /** Calibration: capture each layer's statistic H (random inputs, with a warning, when no path). */
+  calib?: DataSpec;
+  /** Evaluation of the original against the compressed model. */
+  eval?: DataSpec & { labels?: string };
+  preprocess?: RawPreprocess;
+  batchSize?: number;
 }
 
 export interface CompressFileResult {
@@ -67,7 +91,66 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
 
 export async function compressFile(o: CompressFileOptions): Promise<CompressFileResult> {
   const { loaded, outPath, reportPath } = prepareCompress(o);
-  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, o);
+  const checkCancel = () => {
+    if (o.signal?.aborted) throw new CancelledError();
+  };
+  const inputs = o.data ? modelInputs(loaded.model) : [];
+  const preprocess = parsePreprocess(o.data?.preprocess ?? {});
+  const open = (spec: DataSpec & { labels?: string }, role: "calib" | "eval") =>
+    openData(inputs, {
+      ...(spec.path !== undefined ? { path: spec.path } : {}),
+      ...(spec.range !== undefined ? { range: spec.range } : {}),
+      ...(spec.count !== undefined ? { count: spec.count } : {}),
+      ...(spec.seed !== undefined ? { seed: spec.seed } : {}),
+      ...(spec.labels !== undefined ? { labels: spec.labels } : {}),
+      role,
+      preprocess,
+      ...(o.data?.batchSize !== undefined ? { batchSize: o.data.batchSize } : {}),
+    });
+  const fraction = (stage: string) => (p: { fraction: number | undefined }) => {
+    if (p.fraction !== undefined) o.onProgress?.({ kind: "fraction", stage, fraction: p.fraction });
+  };
+
+  let calibration: Report["calibration"];
+  let stats: CompressRun["stats"];
+  let captureSeconds = 0;
+  if (o.data?.calib && !o.dryRun) {
+    o.onProgress?.({ kind: "stage", stage: "capture" });
+    const t0 = performance.now();
+    const data = await open(o.data.calib, "calib");
+    const { selected } = selectWeights(loaded.model, o.config);
+    const cap = await captureActivations(loaded.model, selected, data, {
+      signal: o.signal,
+      onProgress: fraction("capture"),
+      readExternal: loaded.readExternal,
+      label: loaded.path,
+    });
+    stats = cap.layers;
+    calibration = { data: data.info, samples: cap.samples, uncalibrated: cap.uncalibrated };
+    captureSeconds = (performance.now() - t0) / 1000;
+    checkCancel();
+  }
+  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, stats });
+  if (calibration) {
+    result.report.calibration = calibration;
+    result.report.timings = { capture: captureSeconds, ...result.report.timings };
+    result.report.warnings.push(...calibration.data.warnings.map((w) => `calibration: ${w}`));
+  }
+  checkCancel();
+  if (o.data?.eval && !o.dryRun) {
+    o.onProgress?.({ kind: "stage", stage: "evaluate" });
+    const t0 = performance.now();
+    const data = await open(o.data.eval, "eval");
+    // The original by path, so that onnxruntime finds its external data.
+    const ev = await evaluateModels(loaded.path, result.model, data, {
+      names: { original: basename(loaded.path), compressed: basename(outPath) },
+      signal: o.signal,
+      onProgress: fraction("evaluate"),
+    });
+    result.report.evaluation = ev;
+    result.report.warnings.push(...ev.warnings.map((w) => `evaluation: ${w}`));
+    result.report.timings["evaluate"] = (performance.now() - t0) / 1000;
+  }
   if (o.simulate) {
     o.onProgress?.({ kind: "stage", stage: "simulate" });
     const t0 = performance.now();
@@ -81,7 +164,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   }
   if (o.dryRun) return { report: result.report };
   result.report.output = { path: outPath, format: o.config.format };
-  if (o.signal?.aborted) throw new CancelledError();
+  checkCancel();
   writeFileAtomic(outPath, result.model);
   try {
     writeFileAtomic(reportPath, JSON.stringify(result.report, null, 2) + "\n");

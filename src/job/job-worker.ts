@@ -26,7 +26,14 @@ async function run(spec: JobSpec): Promise<void> {
       if (e.kind === "stage") {
         lastStage = e.stage;
         void send({ type: "stage", stage: e.stage });
-      } else void send({ type: "progress", layer: e.index, layers: e.count, name: e.name, fraction: e.index / e.count });
+      } else if (e.kind === "fraction") void send({ type: "progress", stage: e.stage, fraction: e.fraction });
+      else
+        void send({
+          type: "progress",
+          stage: lastStage,
+          fraction: e.index / e.count,
+          layer: { index: e.index, count: e.count, name: e.name },
+        });
     };
     const result = await compressFile({
       input: spec.input,
@@ -35,6 +42,7 @@ async function run(spec: JobSpec): Promise<void> {
       dryRun: spec.dryRun,
       config: spec.config,
       simulate: spec.simulate,
+      data: spec.data,
       map: pool,
       signal: controller.signal,
       onProgress,

@@ -3,6 +3,7 @@
  * Discriminated unions both ways; everything is structured-clone data sent over the IPC channel.
  */
 import type { CompressConfig, Report } from "../core/report.js";
+import type { DataOptions } from "../io/compress-file.js";
 
 /** What to run. Paths are absolute or relative to the worker's working directory (the client's). */
 export interface CompressJobSpec {
@@ -15,6 +16,8 @@ export interface CompressJobSpec {
   threads: number;
   /** Simulate on an accelerator too: { preset?, config?, shape?: string[] } as `ssvq simulate` spells them. */
   simulate?: { preset?: string; config?: string; shape?: string[] };
+  /** Calibration (--calib) and evaluation (--eval) data. */
+  data?: DataOptions;
 }
 
 export type JobSpec = CompressJobSpec;
@@ -35,7 +38,8 @@ export interface LayerStats {
 /** Worker -> client. */
 export type WorkerEvent =
   | { type: "stage"; stage: string }
-  | { type: "progress"; layer: number; layers: number; name: string; fraction: number }
+  /** Within a stage: the fraction done and, while layers are processed one by one, which one. */
+  | { type: "progress"; stage: string; fraction: number; layer?: { index: number; count: number; name: string } }
   | { type: "layerDone"; stats: LayerStats }
   | {
       type: "freezeCheck";
