@@ -9,6 +9,7 @@
  * its own fields and returns the whole. The child also measures how long capture takes to stop once its
  * AbortSignal fires mid-run (`cancelSeconds`).
  */
+import { startJob, type Job } from "../job/client.js";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -184,6 +185,35 @@ export async function measureCapture(path: string, freshProcess: boolean): Promi
  * JSON by the command); called otherwise (no `capture` argument to re-run), it measures in this process
  * (`freshProcess: false`, and the peak RSS then includes whatever the caller used before).
  */
+/**
+ * A background compression job calibrating on this model: seconds from `cancel()` during the capture
+ * stage until the worker process has ended (what a user waits for after pressing Cancel).
+ */
+async function jobCancelToExit(path: string): Promise<number> {
+  let cancelledAt = 0;
+  let job: Job | undefined;
+  job = startJob(
+    {
+      kind: "compress",
+      input: path,
+      config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 1024, format: "ssvq", finetune: false },
+      threads: 1,
+      data: { calib: { count: BENCH_SAMPLES } },
+    },
+    {
+      onEvent: (e) => {
+        if (e.type === "progress" && e.stage === "capture" && e.fraction > 0.1 && !cancelledAt) {
+          cancelledAt = performance.now();
+          job?.cancel();
+        }
+      },
+    },
+  );
+  const outcome = await job.outcome;
+  if (outcome.type !== "error" || outcome.kind !== "cancelled") throw new Error(`the job was not cancelled: ${JSON.stringify(outcome).slice(0, 300)}`);
+  return (performance.now() - cancelledAt) / 1000;
+}
+
 export async function runCaptureBench(): Promise<object> {
   const child = process.env[CHILD_ENV];
   if (child) return measureCapture(child, true);
@@ -203,7 +233,7 @@ export async function runCaptureBench(): Promise<object> {
     if (r.status !== 0) throw new Error(`the measuring process failed (status ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" / ")}`);
     const out = r.stdout.trim();
     const figures = JSON.parse(out.slice(out.indexOf("{"))) as CaptureMeasure;
-    return { modelBytes: bytes.length, ...figures };
+    return { modelBytes: bytes.length, ...figures, jobCancelToExitSeconds: await jobCancelToExit(path) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
