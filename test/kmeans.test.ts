@@ -3,7 +3,16 @@ import { after, describe, it } from "node:test";
 import { isInputError } from "../src/core/errors.js";
 import type { ParallelMap } from "../src/core/parallel.js";
 import { Rng } from "../src/core/rng.js";
-import { assignNearest, kmeans, kmeansPlusPlus, Lloyd, SAMPLE_PER_CENTROID, type KmeansResult } from "../src/core/ssvq/kmeans.js";
+import {
+  assignNearest,
+  kmeans,
+  kmeansPlusPlus,
+  Lloyd,
+  SAMPLE_PER_CENTROID,
+  type KmeansResult,
+  type SseInput as SseIn,
+  type SseOutput as SseOut,
+} from "../src/core/ssvq/kmeans.js";
 import { serialMap, type TaskName } from "../src/core/tasks.js";
 import { createThreadPool } from "../src/io/pool.js";
 
@@ -86,15 +95,16 @@ describe("kmeans", () => {
     }
     // Noise variance 0.01 per coordinate: SSE close to n * d * 0.01.
     assert.ok(Math.abs(r.sse / (n * d * 0.01) - 1) < 0.15, `sse ${r.sse}`);
-    assert.deepEqual(r.sse, bruteNearest(points, n, d, r.centroids, centres.length).sse);
+    const exact = bruteNearest(points, n, d, r.centroids, centres.length).sse;
+    assert.ok(Math.abs(r.sse - exact) <= 1e-12 * exact, `sse ${r.sse} vs ${exact}`);
   });
 
   describe("is deterministic", () => {
+    // One case per search method (see `Method` in kmeans.ts), each over several chunks.
     const cases = [
-      // 4 chunks, neighbour lists (k^2 <= n).
-      { n: 50000, d: 4, k: 32 },
-      // Sorted-axis search (k^2 > n), d with no unrolled loop.
-      { n: 6000, d: 3, k: 100 },
+      { n: 50000, d: 4, k: 32 }, // neighbour lists
+      { n: 20000, d: 3, k: 600 }, // sorted axis (k^2 > 16n)
+      { n: 12000, d: 12, k: 20 }, // scan (d > 8)
     ];
     for (const { n, d, k } of cases) {
       it(`n=${n} d=${d} k=${k}: same seed, same bytes, with any map and thread count`, async () => {
@@ -106,7 +116,9 @@ describe("kmeans", () => {
           ["pool of 2", pool2],
         ];
         const results: Array<[string, KmeansResult]> = [];
-        for (const [name, map] of runs) results.push([name, await kmeans(points, n, d, k, { seed: 7, maxIters: 30, map })]);
+        for (const [name, map] of runs) {
+          results.push([name, await kmeans(points, n, d, k, { seed: 7, maxIters: 30, map })]);
+        }
         results.push(["in-process again", await kmeans(points, n, d, k, { seed: 7, maxIters: 30 })]);
         const [, ref] = results[0];
         assert.ok(ref.iterations > 1);
@@ -144,14 +156,19 @@ describe("kmeans", () => {
     const init = new Float32Array(k * d);
     init.set(points.subarray(0, (k / 2) * d));
     for (let j = k / 2; j < k; j++) init.set([1e3 + j, -1e3], j * d);
+    const results: KmeansResult[] = [];
     for (const map of [undefined, pool2]) {
       const r = await kmeans(points, n, d, k, { seed: 1, maxIters: 100, init, map });
+      results.push(r);
       assert.ok(r.reseeds >= k / 2, `reseeds ${r.reseeds}`);
       const counts = new Uint32Array(k);
       for (const a of r.assignments) counts[a]++;
       assert.ok(counts.every((c) => c > 0), `counts ${counts}`);
-      assert.equal(r.sse, bruteNearest(points, n, d, r.centroids, k).sse);
+      const exact = bruteNearest(points, n, d, r.centroids, k).sse;
+      assert.ok(Math.abs(r.sse - exact) <= 1e-12 * exact, `sse ${r.sse} vs ${exact}`);
     }
+    assert.deepEqual(results[1].centroids, results[0].centroids, "same result in this thread and in the pool");
+    assert.equal(results[1].reseeds, results[0].reseeds);
   });
 
   it("gives every point its own centroid when n <= k", async () => {
@@ -164,14 +181,17 @@ describe("kmeans", () => {
 
   it("rejects bad input with InputError", async () => {
     const points = Float32Array.from([1, 2, 3, Number.NaN]);
-    await assert.rejects(kmeans(points, 2, 2, 1, { seed: 1, maxIters: 5 }), (e) => isInputError(e) && /NaN/.test((e as Error).message));
+    await assert.rejects(kmeans(points, 2, 2, 1, { seed: 1, maxIters: 5 }), { name: "InputError", message: /NaN/ });
     await assert.rejects(kmeans(points, 3, 2, 1, { seed: 1, maxIters: 5 }), isInputError);
     await assert.rejects(kmeans(new Float32Array(4), 2, 2, 0, { seed: 1, maxIters: 5 }), isInputError);
-    await assert.rejects(kmeans(new Float32Array(8), 4, 2, 2, { seed: 1, maxIters: 5, init: new Float32Array(3) }), isInputError);
+    const init = new Float32Array(3);
+    await assert.rejects(kmeans(new Float32Array(8), 4, 2, 2, { seed: 1, maxIters: 5, init }), isInputError);
   });
 });
 
 describe("assignNearest", () => {
+  // Every search method (neighbour lists when k^2 <= 16n and d <= 8, else sorted axis for d <= 4, else
+  // scan), unrolled and generic distances.
   const cases = [
     { n: 3000, d: 1, k: 1 },
     { n: 3000, d: 1, k: 50 },
@@ -182,6 +202,7 @@ describe("assignNearest", () => {
     { n: 3000, d: 5, k: 40 },
     { n: 3000, d: 8, k: 16 },
     { n: 3000, d: 8, k: 256 },
+    { n: 3000, d: 8, k: 100 },
     { n: 1000, d: 16, k: 30 },
   ];
   for (const { n, d, k } of cases) {
@@ -206,9 +227,10 @@ describe("assignNearest", () => {
 
   it("equals brute force at every Lloyd pass, ties included", async () => {
     for (const { n, d, k } of [
-      { n: 20000, d: 4, k: 64 },
-      { n: 3000, d: 5, k: 100 },
-      { n: 4000, d: 2, k: 40 },
+      { n: 20000, d: 4, k: 64 }, // neighbour lists
+      { n: 4000, d: 2, k: 40 }, // neighbour lists
+      { n: 2000, d: 3, k: 200 }, // sorted axis
+      { n: 2000, d: 5, k: 200 }, // scan
     ]) {
       const rng = new Rng(d);
       // Points on a coarse grid, so that many are exactly as far from two centroids.
@@ -237,7 +259,9 @@ describe("kmeansPlusPlus", () => {
     for (let i = 1; i < sample.length; i++) assert.ok(sample[i - 1] < sample[i] && sample[i] < n);
     const sampled = new Set<string>();
     for (const i of sample) sampled.add(`${points[i * d]},${points[i * d + 1]}`);
-    for (let j = 0; j < 3; j++) assert.ok(sampled.has(`${centroids[j * d]},${centroids[j * d + 1]}`), `centroid ${j} is a sampled point`);
+    for (let j = 0; j < 3; j++) {
+      assert.ok(sampled.has(`${centroids[j * d]},${centroids[j * d + 1]}`), `centroid ${j} is a sampled point`);
+    }
     assert.equal(kmeansPlusPlus(points, 500, d, 3, 4).sample.length, 500);
     // kmeans seeds with it: no iterations leaves the k-means++ centroids.
     const r = await kmeans(points, n, d, 3, { seed: 4, maxIters: 0 });
@@ -257,13 +281,15 @@ describe("kmeansPlusPlus", () => {
     }
     const { centroids } = kmeansPlusPlus(points, n, d, 4, 6);
     const corners = new Set<string>();
-    for (let j = 0; j < 4; j++) corners.add(`${Math.round(centroids[j * d] / 100)},${Math.round(centroids[j * d + 1] / 100)}`);
+    for (let j = 0; j < 4; j++) {
+      corners.add(`${Math.round(centroids[j * d] / 100)},${Math.round(centroids[j * d + 1] / 100)}`);
+    }
     assert.equal(corners.size, 4);
   });
 });
 
 describe("thread pool", () => {
-  const sseInput = (value: number) => ({
+  const sseInput = (value: number): SseIn => ({
     points: Float32Array.from([value]),
     d: 1,
     start: 0,
@@ -273,25 +299,27 @@ describe("thread pool", () => {
   });
 
   it("returns outputs in input order", async () => {
-    const out = await pool2.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [1, 2, 3, 4, 5].map(sseInput));
-    assert.deepEqual(
-      out.map((o) => o.sse),
-      [1, 4, 9, 16, 25],
-    );
+    const out = await pool2.run<SseIn, SseOut>("kmeans.sse", [1, 2, 3, 4, 5].map(sseInput));
+    assert.deepEqual(out.map((o) => o.sse), [1, 4, 9, 16, 25]);
   });
 
   it("rejects with the worker's error instead of hanging, and keeps working", { timeout: 30000 }, async () => {
     await assert.rejects(pool2.run("no.such.task" as TaskName, [{}]), /unknown task "no.such.task"/);
     const bad = { ...sseInput(1), points: null };
-    await assert.rejects(pool2.run("kmeans.sse", [sseInput(1), bad, sseInput(2)]), (e) => e instanceof Error && e.name === "TypeError" && /null/.test(e.message));
-    const out = await pool2.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [sseInput(3)]);
+    const inputs = [sseInput(1), bad, sseInput(2)];
+    await assert.rejects(pool2.run("kmeans.sse", inputs), { name: "TypeError", message: /null/ });
+    const unclonable = { ...sseInput(1), f: () => 1 };
+    await assert.rejects(pool2.run("kmeans.sse", [unclonable]), { name: "DataCloneError" });
+    const out = await pool2.run<SseIn, SseOut>("kmeans.sse", [sseInput(3)]);
     assert.equal(out[0].sse, 9);
   });
 
-  it("rejects runs after close()", async () => {
+  it("rejects the runs pending at close() and any later one", async () => {
     const pool = createThreadPool(2);
-    assert.equal((await pool.run<ReturnType<typeof sseInput>, { sse: number }>("kmeans.sse", [sseInput(2)]))[0].sse, 4);
+    assert.equal((await pool.run<SseIn, SseOut>("kmeans.sse", [sseInput(2)]))[0].sse, 4);
+    const pending = assert.rejects(pool.run("kmeans.sse", Array.from({ length: 50 }, () => sseInput(1))), /closed/);
     await pool.close();
+    await pending;
     await assert.rejects(pool.run("kmeans.sse", [sseInput(2)]), /closed/);
   });
 

@@ -33,7 +33,8 @@ export interface KmeansBenchResult extends KmeansBenchOptions {
 
 export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBenchResult> {
   const { n, d, k, iters, seed, threads } = o;
-  for (const [name, v, min] of [["n", n, 1], ["d", d, 1], ["k", k, 1], ["iters", iters, 0], ["threads", threads, 1]] as const) {
+  const limits = [["n", n, 1], ["d", d, 1], ["k", k, 1], ["iters", iters, 0], ["threads", threads, 1]] as const;
+  for (const [name, v, min] of limits) {
     if (!Number.isInteger(v) || v < min) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
   }
   if (k > n) throw new InputError(`--k (${k}) must not exceed --n (${n})`);

@@ -39,7 +39,9 @@ interface Slot {
 }
 
 export function createThreadPool(threads: number): ThreadPool {
-  if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be an integer >= 1, got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new InputError(`threads must be an integer >= 1, got ${threads}`);
+  }
   const workerUrl = new URL("./pool-worker.js", import.meta.url);
   const queue: Job[] = [];
   const slots = new Set<Slot>();
@@ -92,19 +94,24 @@ export function createThreadPool(threads: number): ThreadPool {
   /** Hands queued jobs to idle workers, starting workers while fewer than `threads` run. */
   const pump = (): void => {
     while (queue.length > 0 && !closed) {
+      const job = queue[0];
+      if (job.run.failed) {
+        queue.shift();
+        continue;
+      }
       let slot: Slot | undefined;
       for (const s of slots) if (!s.job) slot = s;
-      if (!slot && slots.size < threads) slot = spawn();
-      if (!slot) return;
-      const job = queue.shift()!;
-      if (job.run.failed) continue;
-      slot.job = job;
-      slot.worker.ref();
       try {
+        if (!slot && slots.size < threads) slot = spawn();
+        if (!slot) return;
+        queue.shift();
+        slot.job = job;
+        slot.worker.ref();
+        // Throws when the input cannot be cloned (a function, a symbol, ...).
         slot.worker.postMessage(job.request);
       } catch (e) {
-        // The input could not be cloned (a function, a class instance's private state, ...).
-        finish(slot);
+        if (queue[0] === job) queue.shift();
+        if (slot?.job === job) finish(slot);
         fail(job.run, e instanceof Error ? e : new Error(String(e)));
       }
     }

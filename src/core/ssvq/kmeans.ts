@@ -16,14 +16,15 @@
  *
  * Speed (the nearest-centroid search is the hot loop):
  *  - per point, Hamerly's bounds: an upper bound u on the distance to its centroid and a lower bound l on
- *    the distance to every other one, carried across iterations by the centroid shifts. A point with
- *    u < max(l, half the distance from its centroid to the nearest other centroid) keeps its centroid
- *    without computing any distance (most points after the first iterations);
- *  - when a search is needed, only nearby centroids are examined: either the centroid's neighbours in
- *    order of distance, stopping at the first one farther than best + u (Elkan's lemma: beyond that no
- *    centroid can be closer), or, from scratch or when k is large, the centroids sorted along one axis,
- *    walking outwards from the point's coordinate while the gap along that axis is below the best distance;
- *  - both cores through the caller's `ParallelMap`, points and per-point state in shared memory.
+ *    the distance to every other one, carried across passes by the centroid shifts. A point with u < l
+ *    (or u < half the distance from its centroid to the nearest other one) keeps its centroid without
+ *    any search, often without computing any distance;
+ *  - the other points are searched by one of three exact methods chosen from n, d and k (`Method`):
+ *    walking neighbour lists (each centroid's others by distance; the walk moves to any closer centroid
+ *    and stops at the first neighbour farther than twice the best distance: none beyond can be closer),
+ *    walking the centroids sorted along one axis, or scanning all centroids four points at a time;
+ *  - unrolled distances for d = 4 and d = 8;
+ *  - all cores through the caller's `ParallelMap`, with the points and per-point state in shared memory.
  */
 import { InputError } from "../errors.js";
 import { chunkRanges, sharedArray, sharedCopy, type ParallelMap } from "../parallel.js";
@@ -38,8 +39,11 @@ const CHUNK_COORDS = 1 << 16;
 const SLACK = 1e-9;
 /** Bounds are stored as float32, rounded outwards by this relative amount (float32 rounds by <= 2^-24). */
 const F32_OUTWARD = 2 ** -20;
-/** Neighbour lists take k(k-1) entries and k^2 log k work per iteration: used while k <= this and k^2 <= n. */
+/** Neighbour lists take k(k-1) entries and O(k^2) work per pass: used while k <= this and k^2 <= 16n. */
 const NEIGHBOUR_MAX_K = 1024;
+/** Largest d for the "lists" and "axis" searches (measured: beyond, "scan" is faster; see `Method`). */
+const LISTS_MAX_D = 8;
+const AXIS_MAX_D = 4;
 
 export interface KmeansOptions {
   /** Seeds the k-means++ sample and choices. */
@@ -69,8 +73,8 @@ export interface KmeansResult {
 
 /**
  * Clusters `points` [n, d] into k centroids. When n <= k every point becomes its own centroid (the other
- * k - n rows are zero, `init` is ignored). Only the final assignment may leave a centroid without points
- * (when maxIters stops the run right after re-seeding, or when fewer than k points are distinct).
+ * k - n rows are zero, `init` is ignored). A centroid may end without points only when the run stops at
+ * maxIters (the last assignment pass is not followed by re-seeding) or fewer than k points are distinct.
  */
 export async function kmeans(
   points: Float32Array,
@@ -81,7 +85,9 @@ export async function kmeans(
 ): Promise<KmeansResult> {
   checkPoints(points, n, d, k);
   const { seed, maxIters, map, init } = options;
-  if (!Number.isInteger(maxIters) || maxIters < 0) throw new InputError(`maxIters must be an integer >= 0, got ${maxIters}`);
+  if (!Number.isInteger(maxIters) || maxIters < 0) {
+    throw new InputError(`maxIters must be an integer >= 0, got ${maxIters}`);
+  }
   if (n <= k) return ownCentroids(points, n, d, k);
   if (init) checkCentroids(init, k, d, "init");
   const lloyd = new Lloyd(points, n, d, k, init ?? kmeansPlusPlus(points, n, d, k, seed).centroids, map);
@@ -99,7 +105,8 @@ export async function kmeans(
     iterations++;
     if (empty.length > 0) reseeds += await lloyd.reseed(empty);
   }
-  return { centroids: lloyd.centroids(), assignments: lloyd.assignments(), sse: await lloyd.sse(), iterations, converged, reseeds };
+  const sse = await lloyd.sse();
+  return { centroids: lloyd.centroids(), assignments: lloyd.assignments(), sse, iterations, converged, reseeds };
 }
 
 /**
@@ -176,8 +183,9 @@ export function kmeansPlusPlus(
 }
 
 /**
- * Lloyd's algorithm step by step over fixed initial centroids, for `kmeans`, `assignNearest` and the
- * benchmark. Call `assign()` first; then any sequence of `update()` (+ `reseed()`) and `assign()`.
+ * Lloyd's algorithm step by step from given initial centroids, for `kmeans`, `assignNearest` and the
+ * benchmark: `assign()` first, then `update()` (and `reseed()` for the empty clusters it reports) and
+ * `assign()` again, as often as wanted. The arguments are not checked (`kmeans` does that).
  */
 export class Lloyd {
   private readonly points: Float32Array;
@@ -190,8 +198,7 @@ export class Lloyd {
   private readonly current: Float32Array;
   private readonly sums: Float64Array;
   private readonly counts: Float64Array;
-  /** Search with neighbour lists, or (large k, or few points per list entry) along an axis. */
-  private readonly useNeighbours: boolean;
+  private readonly method: Method;
   /** The coordinate along which `geometry.order` sorts the centroids. */
   private axis = 0;
   private passes = 0;
@@ -213,14 +220,14 @@ export class Lloyd {
       upper: sharedArray(Float32Array, n),
       lower: sharedArray(Float32Array, n),
     };
-    this.useNeighbours = k >= 2 && k <= NEIGHBOUR_MAX_K && k * k <= n;
-    const lists = this.useNeighbours ? k : 0;
-    const axis = this.useNeighbours ? 0 : k;
+    this.method = chooseMethod(n, d, k);
+    const lists = this.method === "lists" ? k : 0; // each method fills only its own arrays
+    const sorted = this.method === "axis" ? k : 0;
     this.geometry = {
       centroids: sharedArray(Float64Array, k * d),
       shift: sharedArray(Float64Array, k),
-      order: sharedArray(Uint32Array, axis),
-      orderValue: sharedArray(Float64Array, axis),
+      order: sharedArray(Uint32Array, sorted),
+      orderValue: sharedArray(Float64Array, sorted),
       neighbours: sharedArray(Uint32Array, lists * (k - 1)),
       neighbourDist: sharedArray(Float32Array, lists * (k - 1)),
       tree: sharedArray(Uint32Array, lists),
@@ -244,7 +251,7 @@ export class Lloyd {
       ...this.geometry,
       fresh: this.passes === 0,
       axis: this.axis,
-      useNeighbours: this.useNeighbours,
+      method: this.method,
       maxShift: shifts.max,
       maxShiftAt: shifts.at,
       secondShift: shifts.second,
@@ -357,24 +364,26 @@ export class Lloyd {
   private refreshGeometry(): Shifts {
     const { k, d, current, geometry: g } = this;
     const shifts: Shifts = { max: 0, at: -1, second: 0 };
-    if (this.passes > 0 && !this.moved) {
-      g.shift.fill(0);
-      return shifts;
-    }
-    for (let j = 0; j < k && this.passes > 0; j++) {
-      const s = Math.sqrt(dist2(current, j * d, g.centroids, j * d, d)) * (1 + SLACK);
-      g.shift[j] = s;
-      if (s > shifts.max) {
-        shifts.second = shifts.max;
-        shifts.max = s;
-        shifts.at = j;
-      } else if (s > shifts.second) shifts.second = s;
+    if (this.passes > 0) {
+      if (!this.moved) {
+        g.shift.fill(0);
+        return shifts;
+      }
+      for (let j = 0; j < k; j++) {
+        const s = Math.sqrt(dist2(current, j * d, g.centroids, j * d, d)) * (1 + SLACK);
+        g.shift[j] = s;
+        if (s > shifts.max) {
+          shifts.second = shifts.max;
+          shifts.max = s;
+          shifts.at = j;
+        } else if (s > shifts.second) shifts.second = s;
+      }
     }
     for (let i = 0; i < k * d; i++) g.centroids[i] = current[i];
-    if (this.useNeighbours) {
+    if (this.method === "lists") {
       sortNeighbours(g, k, d, this.passes > 0);
       if (this.passes === 0) buildTree(g, k, d);
-    } else {
+    } else if (this.method === "axis") {
       this.axis = sortAlongAxis(g, k, d);
     }
     this.moved = false;
@@ -387,8 +396,23 @@ export class Lloyd {
 }
 
 /**
- * Centroid data shared by all chunks of one assignment pass. With neighbour lists (`useNeighbours`),
- * `neighbours` and the k-d tree are filled and `order` is empty; without, the reverse.
+ * How a pass searches for the nearest centroid of a point whose bounds do not settle it. All are exact
+ * and give the same results; they differ in speed:
+ *  - "lists": walk the neighbour lists (low d, where a centroid has few neighbours within reach);
+ *  - "axis": walk the centroids sorted along one axis (low d, k too large for lists);
+ *  - "scan": every centroid, four points at a time (higher d, where pruning examines most centroids
+ *    anyway); it gives the exact second nearest too, the tightest lower bound.
+ */
+type Method = "lists" | "axis" | "scan";
+
+function chooseMethod(n: number, d: number, k: number): Method {
+  if (k >= 2 && k <= NEIGHBOUR_MAX_K && k * k <= 16 * n && d <= LISTS_MAX_D) return "lists";
+  return d <= AXIS_MAX_D ? "axis" : "scan";
+}
+
+/**
+ * Centroid data shared by all chunks of one assignment pass. Only the arrays of the pass's method are
+ * filled: `order` for "axis", the neighbour lists and the k-d tree for "lists".
  */
 interface Geometry {
   /** [k, d], the float32 centroids widened. */
@@ -526,8 +550,8 @@ export interface AssignInput extends Geometry {
   lower: Float32Array;
   /** First pass: no previous assignment or bounds. */
   fresh: boolean;
+  method: Method;
   axis: number;
-  useNeighbours: boolean;
   /** The largest shift, its centroid, and the second largest. */
   maxShift: number;
   maxShiftAt: number;
@@ -545,47 +569,66 @@ export interface AssignOutput {
 /** One chunk of an assignment pass (see the file comment). */
 export function kmeansAssignTask(t: AssignInput): AssignOutput {
   const { points, d, k, start, end, assignments, upper, lower, centroids, shift, neighbourDist } = t;
-  const { fresh, useNeighbours, maxShift, maxShiftAt, secondShift } = t;
-  const sums = new Float64Array(k * d);
-  const counts = new Uint32Array(k);
+  const { fresh, method, maxShift, maxShiftAt, secondShift } = t;
   const search = new Search(t);
+  const lists = method === "lists";
+  // Points left for the four-at-a-time scan (method "scan"), as point indices.
+  const waiting = new Uint32Array(method === "scan" ? end - start : 0);
+  let waited = 0;
   let changed = 0;
+  /** Records point i's new centroid a, at squared distance bestSq, every other one at least `l` away. */
+  const settle = (i: number, a: number, bestSq: number, l: number): void => {
+    if (fresh || a !== assignments[i]) changed++;
+    assignments[i] = a;
+    upper[i] = Math.fround(Math.sqrt(bestSq) * (1 + SLACK) * (1 + F32_OUTWARD));
+    lower[i] = l > 0 ? Math.fround(l * (1 - F32_OUTWARD)) : 0;
+  };
   for (let i = start; i < end; i++) {
     const xo = i * d;
-    let a: number;
-    let u: number;
-    let l: number;
-    if (fresh) {
-      search.nearest(xo, -1, Infinity);
-      a = search.bestIndex;
-      u = Math.sqrt(search.bestSq) * (1 + SLACK);
-      l = search.lowerBound();
-      changed++;
-    } else {
-      const prev = assignments[i];
-      a = prev;
-      u = (upper[i] + shift[a]) * (1 + SLACK);
-      l = lower[i] * (1 - SLACK) - (a === maxShiftAt ? secondShift : maxShift);
-      // Hamerly: every other centroid j has |x - c_j| >= |c_a - c_j| - u >= 2 half - u > u.
-      const half = useNeighbours ? neighbourDist[a * (k - 1)] * 0.5 : 0;
+    let from = -1;
+    let fromSq = Infinity;
+    if (!fresh) {
+      from = assignments[i];
+      // Hamerly: bounds carried over from the previous pass by the centroid shifts. When u < half,
+      // every other centroid j has |x - c_j| >= |c_a - c_j| - u >= 2 half - u > u.
+      let u = (upper[i] + shift[from]) * (1 + SLACK);
+      const l = lower[i] * (1 - SLACK) - (from === maxShiftAt ? secondShift : maxShift);
+      const half = lists ? neighbourDist[from * (k - 1)] * 0.5 : 0;
       if (!(u < l || u < half)) {
-        const uSq = dist2(points, xo, centroids, a * d, d);
-        u = Math.sqrt(uSq) * (1 + SLACK);
-        if (!(u < l || u < half)) {
-          search.nearest(xo, a, uSq);
-          a = search.bestIndex;
-          u = Math.sqrt(search.bestSq) * (1 + SLACK);
-          l = search.lowerBound();
-          if (a !== prev) changed++;
-        }
+        fromSq = dist2(points, xo, centroids, from * d, d);
+        u = Math.sqrt(fromSq) * (1 + SLACK);
+      }
+      if (u < l || u < half) {
+        upper[i] = Math.fround(u * (1 + F32_OUTWARD));
+        lower[i] = l > 0 ? Math.fround(l * (1 - F32_OUTWARD)) : 0;
+        continue;
       }
     }
-    assignments[i] = a;
-    upper[i] = Math.fround(u * (1 + F32_OUTWARD));
-    lower[i] = l > 0 ? Math.fround(l * (1 - F32_OUTWARD)) : 0;
+    if (waiting.length > 0) {
+      waiting[waited++] = i;
+    } else {
+      search.nearest(xo, from, fromSq);
+      settle(i, search.bestIndex, search.bestSq, search.lowerBound());
+    }
+  }
+  for (let w = 0; w < waited; w += 4) {
+    // A short last group repeats its last point.
+    const p0 = waiting[w];
+    const p1 = waiting[Math.min(w + 1, waited - 1)];
+    const p2 = waiting[Math.min(w + 2, waited - 1)];
+    const p3 = waiting[Math.min(w + 3, waited - 1)];
+    search.scanFour(p0 * d, p1 * d, p2 * d, p3 * d);
+    const { fourIndex, fourBest, fourSecond } = search;
+    for (let q = 0; q < 4 && w + q < waited; q++) {
+      settle(waiting[w + q], fourIndex[q], fourBest[q], Math.sqrt(fourSecond[q]) * (1 - SLACK));
+    }
+  }
+  const sums = new Float64Array(k * d);
+  const counts = new Uint32Array(k);
+  for (let i = start; i < end; i++) {
+    const a = assignments[i];
     counts[a]++;
-    const co = a * d;
-    for (let q = 0; q < d; q++) sums[co + q] += points[xo + q];
+    for (let q = 0, co = a * d, xo = i * d; q < d; q++) sums[co + q] += points[xo + q];
   }
   return { sums, counts, changed };
 }
@@ -608,7 +651,7 @@ class Search {
   private readonly axis: number;
   private readonly order: Uint32Array;
   private readonly orderValue: Float64Array;
-  private readonly useNeighbours: boolean;
+  private readonly lists: boolean;
   private readonly neighbourIndex: Uint32Array;
   private readonly neighbourDist: Float32Array;
   private readonly tree: Uint32Array;
@@ -623,7 +666,7 @@ class Search {
     this.axis = t.axis;
     this.order = t.order;
     this.orderValue = t.orderValue;
-    this.useNeighbours = t.useNeighbours;
+    this.lists = t.method === "lists";
     this.neighbourIndex = t.neighbours;
     this.neighbourDist = t.neighbourDist;
     this.tree = t.tree;
@@ -636,20 +679,12 @@ class Search {
    * distance `fromSq` (its previous one), or from scratch when from = -1.
    */
   nearest(xo: number, from: number, fromSq: number): void {
-    if (!this.useNeighbours) {
+    if (!this.lists) {
       this.alongAxis(xo, from, fromSq);
     } else if (from >= 0) {
       this.descend(xo, from, fromSq);
     } else {
-      const { points, tree, treeDim, treeValue } = this;
-      let lo = 0;
-      let hi = this.k;
-      while (hi - lo > 1) {
-        const mid = (lo + hi) >>> 1;
-        if (points[xo + treeDim[mid]] < treeValue[mid]) hi = mid;
-        else lo = mid;
-      }
-      const g = tree[lo];
+      const g = this.treeLeaf(xo);
       this.descend(xo, g, dist2(this.points, xo, this.centroids, g * this.d, this.d));
     }
   }
@@ -660,9 +695,9 @@ class Search {
 
   /**
    * Walks the neighbour lists from centroid a: examines a's neighbours nearest first and, as soon as one
-   * is closer to the point, carries on from that one's list. While reading the list of a centroid at
-   * distance u from the point, a neighbour farther from it than best + u cannot be closer than the best
-   * (|x - c_j| >= |c_a - c_j| - u), nor can any later one: the search ends there.
+   * is closer to the point, carries on from that one's list. The centroid whose list is read is always
+   * the best so far, at distance u: a neighbour j farther from it than 2u cannot be closer to the point
+   * (|x - c_j| >= |c_a - c_j| - u > u), nor can any later one, so the search ends there.
    */
   private descend(xo: number, a: number, uSq: number): void {
     const { points, centroids, d, k, neighbourIndex, neighbourDist } = this;
@@ -697,7 +732,7 @@ class Search {
     const { points, centroids, d, k, order, orderValue: value } = this;
     this.start(from, fromSq);
     const px = points[xo + this.axis];
-    let right = this.axisRank(xo, false);
+    let right = this.axisRank(xo);
     let left = right - 1;
     let gapLeft = left >= 0 ? px - value[left] : Infinity;
     let gapRight = right < k ? value[right] - px : Infinity;
@@ -718,8 +753,84 @@ class Search {
     this.skipped = Math.min(gapLeft, gapRight) * (1 - SLACK);
   }
 
-  /** The first rank along the axis at or after the point's coordinate, or (closest) the rank nearest to it. */
-  private axisRank(xo: number, closest: boolean): number {
+  /** After `scanFour`: for each of the four points, its nearest centroid and the two smallest distances. */
+  readonly fourIndex = new Int32Array(4);
+  readonly fourBest = new Float64Array(4);
+  readonly fourSecond = new Float64Array(4);
+
+  /**
+   * Examines every centroid for four points at once (offsets o0..o3), which reuses each centroid
+   * coordinate four times: the exact nearest and second nearest, for high d where pruning fails.
+   */
+  scanFour(o0: number, o1: number, o2: number, o3: number): void {
+    const { points: x, centroids: c, d, k } = this;
+    // Per point: best and second best squared distances, and the best index (locals: this is the hot loop).
+    let b0 = Infinity;
+    let b1 = Infinity;
+    let b2 = Infinity;
+    let b3 = Infinity;
+    let s0 = Infinity;
+    let s1 = Infinity;
+    let s2 = Infinity;
+    let s3 = Infinity;
+    let i0 = 0;
+    let i1 = 0;
+    let i2 = 0;
+    let i3 = 0;
+    for (let j = 0, co = 0; j < k; j++, co += d) {
+      let e0 = 0;
+      let e1 = 0;
+      let e2 = 0;
+      let e3 = 0;
+      for (let t = 0; t < d; t++) {
+        const ct = c[co + t];
+        const v0 = x[o0 + t] - ct;
+        const v1 = x[o1 + t] - ct;
+        const v2 = x[o2 + t] - ct;
+        const v3 = x[o3 + t] - ct;
+        e0 += v0 * v0;
+        e1 += v1 * v1;
+        e2 += v2 * v2;
+        e3 += v3 * v3;
+      }
+      // Centroids come in index order, so a tie keeps the lower index (and the second equals the best).
+      if (e0 < b0) {
+        s0 = b0;
+        b0 = e0;
+        i0 = j;
+      } else if (e0 < s0) s0 = e0;
+      if (e1 < b1) {
+        s1 = b1;
+        b1 = e1;
+        i1 = j;
+      } else if (e1 < s1) s1 = e1;
+      if (e2 < b2) {
+        s2 = b2;
+        b2 = e2;
+        i2 = j;
+      } else if (e2 < s2) s2 = e2;
+      if (e3 < b3) {
+        s3 = b3;
+        b3 = e3;
+        i3 = j;
+      } else if (e3 < s3) s3 = e3;
+    }
+    this.fourIndex[0] = i0;
+    this.fourIndex[1] = i1;
+    this.fourIndex[2] = i2;
+    this.fourIndex[3] = i3;
+    this.fourBest[0] = b0;
+    this.fourBest[1] = b1;
+    this.fourBest[2] = b2;
+    this.fourBest[3] = b3;
+    this.fourSecond[0] = s0;
+    this.fourSecond[1] = s1;
+    this.fourSecond[2] = s2;
+    this.fourSecond[3] = s3;
+  }
+
+  /** The first rank along the axis whose coordinate is not below the point's. */
+  private axisRank(xo: number): number {
     const { k, orderValue: value } = this;
     const px = this.points[xo + this.axis];
     let lo = 0;
@@ -729,8 +840,20 @@ class Search {
       if (value[mid] < px) lo = mid + 1;
       else hi = mid;
     }
-    if (closest && (lo === k || (lo > 0 && px - value[lo - 1] < value[lo] - px))) lo--;
     return lo;
+  }
+
+  /** The centroid of the k-d tree leaf where the point falls: usually one of its nearest. */
+  private treeLeaf(xo: number): number {
+    const { points, tree, treeDim, treeValue } = this;
+    let lo = 0;
+    let hi = this.k;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >>> 1;
+      if (points[xo + treeDim[mid]] < treeValue[mid]) hi = mid;
+      else lo = mid;
+    }
+    return tree[lo];
   }
 
   private start(index: number, sq: number): void {
