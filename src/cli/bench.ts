@@ -4,6 +4,7 @@ import { measureDecode, runIoBench, writeMatMulChain } from "./bench-io.js";
 import { runKmeansBench } from "./bench-kmeans.js";
 import { runSimulateBench } from "./bench-simulate.js";
 import { runCaptureBench } from "./bench-capture.js";
+import { runQualityBench } from "./bench-quality.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -16,7 +17,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -25,6 +26,8 @@ export const benchCommand: Command = {
     "           normal float32 points, k starting centroids drawn from the points; the fast k-means against a",
     "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6)",
     "  simulate the accelerator simulator on a generated 100-layer model",
+    "  quality  accuracy, output error, bits and ratios of INT4, SSVQ and VQ on both Fashion-MNIST fixtures,",
+    "           without and with fine-tuning; JSON on stdout, a Markdown table on stderr",
     "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
     "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
   ].join("\n"),
@@ -63,6 +66,15 @@ export const benchCommand: Command = {
           threads: num(values["threads"], "threads", 2),
         });
         ctx.out(JSON.stringify(result));
+        return 0;
+      }
+      case "quality": {
+        const { rows, markdown } = await runQualityBench({
+          threads: num(values["threads"], "threads", 2),
+          ...(values["iters"] !== undefined ? { iters: num(values["iters"], "iters", 500) } : {}),
+        });
+        ctx.err(markdown);
+        ctx.out(JSON.stringify({ bench: "quality", rows }));
         return 0;
       }
       case "capture":

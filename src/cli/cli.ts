@@ -64,7 +64,8 @@ export async function runCli(argv: string[], ctx: CliContext): Promise<number> {
       strict: true,
     }));
   } catch (e) {
-    ctx.err(`ssvq ${cmd.name}: ${(e as Error).message.replace(/\. To specify a positional.*$/s, "")}; see 'ssvq ${cmd.name} --help'`);
+    const first = (e as Error).message.split("\n")[0]!.replace(/\. To specify a positional.*$/s, "");
+    ctx.err(`ssvq ${cmd.name}: ${first}; see 'ssvq ${cmd.name} --help'`);
     return 2;
   }
   if (values["help"]) {

@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import type { JobSpec } from "../job/protocol.js";
 import type { DataOptions } from "../io/compress-file.js";
 import { parsePreprocess } from "../core/calib/preprocess.js";
+import { resolveFinetuneOptions, type FinetuneOptions } from "../core/ssvq/finetune.js";
 import { prepareCompress } from "../io/compress-file.js";
 import { runJob } from "./run-job.js";
 import type { Command, OptionValues } from "./command.js";
@@ -48,6 +49,7 @@ export function compressConfig(values: OptionValues): CompressConfig {
       throw new InputError(`--layers ${JSON.stringify(layers)} is not a valid regular expression: ${(e as Error).message}`);
     }
   const format = choiceOption(values, "format", ["ssvq", "dense"] as const, "ssvq");
+  const finetune = finetuneChoice(values, mode);
   return {
     mode,
     k,
@@ -58,8 +60,60 @@ export function compressConfig(values: OptionValues): CompressConfig {
     minWeights: intOption(values, "min-weights", 1024, 0),
     ...(typeof layers === "string" ? { layers } : {}),
     format,
-    finetune: false,
+    finetune,
+    ...(finetune ? { finetuning: finetuneSettings(values) } : {}),
   };
+}
+
+/** On by default for SSVQ and VQ when calibration data is given; --finetune forces it, --no-finetune stops it. */
+function finetuneChoice(values: OptionValues, mode: Mode): boolean {
+  if (values["finetune"] && values["no-finetune"]) throw new InputError("give --finetune or --no-finetune, not both");
+  const vq = mode === "ssvq" || mode === "vq";
+  if (values["finetune"] && !vq) throw new InputError(`--finetune applies to --mode ssvq and vq, not ${mode}`);
+  for (const flag of FINETUNE_FLAGS)
+    if (values[flag] !== undefined && (values["no-finetune"] || !vq))
+      throw new InputError(`--${flag} applies to fine-tuning, which ${values["no-finetune"] ? "--no-finetune turns off" : `--mode ${mode} does not use`}`);
+  if (values["fixed-signs"] && mode !== "ssvq") throw new InputError("--fixed-signs applies to --mode ssvq");
+  const on = vq && !values["no-finetune"] && (values["finetune"] === true || values["calib"] !== undefined);
+  const given = FINETUNE_FLAGS.find((flag) => values[flag] !== undefined);
+  if (!on && given) throw new InputError(`--${given} applies to fine-tuning, which needs --calib (or --finetune, on random inputs)`);
+  return on;
+}
+
+const FINETUNE_FLAGS = ["iters", "lr-codebook", "lr-sign", "freeze-every", "freeze-threshold", "freeze-momentum", "no-freeze", "fixed-signs", "reassign"] as const;
+
+function finetuneSettings(values: OptionValues): FinetuneOptions {
+  const positive = (name: string): number | undefined => {
+    const v = numberOption(values, name);
+    if (v !== undefined && !(v > 0)) throw new InputError(`--${name} must be a number > 0, not ${v}`);
+    return v;
+  };
+  const iters = values["iters"] === undefined ? undefined : intOption(values, "iters", 0, 1, 1_000_000);
+  let thresholds: [number, number] | undefined;
+  if (typeof values["freeze-threshold"] === "string") {
+    const parts = values["freeze-threshold"].split(",").map((x) => Number(x.trim()));
+    if (parts.length !== 2 || parts.some((x) => !Number.isFinite(x) || x < 0 || x > 1))
+      throw new InputError(`--freeze-threshold takes FROM,TO between 0 and 1, e.g. 0.3,0.1, not ${JSON.stringify(values["freeze-threshold"])}`);
+    thresholds = [parts[0]!, parts[1]!];
+  }
+  const momentum = numberOption(values, "freeze-momentum");
+  if (momentum !== undefined && !(momentum >= 0 && momentum < 1)) throw new InputError(`--freeze-momentum must be in [0, 1), not ${momentum}`);
+  if (values["no-freeze"] && (thresholds || momentum !== undefined || values["freeze-every"] !== undefined))
+    throw new InputError("--no-freeze turns freezing off: drop the other --freeze-* options");
+  return resolveFinetuneOptions({
+    ...(iters !== undefined ? { iters } : {}),
+    ...(positive("lr-codebook") !== undefined ? { lrCodebook: positive("lr-codebook") } : {}),
+    ...(positive("lr-sign") !== undefined ? { lrSign: positive("lr-sign") } : {}),
+    freeze: values["no-freeze"]
+      ? null
+      : {
+          ...(values["freeze-every"] !== undefined ? { every: intOption(values, "freeze-every", 1, 1) } : {}),
+          ...(thresholds ? { thresholdFrom: thresholds[0], thresholdTo: thresholds[1] } : {}),
+          ...(momentum !== undefined ? { momentum } : {}),
+        },
+    fixedSigns: values["fixed-signs"] === true,
+    reassign: values["reassign"] === true,
+  });
 }
 
 /** --calib/--eval and preprocessing, as the job takes them; undefined when none is given. */
@@ -115,6 +169,16 @@ export const compressOptions = {
   layers: { type: "string" },
   "min-weights": { type: "string" },
   "no-finetune": { type: "boolean" },
+  finetune: { type: "boolean" },
+  iters: { type: "string" },
+  "lr-codebook": { type: "string" },
+  "lr-sign": { type: "string" },
+  "freeze-every": { type: "string" },
+  "freeze-threshold": { type: "string" },
+  "freeze-momentum": { type: "string" },
+  "no-freeze": { type: "boolean" },
+  "fixed-signs": { type: "boolean" },
+  reassign: { type: "boolean" },
   seed: { type: "string" },
   "kmeans-iters": { type: "string" },
   format: { type: "string" },
@@ -134,7 +198,18 @@ export const compressCommand: Command = {
     "  --min-weights N    leave layers with fewer weights as they are (default 1024)",
     "  --seed N           seed of k-means++ (default 0); same model, options and seed: same bytes",
     "  --kmeans-iters N   Lloyd iterations at most (default 25)",
-    "  --no-finetune      accepted; fine-tuning comes with calibration data in a later release",
+    "",
+    "Fine-tuning (SSVQ and VQ; on by default with --calib): each layer's codebook, and SSVQ's signs, are",
+    "trained against the layer's own output on the calibration data, with progressive sign freezing:",
+    "  --no-finetune      k-means only;  --finetune  fine-tune even without --calib (random inputs)",
+    "  --iters N          Adam iterations per layer (default 500)",
+    "  --lr-codebook X    codebook learning rate, relative to the layer's weight RMS (default 0.01)",
+    "  --lr-sign X        latent-sign learning rate, likewise (default 0.01)",
+    "  --freeze-every F   check and freeze every F iterations (default iters / 20)",
+    "  --freeze-threshold FROM,TO   flip-EMA threshold, cosine-decaying (default 0.3,0.1)",
+    "  --freeze-momentum M          momentum of the flip EMA (default 0.9);  --no-freeze  no freezing",
+    "  --fixed-signs      keep SSVQ's signs at sign(W) and train the codebook only (the paper's ablation)",
+    "  --reassign         re-assign each sub-vector once after training",
     "  --format F         ssvq (decode subgraphs, default) or dense (decoded weights, for runtimes",
     "                     that cannot fold constants)",
     "  --out PATH         output model (default: <model>.ssvq.onnx beside the input); the report goes",
@@ -204,6 +279,7 @@ const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 export function renderReport(r: Report, dryRun: boolean): string {
   const c = r.config;
   const method = c.mode === "ssvq" || c.mode === "vq" ? `${c.mode.toUpperCase()} k=${c.k} d=${c.d}` : c.mode.toUpperCase();
+  const tuned = r.layers.some((l) => l.finetune);
   const rows = r.layers.map((l) => [
     l.name,
     l.opType,
@@ -211,16 +287,29 @@ export function renderReport(r: Report, dryRun: boolean): string {
     l.bits.weights.toLocaleString("en-US"),
     l.bits.bitsPerWeight.toFixed(3),
     dryRun ? "-" : pct(l.weightError),
-    ...(r.calibration ? [l.outputError === undefined ? "uncalibrated" : pct(l.outputError)] : []),
+    ...(r.calibration ? [l.outputError === undefined ? "uncalibrated" : l.finetune ? `${pct(l.finetune.errorBefore)} -> ${pct(l.outputError)}` : pct(l.outputError)] : []),
+    ...(tuned ? [l.finetune && l.mode === "ssvq" ? `${pct(l.finetune.signsChangedFraction)} / ${pct(l.finetune.frozenFraction)}` : "-"] : []),
   ]);
   const s = r.sizes;
   const lines = [
-    `${dryRun ? "Estimate for" : "Compressed"} ${r.source.path} with ${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}`,
+    `${dryRun ? "Estimate for" : "Compressed"} ${r.source.path} with ${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}` +
+      (c.finetune && c.finetuning
+        ? `, fine-tuned ${c.finetuning.iters} iterations${c.finetuning.fixedSigns ? " (fixed signs)" : c.finetuning.freeze ? " with sign freezing" : ""}`
+        : ""),
     "",
     table(
-      ["layer", "op", "rows x cols", "weights", "bits/weight", "weight error", ...(r.calibration ? ["output error"] : [])],
+      [
+        "layer",
+        "op",
+        "rows x cols",
+        "weights",
+        "bits/weight",
+        "weight error",
+        ...(r.calibration ? [tuned ? "output error (k-means -> tuned)" : "output error"] : []),
+        ...(tuned ? ["signs flipped / frozen"] : []),
+      ],
       rows,
-      [false, false, true, true, true, true, true],
+      [false, false, true, true, true, true, true, true],
     ),
     "",
     `compressed ${s.compressedLayers} layers, ${s.compressedWeights.toLocaleString("en-US")} weights at ${s.bitsPerWeight.toFixed(3)} bits/weight`,

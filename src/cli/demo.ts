@@ -21,7 +21,7 @@ import { threadsOption } from "./options.js";
 import { runJob } from "./run-job.js";
 
 /** The repository's test fixtures, found from dist/ or out/src/cli/. */
-function fixturesDir(): string {
+export function fixturesDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
     const candidate = join(dir, "test", "fixtures");

@@ -30,12 +30,15 @@ import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport,
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
 import { indexBits, packFields, packPlane } from "./ssvq/pack.js";
-import { isIntQuantized, quantizeRows, reconstructRows, relativeError, usageHistogram, type Quantized } from "./ssvq/quantize.js";
+import { isIntQuantized, quantizeRows, reconstructRows, relativeError, usageHistogram, type Quantized, type VqQuantized } from "./ssvq/quantize.js";
+import { applyFinetune, resolveFinetuneOptions, type FinetuneResult, type FinetuneTaskInput, type FreezeCheck } from "./ssvq/finetune.js";
+import { serialMap } from "./tasks.js";
 import { VERSION } from "../version.js";
 
 export type ProgressEvent =
   | { kind: "stage"; stage: string }
   | { kind: "fraction"; stage: string; fraction: number }
+  | ({ kind: "freezeCheck"; layer: string } & FreezeCheck)
   | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number };
 
 export interface CompressInput {
@@ -67,6 +70,8 @@ export interface CompressResult {
 
 interface Selected {
   weight: WeightInfo;
+  /** The weight's row matrix [rows, cols]. */
+  rows?: Float32Array;
   q?: Quantized;
   stored?: Float32Array;
   report?: LayerReport;
@@ -149,6 +154,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         });
         const rec = reconstructRows(q);
         s.q = q;
+        s.rows = rows;
         s.stored = fromRows(rec, w.layout);
         reconstructed.set(w.name, s.stored);
         s.report = layerReport(w, q, relativeError(rows, rec));
@@ -159,6 +165,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   } else {
     for (const s of sel) s.report = estimatedLayer(s.weight, config);
   }
+  checkCancel();
+  if (!run.dryRun && config.finetune) await time("finetune", () => finetune(sel, run, warnings, checkCancel));
   checkCancel();
 
   let out: Uint8Array = new Uint8Array(0);
@@ -185,6 +193,64 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     warnings,
   };
   return { model: out, report, reconstructed };
+}
+
+/**
+ * Fine-tunes every SSVQ/VQ layer that has calibration statistics, as many layers at a time as the map
+ * has threads (in a fixed order, so results do not depend on the threads), with events per check.
+ */
+async function finetune(sel: Selected[], run: CompressRun, warnings: string[], checkCancel: () => void): Promise<void> {
+  const options = run.config.finetuning ?? resolveFinetuneOptions();
+  const todo = sel.filter((s) => s.q && !isIntQuantized(s.q));
+  if (todo.length === 0) return;
+  const missing = todo.filter((s) => !run.stats?.has(s.weight.name));
+  if (missing.length)
+    warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
+  const ready = todo.filter((s) => run.stats?.has(s.weight.name));
+  const map = run.map ?? serialMap;
+  const batch = Math.max(1, map.threads);
+  for (let i = 0; i < ready.length; i += batch) {
+    checkCancel();
+    const group = ready.slice(i, i + batch);
+    group.forEach((s, j) =>
+      run.onProgress?.({ kind: "layer", index: i + j, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols }),
+    );
+    const t0 = performance.now();
+    const inputs: FinetuneTaskInput[] = group.map((s) => {
+      const stat = run.stats!.get(s.weight.name)!;
+      return { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options };
+    });
+    const results = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", inputs);
+    const seconds = (performance.now() - t0) / 1000 / group.length;
+    group.forEach((s, j) => {
+      const r = results[j]!;
+      const w = s.weight;
+      const tuned = applyFinetune(s.q as VqQuantized, r);
+      tuned.codebook = roundTo(tuned.codebook, w.dtype);
+      s.q = tuned;
+      const rec = reconstructRows(tuned);
+      s.stored = fromRows(rec, w.layout);
+      const stat = run.stats!.get(w.name)!;
+      const before = s.report!;
+      s.report = {
+        ...layerReport(w, tuned, relativeError(s.rows!, rec)),
+        outputError: relativeOutputError(s.rows!, rec, w.layout.rows, stat),
+        finetune: {
+          iters: r.stats.iters,
+          errorBefore: r.stats.errorBefore,
+          errorAfter: r.stats.errorAfter,
+          signsChanged: r.stats.signsChanged,
+          signsChangedFraction: r.stats.signsChangedFraction,
+          frozenFraction: r.stats.frozenFraction,
+          reassigned: r.stats.reassigned,
+          codebookBefore: before.codebook ?? [],
+          checks: r.stats.checks,
+          seconds,
+        },
+      };
+      for (const c of r.stats.checks) run.onProgress?.({ kind: "freezeCheck", layer: w.name, ...c });
+    });
+  }
 }
 
 const roundTo = (v: Float32Array, dtype: number): Float32Array => {

@@ -6,6 +6,7 @@
 import type { DataInfo } from "./calib/source.js";
 import type { EvaluationReport } from "./calib/eval-metrics.js";
 import type { LayerBits } from "./ssvq/bits.js";
+import type { FinetuneOptions, FreezeCheck } from "./ssvq/finetune.js";
 import type { Mode } from "./ssvq/quantize.js";
 
 export const SCHEMA_VERSION = 1;
@@ -23,7 +24,28 @@ export interface CompressConfig {
   /** The --layers pattern (source text), when given. */
   layers?: string;
   format: "ssvq" | "dense";
+  /** Fine-tune codebooks (and SSVQ's signs) on the calibration statistics. */
   finetune: boolean;
+  /** The fine-tuning settings, fully resolved (with `finetune`). */
+  finetuning?: FinetuneOptions;
+}
+
+/** What fine-tuning did to one layer. */
+export interface LayerFinetune {
+  iters: number;
+  /** Relative output error before (k-means) and after fine-tuning. */
+  errorBefore: number;
+  errorAfter: number;
+  /** SSVQ: weights whose final sign differs from sign(W), and their fraction. */
+  signsChanged: number;
+  signsChangedFraction: number;
+  frozenFraction: number;
+  reassigned: number;
+  /** The k-means codebook, before fine-tuning ([k][d]). */
+  codebookBefore: number[][];
+  /** Per check: iteration, loss, relative output error, flips since the last check, newly frozen, frozen fraction. */
+  checks: FreezeCheck[];
+  seconds: number;
 }
 
 export interface LayerReport {
@@ -42,8 +64,10 @@ export interface LayerReport {
   bits: LayerBits;
   /** Relative Frobenius error of the weight, ||W_hat - W|| / ||W||. */
   weightError: number;
-  /** With calibration data: the layer's relative output error ||W_hat X - W X|| / ||W X||. */
+  /** With calibration data: the layer's relative output error ||W_hat X - W X|| / ||W X|| (after fine-tuning, if any). */
   outputError?: number;
+  /** With fine-tuning. */
+  finetune?: LayerFinetune;
   /** SSVQ/VQ: the codebook [k][d] as stored. */
   codebook?: number[][];
   /** SSVQ/VQ: sub-vectors per codeword. */

@@ -6,11 +6,13 @@
  */
 import type { ParallelMap } from "./parallel.js";
 import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.js";
+import { finetuneLayerTask } from "./ssvq/finetune.js";
 
 export const tasks = {
   "kmeans.assign": kmeansAssignTask,
   "kmeans.sse": kmeansSseTask,
   "kmeans.worst": kmeansWorstTask,
+  "finetune.layer": finetuneLayerTask,
 } satisfies Record<string, (input: never) => unknown>;
 
 export type TaskName = keyof typeof tasks;

@@ -94,7 +94,9 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   const checkCancel = () => {
     if (o.signal?.aborted) throw new CancelledError();
   };
-  const inputs = o.data ? modelInputs(loaded.model) : [];
+  // Fine-tuning needs calibration statistics: without --calib, random inputs shaped from the model (with a warning).
+  const calibSpec = o.data?.calib ?? (o.config.finetune ? {} : undefined);
+  const inputs = calibSpec || o.data?.eval ? modelInputs(loaded.model) : [];
   const preprocess = parsePreprocess(o.data?.preprocess ?? {});
   const open = (spec: DataSpec & { labels?: string }, role: "calib" | "eval") =>
     openData(inputs, {
@@ -114,10 +116,10 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   let calibration: Report["calibration"];
   let stats: CompressRun["stats"];
   let captureSeconds = 0;
-  if (o.data?.calib && !o.dryRun) {
+  if (calibSpec && !o.dryRun) {
     o.onProgress?.({ kind: "stage", stage: "capture" });
     const t0 = performance.now();
-    const data = await open(o.data.calib, "calib");
+    const data = await open(calibSpec, "calib");
     const { selected } = selectWeights(loaded.model, o.config);
     const cap = await captureActivations(loaded.model, selected, data, {
       signal: o.signal,

@@ -46,6 +46,8 @@ export type WorkerEvent =
       layer: string;
       iteration: number;
       loss: number;
+      /** sqrt(loss / tr(W H W^T)): the layer's relative output error at this check. */
+      relativeError: number;
       flips: number;
       newlyFrozen: number;
       frozenFraction: number;
