@@ -110,3 +110,18 @@ test("fine-tuning options: bad values exit 2 naming the flag", () => {
     assert.match(r.stderr, message);
   }
 });
+
+test("--compare vq: VQ at the nearest size not larger, fine-tuned on the same data, reported beside SSVQ", () => {
+  const r = run("fashion_lenet5", "compare", ["--k", "16", "--d", "8", "--compare", "vq", "--calib", x, "--calib-range", "0:256"]);
+  const v = r.comparison!.vq;
+  assert.equal(v.config.mode, "vq");
+  assert.ok(v.sizes.compressedTensorBytes <= r.sizes.compressedTensorBytes, `${v.sizes.compressedTensorBytes} > ${r.sizes.compressedTensorBytes}`);
+  // Nearest: the next larger VQ operating point would not fit (k doubled adds a bit per sub-vector).
+  assert.ok(v.sizes.compressedTensorBytes > 0.8 * r.sizes.compressedTensorBytes);
+  assert.deepEqual(v.layers.map((l) => l.name), r.layers.map((l) => l.name));
+  assert.ok(v.layers.every((l) => l.finetune && l.outputError !== undefined));
+  assert.ok(v.evaluation!.accuracy!.compressed!.accuracy > 0.5);
+  const bad = ssvq(["compress", fixture("fashion_lenet5.onnx"), "--out", join(work, "x.onnx"), "--mode", "vq", "--compare", "vq"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--compare vq compares an SSVQ compression/);
+});

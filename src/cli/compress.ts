@@ -210,6 +210,8 @@ export const compressCommand: Command = {
     "  --freeze-momentum M          momentum of the flip EMA (default 0.9);  --no-freeze  no freezing",
     "  --fixed-signs      keep SSVQ's signs at sign(W) and train the codebook only (the paper's ablation)",
     "  --reassign         re-assign each sub-vector once after training",
+    "  --compare vq       also compress with conventional VQ at the nearest operating point whose",
+    "                     whole-model size is not larger, on the same data, and report both side by side",
     "  --format F         ssvq (decode subgraphs, default) or dense (decoded weights, for runtimes",
     "                     that cannot fold constants)",
     "  --out PATH         output model (default: <model>.ssvq.onnx beside the input); the report goes",
@@ -239,6 +241,7 @@ export const compressCommand: Command = {
     json: { type: "boolean" },
     "dry-run": { type: "boolean" },
     preset: { type: "string" },
+    compare: { type: "string" },
     "accel-config": { type: "string" },
     shape: { type: "string", multiple: true },
   },
@@ -254,6 +257,7 @@ export const compressCommand: Command = {
       config: compressConfig(values),
       threads: threadsOption(values),
       ...(dataOptions(values) ? { data: dataOptions(values) } : {}),
+      ...(values["compare"] !== undefined ? { compare: choiceOption(values, "compare", ["vq"] as const, "vq") } : {}),
       ...(values["preset"] !== undefined || values["shape"] !== undefined || values["accel-config"] !== undefined
         ? {
             simulate: {
@@ -331,6 +335,19 @@ export function renderReport(r: Report, dryRun: boolean): string {
         (acc ? `: accuracy ${pct(acc.original.accuracy)} -> ${pct(acc.compressed!.accuracy)}` : "") +
         (o ? `; output "${o.name}": relative error ${pct(o.relError)}, cosine ${o.cosine.toFixed(4)}` : "") +
         (o?.top1Agreement !== undefined ? `, top-1 agreement ${pct(o.top1Agreement)}` : ""),
+    );
+  }
+  if (r.comparison) {
+    const v = r.comparison.vq;
+    const meanOut = (ls: Report["layers"]) => {
+      const e = ls.filter((l) => l.outputError !== undefined).map((l) => l.outputError!);
+      return e.length ? `, mean layer output error ${pct(e.reduce((a, b) => a + b, 0) / e.length)}` : "";
+    };
+    const evalText = (e: Report["evaluation"]) =>
+      e ? `, model output error ${pct(e.outputs[0]!.relError)}${e.accuracy?.compressed ? `, accuracy ${pct(e.accuracy.compressed.accuracy)}` : ""}` : "";
+    lines.push(
+      `compare     SSVQ k=${c.k} d=${c.d}: tensors ${formatBytes(Math.round(s.compressedTensorBytes))}${meanOut(r.layers)}${evalText(r.evaluation)}`,
+      `            VQ   k=${v.config.k} d=${v.config.d}: tensors ${formatBytes(Math.round(v.sizes.compressedTensorBytes))}${meanOut(v.layers)}${evalText(v.evaluation)}`,
     );
   }
   if (r.simulation) {

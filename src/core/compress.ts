@@ -188,7 +188,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     config,
     layers: sel.map((s) => s.report!),
     kept,
-    sizes: sizes(input.bytes.length, decodeModel(input.bytes, input.path), sel, out.length, input.readExternal),
+    sizes: sizes(input.bytes.length, decodeModel(input.bytes, input.path), sel, out.length),
     timings,
     warnings,
   };
@@ -459,7 +459,7 @@ function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): voi
   ];
 }
 
-function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], outputFileBytes: number, readExternal?: ExternalDataReader): Report["sizes"] {
+function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], outputFileBytes: number): Report["sizes"] {
   let originalTensorBytes = 0;
   let externalBytes = 0;
   walkTensors(source, (t, place) => {
@@ -468,7 +468,6 @@ function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], out
     originalTensorBytes += b;
     if (t.dataLocation === TensorProto_DataLocation.EXTERNAL) externalBytes += b;
   });
-  void readExternal;
   let replaced = 0;
   let bits = 0;
   let weights = 0;
@@ -493,4 +492,23 @@ function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], out
     compressedWeights: weights,
     bitsPerWeight: bits / weights,
   };
+}
+
+/**
+ * The conventional-VQ operating point to compare an SSVQ compression with: among k = 2..4096 (powers of
+ * two) and d = 1..16, the (k, d) whose whole-model tensor size, over the same layers, is the largest not
+ * above `budgetBytes` (ties: the larger k). Undefined when none fits.
+ */
+export function nearestVqConfig(model: ModelProto, config: CompressConfig, budgetBytes: number, originalTensorBytes: number): { k: number; d: number; tensorBytes: number } | undefined {
+  const { selected } = selectWeights(model, config);
+  const replaced = selected.reduce((a, w) => a + (declaredBytes(w.tensor) ?? 0), 0);
+  let best: { k: number; d: number; tensorBytes: number } | undefined;
+  for (const d of [1, 2, 4, 8, 16])
+    for (let k = 2; k <= 4096; k *= 2) {
+      const bits = selected.reduce((a, w) => a + estimateBits("vq", k, d, w.layout.rows, w.layout.cols, dtypeBits(w.dtype)!).totalBits, 0);
+      const tensorBytes = originalTensorBytes - replaced + bits / 8;
+      if (tensorBytes > budgetBytes) continue;
+      if (!best || tensorBytes > best.tensorBytes || (tensorBytes === best.tensorBytes && k > best.k)) best = { k, d, tensorBytes };
+    }
+  return best;
 }

@@ -120,6 +120,13 @@ export interface Report {
   };
   /** With --eval: the original and the compressed model on the evaluation data. */
   evaluation?: EvaluationReport;
+  /**
+   * With --compare vq: conventional VQ at the nearest operating point whose whole-model size is not larger,
+   * compressed and fine-tuned the same way on the same calibration data (its model is not written).
+   */
+  comparison?: {
+    vq: Pick<Report, "config" | "layers" | "sizes" | "evaluation" | "timings">;
+  };
   /** Simulated latency on an accelerator (with `--preset` / `--shape`): `ssvq simulate --json`'s object. */
   simulation?: {
     preset: string;

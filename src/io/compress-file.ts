@@ -4,9 +4,9 @@
  */
 import { existsSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { compressModel, selectWeights, type CompressRun } from "../core/compress.js";
+import { compressModel, nearestVqConfig, selectWeights, type CompressRun } from "../core/compress.js";
 import { CancelledError, InputError } from "../core/errors.js";
-import type { Report } from "../core/report.js";
+import type { CompressConfig, Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
 import { writeFileAtomic } from "./write-atomic.js";
@@ -25,6 +25,8 @@ export interface CompressFileOptions extends CompressRun {
   simulate?: SimulateValues;
   /** Calibration and evaluation data. */
   data?: DataOptions;
+  /** "vq": also compress with conventional VQ at the nearest size not larger, and report both. */
+  compare?: "vq";
 }
 
 /** One data source as the command line gives it; no path means random inputs shaped from the model. */
@@ -86,6 +88,7 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   if (!o.dryRun && existsSync(outPath) && statSync(outPath).isDirectory()) throw new InputError(`${outPath} is a folder`);
   selectWeights(loaded.model, o.config);
   if (o.simulate) resolveParams(o.simulate, false);
+  if (o.compare === "vq" && o.config.mode !== "ssvq") throw new InputError(`--compare vq compares an SSVQ compression with VQ; it does not apply to --mode ${o.config.mode}`);
   return { loaded, outPath, reportPath };
 }
 
@@ -152,6 +155,35 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     result.report.evaluation = ev;
     result.report.warnings.push(...ev.warnings.map((w) => `evaluation: ${w}`));
     result.report.timings["evaluate"] = (performance.now() - t0) / 1000;
+  }
+  if (o.compare === "vq" && !o.dryRun) {
+    o.onProgress?.({ kind: "stage", stage: "compare" });
+    const t0 = performance.now();
+    const s = result.report.sizes;
+    const pick = nearestVqConfig(loaded.model, o.config, s.compressedTensorBytes, s.originalTensorBytes);
+    if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
+    else {
+      const { bits: _bits, ...rest } = o.config;
+      const config: CompressConfig = {
+        ...rest,
+        mode: "vq",
+        k: pick.k,
+        d: pick.d,
+        ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}),
+      };
+      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, dryRun: false });
+      checkCancel();
+      let evaluation: Report["evaluation"];
+      if (o.data?.eval)
+        evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
+          names: { original: basename(loaded.path), compressed: `VQ k=${pick.k} d=${pick.d}` },
+          signal: o.signal,
+          onProgress: fraction("compare"),
+        });
+      result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings } };
+    }
+    result.report.timings["compare"] = (performance.now() - t0) / 1000;
+    checkCancel();
   }
   if (o.simulate) {
     o.onProgress?.({ kind: "stage", stage: "simulate" });

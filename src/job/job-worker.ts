@@ -54,6 +54,7 @@ async function run(spec: JobSpec): Promise<void> {
       config: spec.config,
       simulate: spec.simulate,
       data: spec.data,
+      compare: spec.compare,
       map: pool,
       signal: controller.signal,
       onProgress,

@@ -18,6 +18,8 @@ export interface CompressJobSpec {
   simulate?: { preset?: string; config?: string; shape?: string[] };
   /** Calibration (--calib) and evaluation (--eval) data. */
   data?: DataOptions;
+  /** --compare vq */
+  compare?: "vq";
 }
 
 export type JobSpec = CompressJobSpec;
