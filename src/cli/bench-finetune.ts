@@ -12,12 +12,13 @@
  * repeated until at least `minSeconds` have passed; GFLOP/s = 2 m k^2 / seconds per product. onnxruntime
  * is timed on `session.run` with tensors created beforehand (float32: the float64 -> float32 conversion
  * of E that fine-tuning would need is timed separately). Every result is checked against the blocked
- * kernel (relative 1e-9 in float64, 1e-4 in float32), or the benchmark throws.
+ * kernel (relative 1e-9 in float64, 1e-4 in float32), or the benchmark throws. The whole-layer runs use
+ * `finetuneLayer` (WebAssembly), the TypeScript engine, and `ortProductEngine` (below: H an initializer,
+ * E converted and fed on every product) through `finetuneLayerWith`.
  *
  * Figures, not pass/fail: the machines are shared. Run directly: `node out/src/cli/bench-finetune.js`.
  */
 import * as ort from "onnxruntime-node";
-import { pathToFileURL } from "node:url";
 import {
   create,
   encodeModel,
@@ -76,7 +77,7 @@ export interface FinetuneKernelBenchResult {
     /** The engine `finetuneLayer` used by default. */
     product: string;
     seconds: number;
-    /** Seconds of it spent in the product (iters + 3 products at the blocked kernel's measured speed). */
+    /** Seconds of it spent in the product (iters + 3 products at the fastest pure kernel's measured speed). */
     productSecondsEstimate: number;
     errorBefore: number;
     errorAfter: number;
@@ -255,34 +256,34 @@ export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {})
     return fig;
   };
 
-  let blockedF1 = 0;
+  let pureF1 = 0;
   for (const [m, k] of sizes) {
     const { e, h } = randomProblem(m, k, m * 7919 + k);
     const ref = new Float64Array(m * k);
     symmMulBlocked(e, m, k, h, ref);
     const out = new Float64Array(m * k);
 
-    const tsFigures: KernelFigure[] = [];
+    const pureFigures: KernelFigure[] = [];
     if (flops(m, k) <= plainMax) {
-      tsFigures.push(record("ts-plain", m, k, await timeIt(minSeconds, () => symmMulPlain(e, m, k, h, out))));
+      pureFigures.push(record("ts-plain", m, k, await timeIt(minSeconds, () => symmMulPlain(e, m, k, h, out))));
       const diff = maxRelDiff(out, ref);
       if (!(diff < 1e-9)) throw new Error(`plain loop differs from the blocked kernel by ${diff}`);
     }
     for (const kc of [256, 1024, k]) {
       if (kc > k || (kc === 1024 && k === 1024)) continue;
-      tsFigures.push(record(`ts-blocked kc=${kc === k ? "k" : kc}`, m, k, await timeIt(minSeconds, () => symmMulBlocked(e, m, k, h, out, kc))));
+      pureFigures.push(record(`ts-blocked kc=${kc === k ? "k" : kc}`, m, k, await timeIt(minSeconds, () => symmMulBlocked(e, m, k, h, out, kc))));
       const diff = maxRelDiff(out, ref);
       if (!(diff < 1e-9)) throw new Error(`blocked kernel (kc ${kc}) differs by ${diff}`);
     }
     if (wasmAvailable()) {
       // As fine-tuning runs it: H copied in once, E in and P out on every product (timed).
       const kernel = new WasmSymmMul(h, 1, m, k);
-      tsFigures.push(record("wasm-simd", m, k, await timeIt(minSeconds, () => kernel.multiply(e, out))));
+      pureFigures.push(record("wasm-simd", m, k, await timeIt(minSeconds, () => kernel.multiply(e, out))));
       const diff = maxRelDiff(out, ref);
       if (!(diff < 1e-9)) throw new Error(`WebAssembly kernel differs by ${diff}`);
     }
-    const bestTs = Math.max(...tsFigures.map((f) => f.gflops));
-    if (m === 120 && k === 400) blockedF1 = bestTs;
+    const bestPure = Math.max(...pureFigures.map((f) => f.gflops));
+    if (m === 120 && k === 400) pureF1 = bestPure;
 
     const ortFig: Record<string, number> = {};
     for (const [name, type, Arr] of [
@@ -319,7 +320,7 @@ export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {})
       back.set(e32);
     });
     conversionSeconds.push({ m, k, seconds: conv.seconds });
-    ortSpeedup.push({ m, k, float32: ortFig["float32"]! / bestTs, float64: ortFig["float64"]! / bestTs });
+    ortSpeedup.push({ m, k, float32: ortFig["float32"]! / bestPure, float64: ortFig["float64"]! / bestPure });
   }
 
   // A whole layer at LeNet-5 f1 size: SSVQ k16 d4, defaults, 500 iterations (and fixed signs for scale).
@@ -349,7 +350,7 @@ export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {})
     iters,
     product: r.stats.product,
     seconds,
-    productSecondsEstimate: blockedF1 > 0 ? ((iters + 3) * flops(rows, cols)) / (blockedF1 * 1e9) : Number.NaN,
+    productSecondsEstimate: pureF1 > 0 ? ((iters + 3) * flops(rows, cols)) / (pureF1 * 1e9) : Number.NaN,
     errorBefore: r.stats.errorBefore,
     errorAfter: r.stats.errorAfter,
     fixedSignsErrorAfter: fixed.stats.errorAfter,
@@ -358,9 +359,4 @@ export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {})
   log(`finetuneLayer (${r.stats.product}) ${rows} x ${cols} k16 d4, ${iters} iterations: ${seconds.toFixed(2)} s (error ${layer.errorBefore.toFixed(4)} -> ${layer.errorAfter.toFixed(4)}; fixed signs ${layer.fixedSignsErrorAfter.toFixed(4)})`);
   for (const x of withOrt) log(`  with ${x.engine}: ${x.seconds.toFixed(2)} s (error after ${x.errorAfter.toFixed(4)})`);
   return { kernels, ortSpeedup, conversionSeconds, layer, defaultKc: DEFAULT_KC, node: process.version, ort: ort.env.versions?.common ?? "unknown" };
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const result = await runFinetuneKernelBench();
-  process.stdout.write(JSON.stringify(result) + "\n");
 }

@@ -5,6 +5,8 @@ import { runKmeansBench } from "./bench-kmeans.js";
 import { runSimulateBench } from "./bench-simulate.js";
 import { runCaptureBench } from "./bench-capture.js";
 import { runQualityBench } from "./bench-quality.js";
+import { runFinetuneKernelBench } from "./bench-finetune.js";
+import { measurePipeline, runPipelineBench } from "./bench-pipeline.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -28,6 +30,10 @@ export const benchCommand: Command = {
     "  simulate the accelerator simulator on a generated 100-layer model",
     "  quality  accuracy, output error, bits and ratios of INT4, SSVQ and VQ on both Fashion-MNIST fixtures,",
     "           without and with fine-tuning; JSON on stdout, a Markdown table on stderr",
+    "  finetune the product G = 2 (W_hat - W) H: plain loop, blocked kernel, WebAssembly and onnxruntime",
+    "           in one run (GFLOP/s); then whole compressions with fine-tuning at the defaults in fresh",
+    "           processes: LeNet-5 on 512 images and a generated 3M-parameter CNN (--models lenet,cnn3m;",
+    "           --no-kernels skips the kernels): seconds per stage and peak RSS",
     "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
     "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
   ].join("\n"),
@@ -42,6 +48,9 @@ export const benchCommand: Command = {
     measure: { type: "string" },
     generate: { type: "string" },
     layers: { type: "string" },
+    "pipeline-child": { type: "string" },
+    models: { type: "string" },
+    "no-kernels": { type: "boolean" },
   },
   positionals: [1, 1],
   async run(values, [which], ctx) {
@@ -75,6 +84,25 @@ export const benchCommand: Command = {
         });
         ctx.err(markdown);
         ctx.out(JSON.stringify({ bench: "quality", rows }));
+        return 0;
+      }
+      case "finetune": {
+        const threads = num(values["threads"], "threads", 2);
+        const child = values["pipeline-child"];
+        if (child === "lenet" || child === "cnn3m") {
+          ctx.out(JSON.stringify(await measurePipeline(child, threads)));
+          return 0;
+        }
+        const models = typeof values["models"] === "string" ? values["models"].split(",") : ["lenet", "cnn3m"];
+        for (const m of models) if (m !== "lenet" && m !== "cnn3m") throw new InputError(`--models takes lenet and cnn3m, not ${JSON.stringify(m)}`);
+        const kernels = values["no-kernels"] ? undefined : await runFinetuneKernelBench({ log: (line) => ctx.err(line) });
+        const pipelines = runPipelineBench(models as ("lenet" | "cnn3m")[], threads);
+        for (const p of pipelines)
+          ctx.err(
+            `${p.model}: ${p.seconds.toFixed(1)} s (${Object.entries(p.stages).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")}), ` +
+              `peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, output error ${(100 * p.outputErrorBefore).toFixed(1)}% -> ${(100 * p.outputErrorAfter).toFixed(1)}%`,
+          );
+        ctx.out(JSON.stringify({ bench: "finetune", kernels, pipelines }));
         return 0;
       }
       case "capture":

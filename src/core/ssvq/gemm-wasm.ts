@@ -7,7 +7,7 @@
  * so the results are the same bytes on every machine (they differ in rounding from the TypeScript
  * kernels, which sum in another order).
  *
- * The module (about 600 bytes) is assembled below, byte by byte, so no build step or binary file is
+ * The module (about 1.2 KB) is assembled below, byte by byte, so no build step or binary file is
  * needed; `wasmAvailable()` says whether this runtime has WebAssembly with SIMD (Node >= 16.4 and
  * VS Code's Electron do). Each layer gets its own instance and memory (H, E and P, float64, at the even
  * stride), released with the layer.
