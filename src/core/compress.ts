@@ -208,48 +208,52 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
   const ready = todo.filter((s) => run.stats?.has(s.weight.name));
   const map = run.map ?? serialMap;
-  const batch = Math.max(1, map.threads);
-  for (let i = 0; i < ready.length; i += batch) {
-    checkCancel();
-    const group = ready.slice(i, i + batch);
-    group.forEach((s, j) =>
-      run.onProgress?.({ kind: "layer", index: i + j, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols }),
-    );
-    const t0 = performance.now();
-    const inputs: FinetuneTaskInput[] = group.map((s) => {
+  // Every layer is its own task, the largest first, so that the pool's queue keeps all threads busy
+  // (a layer's result depends on that layer alone: the order only changes when events arrive).
+  const cost = (x: Selected) => x.weight.layout.rows * x.weight.layout.cols * x.weight.layout.cols;
+  const order = ready.map((_, i) => i).sort((a, b) => cost(ready[b]!) - cost(ready[a]!) || a - b);
+  let done = 0;
+  await Promise.all(
+    order.map(async (index) => {
+      const s = ready[index]!;
       const stat = run.stats!.get(s.weight.name)!;
-      return { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options };
-    });
-    const results = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", inputs);
-    const seconds = (performance.now() - t0) / 1000 / group.length;
-    group.forEach((s, j) => {
-      const r = results[j]!;
-      const w = s.weight;
-      const tuned = applyFinetune(s.q as VqQuantized, r);
-      tuned.codebook = roundTo(tuned.codebook, w.dtype);
-      s.q = tuned;
-      const rec = reconstructRows(tuned);
-      s.stored = fromRows(rec, w.layout);
-      const stat = run.stats!.get(w.name)!;
-      const before = s.report!;
-      s.report = {
-        ...layerReport(w, tuned, relativeError(s.rows!, rec)),
-        outputError: relativeOutputError(s.rows!, rec, w.layout.rows, stat),
-        finetune: {
-          iters: r.stats.iters,
-          errorBefore: r.stats.errorBefore,
-          errorAfter: r.stats.errorAfter,
-          signsChanged: r.stats.signsChanged,
-          signsChangedFraction: r.stats.signsChangedFraction,
-          frozenFraction: r.stats.frozenFraction,
-          reassigned: r.stats.reassigned,
-          codebookBefore: before.codebook ?? [],
-          checks: r.stats.checks,
-          seconds,
-        },
-      };
-      for (const c of r.stats.checks) run.onProgress?.({ kind: "freezeCheck", layer: w.name, ...c });
-    });
+      const t0 = performance.now();
+      const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
+        { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options },
+      ]);
+      checkCancel();
+      const seconds = (performance.now() - t0) / 1000;
+      run.onProgress?.({ kind: "layer", index: done++, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+      apply(s, r!, seconds);
+    }),
+  );
+
+  function apply(s: Selected, r: FinetuneResult, seconds: number): void {
+    const w = s.weight;
+    const tuned = applyFinetune(s.q as VqQuantized, r);
+    tuned.codebook = roundTo(tuned.codebook, w.dtype);
+    s.q = tuned;
+    const rec = reconstructRows(tuned);
+    s.stored = fromRows(rec, w.layout);
+    const stat = run.stats!.get(w.name)!;
+    const before = s.report!;
+    s.report = {
+      ...layerReport(w, tuned, relativeError(s.rows!, rec)),
+      outputError: relativeOutputError(s.rows!, rec, w.layout.rows, stat),
+      finetune: {
+        iters: r.stats.iters,
+        errorBefore: r.stats.errorBefore,
+        errorAfter: r.stats.errorAfter,
+        signsChanged: r.stats.signsChanged,
+        signsChangedFraction: r.stats.signsChangedFraction,
+        frozenFraction: r.stats.frozenFraction,
+        reassigned: r.stats.reassigned,
+        codebookBefore: before.codebook ?? [],
+        checks: r.stats.checks,
+        seconds,
+      },
+    };
+    for (const c of r.stats.checks) run.onProgress?.({ kind: "freezeCheck", layer: w.name, ...c });
   }
 }
 

@@ -45,6 +45,7 @@ export interface LayerFinetune {
   codebookBefore: number[][];
   /** Per check: iteration, loss, relative output error, flips since the last check, newly frozen, frozen fraction. */
   checks: FreezeCheck[];
+  /** Wall time from the layer's submission to its result (layers share the worker threads). */
   seconds: number;
 }
 

@@ -1,0 +1,545 @@
+/**
+ * The sequential variant of layer fine-tuning (DESIGN.md section 1, "Fine-tuning"; issue 5 item 1,
+ * `--sequential`): the layer's input X_q is taken from the network whose earlier layers are already
+ * compressed, the target output W X_fp from the original network. Pure (no I/O).
+ *
+ * Per group g of rows (rows split evenly over the groups, as everywhere; columns in the order of the
+ * layer's H, see im2col.ts), with n samples:
+ *
+ *     H_qq = X_q X_q^T / n,   H_fq = X_fp X_q^T / n,   H_ff = X_fp X_fp^T / n
+ *     loss(W_hat) = ||W_hat X_q - W X_fp||^2 / n
+ *                 = tr(W_hat H_qq W_hat^T) - 2 tr(W_hat H_fq^T W^T) + tr(W H_ff W^T)
+ *                 = tr((W_hat - W') H_qq (W_hat - W')^T) + constant,   W' = W H_fq H_qq^{-1},
+ *     constant    = tr(W H_ff W^T) - tr(W' H_qq W'^T).
+ *
+ * So the existing fine-tuning (finetune.ts, which minimises tr((W_hat - W) H (W_hat - W)^T)) runs
+ * unchanged with w = W' and h = H_qq.
+ *
+ * Damping. H_qq may be singular (a constant or dead input channel, fewer samples than columns), so W'
+ * solves the damped normal equations
+ *
+ *     W' (H_qq + lambda I) = W (H_fq + lambda I),   i.e.   W' = W + W (H_fq - H_qq) (H_qq + lambda I)^{-1},
+ *
+ * the minimiser of loss(W') + lambda ||W' - W||^2: the ridge pulls towards W rather than towards 0, so
+ * W' = W exactly when X_q = X_fp (an uncompressed prefix), and a column whose input is always zero keeps
+ * its original weights. lambda = 1e-6 * mean(diag H_qq,g) per group, multiplied by 10 and retried while
+ * the Cholesky factorisation fails (a pivot below lambda / 2, which for a positive semi-definite H_qq
+ * cannot happen in exact arithmetic), up to `maxRetries` times. The inverse is never formed: each row
+ * is two triangular solves against the Cholesky factor. With damping the decomposition above holds up
+ * to 2 lambda tr((W_hat - W') (W - W')^T), small while W' stays near W (see `SequentialTarget.constant`).
+ * When X_q has fewer independent samples than columns (a Gemm fed one row per image, n close to cols),
+ * W' fits the calibration samples closely and its norm can grow well past W's; a larger `damping` pulls
+ * it back towards W.
+ *
+ * A group whose H_qq is zero (its input is always zero) gets W' = W: every W_hat gives the same loss.
+ */
+import { InputError } from "../errors.js";
+import type { ActivationSampler } from "./im2col.js";
+
+/** The three statistics of one layer, `groups` blocks of [cols, cols] each, row-major. */
+export interface SequentialStatistic {
+  /** X_q X_q^T / n (the compressed prefix's input), symmetric. */
+  hqq: Float64Array;
+  /** X_fp X_q^T / n (rows: original input features, columns: compressed-prefix features). */
+  hfq: Float64Array;
+  /** X_fp X_fp^T / n (the original input), symmetric. */
+  hff: Float64Array;
+  groups: number;
+  cols: number;
+}
+
+export interface SequentialTargetOptions {
+  /** X_fp X_fp^T / n: when given, `constant` and `reference` are computed. */
+  hff?: Float64Array;
+  /** The first damping, relative to mean(diag H_qq) of the group (default 1e-6). */
+  damping?: number;
+  /** Times the damping is multiplied by 10 and the factorisation retried (default 6). */
+  maxRetries?: number;
+}
+
+export interface SequentialTarget {
+  /** W' [rows, cols], float32: fine-tune against it with h = H_qq. */
+  target: Float32Array;
+  /** The largest relative damping used (lambda / mean diag H_qq) over the groups: 1e-6 unless retried. */
+  damping: number;
+  /** lambda used per group (0 for a group whose H_qq is zero). */
+  lambdas: number[];
+  /** Factorisations retried with a larger damping, over all groups. */
+  retries: number;
+  /**
+   * With `hff`: the sequential loss of W' itself, ||W' X_q - W X_fp||^2 / n (about the least any weights
+   * reach). Without damping it is tr(W H_ff W^T) - tr(W' H_qq W'^T), and the sequential loss of any W_hat
+   * is tr((W_hat - W') H_qq (W_hat - W')^T) + constant exactly. In general the two differ by
+   * 2 tr((W_hat - W') R^T), R = W' H_qq - W H_fq the residual of the undamped normal equations
+   * (lambda (W - W') for the damped solve, plus W''s float32 rounding): zero at W_hat = W', small while
+   * W' stays near W.
+   */
+  constant?: number;
+  /** With `hff`: tr(W H_ff W^T) = ||W X_fp||^2 / n, what relative errors are relative to. */
+  reference?: number;
+}
+
+export const DEFAULT_SEQUENTIAL_DAMPING = 1e-6;
+export const DEFAULT_SEQUENTIAL_RETRIES = 6;
+
+function checkShape(what: string, rows: number, cols: number, groups: number): void {
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || !Number.isInteger(groups) || rows < 1 || cols < 1 || groups < 1)
+    throw new InputError(`${what}: rows ${rows}, cols ${cols} and groups ${groups} must be positive integers`);
+  if (rows % groups !== 0) throw new InputError(`${what}: ${rows} rows do not split evenly over ${groups} groups`);
+}
+
+function checkLength(what: string, name: string, a: ArrayLike<number>, n: number): void {
+  if (a.length !== n) throw new InputError(`${what}: ${name} holds ${a.length} values, expected ${n}`);
+}
+
+function checkFinite(what: string, name: string, a: ArrayLike<number>): void {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) throw new InputError(`${what}: ${name} holds a non-finite value at ${i}`);
+}
+
+/** Rows of the Cholesky factor computed together (each row j of L then streams once per block). */
+const CHOL_BLOCK = 4; // (unrolled for 4 in `cholesky`)
+/** Right-hand sides solved together (each row of L streams once per block). */
+const SOLVE_BLOCK = 16;
+
+/**
+ * The Cholesky factor L (lower, row-major, c x c) of the block of H at `off` plus lambda I; false when a
+ * pivot falls below lambda / 2. Rows are computed CHOL_BLOCK at a time, column by column.
+ */
+function cholesky(h: Float64Array, off: number, c: number, lambda: number, L: Float64Array): boolean {
+  const minPivot = 0.5 * lambda;
+  for (let i0 = 0; i0 < c; i0 += CHOL_BLOCK) {
+    const i1 = Math.min(c, i0 + CHOL_BLOCK);
+    let j = 0;
+    if (i1 - i0 === 4) {
+      // Columns left of the block: four rows against row j at once.
+      const r0 = i0 * c;
+      const r1 = r0 + c;
+      const r2 = r1 + c;
+      const r3 = r2 + c;
+      for (; j < i0; j++) {
+        const rj = j * c;
+        let s0 = h[off + r0 + j]!;
+        let s1 = h[off + r1 + j]!;
+        let s2 = h[off + r2 + j]!;
+        let s3 = h[off + r3 + j]!;
+        for (let k = 0; k < j; k++) {
+          const l = L[rj + k]!;
+          s0 -= L[r0 + k]! * l;
+          s1 -= L[r1 + k]! * l;
+          s2 -= L[r2 + k]! * l;
+          s3 -= L[r3 + k]! * l;
+        }
+        const ljj = L[rj + j]!;
+        L[r0 + j] = s0 / ljj;
+        L[r1 + j] = s1 / ljj;
+        L[r2 + j] = s2 / ljj;
+        L[r3 + j] = s3 / ljj;
+      }
+    }
+    for (; j < i1; j++) {
+      const rj = j * c;
+      for (let i = Math.max(i0, j); i < i1; i++) {
+        const ri = i * c;
+        let s = h[off + ri + j]!;
+        for (let k = 0; k < j; k++) s -= L[ri + k]! * L[rj + k]!;
+        if (i === j) {
+          s += lambda;
+          if (!(s > minPivot)) return false;
+          L[ri + i] = Math.sqrt(s);
+        } else {
+          L[ri + j] = s / L[rj + j]!;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+/**
+ * Solves X L L^T = D in place for the `m` row vectors of D ([m, c], row-major): as L L^T is symmetric,
+ * each row is L L^T x^T = d^T, a forward and a backward substitution; four rows at a time, so that each
+ * element of L read serves four of them.
+ */
+function choleskySolve(L: Float64Array, c: number, D: Float64Array, m: number): void {
+  let q = 0;
+  for (; q + 4 <= m; q += 4) {
+    const d0 = q * c;
+    const d1 = d0 + c;
+    const d2 = d1 + c;
+    const d3 = d2 + c;
+    // Forward: L y = d.
+    for (let i = 0; i < c; i++) {
+      const ri = i * c;
+      let s0 = D[d0 + i]!;
+      let s1 = D[d1 + i]!;
+      let s2 = D[d2 + i]!;
+      let s3 = D[d3 + i]!;
+      for (let k = 0; k < i; k++) {
+        const l = L[ri + k]!;
+        s0 -= l * D[d0 + k]!;
+        s1 -= l * D[d1 + k]!;
+        s2 -= l * D[d2 + k]!;
+        s3 -= l * D[d3 + k]!;
+      }
+      const lii = L[ri + i]!;
+      D[d0 + i] = s0 / lii;
+      D[d1 + i] = s1 / lii;
+      D[d2 + i] = s2 / lii;
+      D[d3 + i] = s3 / lii;
+    }
+    // Backward: L^T x = y, column by column so that row i of L is read contiguously.
+    for (let i = c - 1; i >= 0; i--) {
+      const ri = i * c;
+      const lii = L[ri + i]!;
+      const x0 = D[d0 + i]! / lii;
+      const x1 = D[d1 + i]! / lii;
+      const x2 = D[d2 + i]! / lii;
+      const x3 = D[d3 + i]! / lii;
+      D[d0 + i] = x0;
+      D[d1 + i] = x1;
+      D[d2 + i] = x2;
+      D[d3 + i] = x3;
+      for (let k = 0; k < i; k++) {
+        const l = L[ri + k]!;
+        D[d0 + k]! -= l * x0;
+        D[d1 + k]! -= l * x1;
+        D[d2 + k]! -= l * x2;
+        D[d3 + k]! -= l * x3;
+      }
+    }
+  }
+  for (; q < m; q++) {
+    const dq = q * c;
+    for (let i = 0; i < c; i++) {
+      const ri = i * c;
+      let s = D[dq + i]!;
+      for (let k = 0; k < i; k++) s -= L[ri + k]! * D[dq + k]!;
+      D[dq + i] = s / L[ri + i]!;
+    }
+    for (let i = c - 1; i >= 0; i--) {
+      const ri = i * c;
+      const x = D[dq + i]! / L[ri + i]!;
+      D[dq + i] = x;
+      for (let k = 0; k < i; k++) D[dq + k]! -= L[ri + k]! * x;
+    }
+  }
+}
+
+/** D[q, :] += w[rows q0 + q, j] * diff for q < m, four rows at a time. */
+function addScaledRow(D: Float64Array, c: number, m: number, w: Float32Array, q0: number, j: number, diff: Float64Array): void {
+  let q = 0;
+  for (; q + 4 <= m; q += 4) {
+    const v0 = w[(q0 + q) * c + j]!;
+    const v1 = w[(q0 + q + 1) * c + j]!;
+    const v2 = w[(q0 + q + 2) * c + j]!;
+    const v3 = w[(q0 + q + 3) * c + j]!;
+    const d0 = q * c;
+    const d1 = d0 + c;
+    const d2 = d1 + c;
+    const d3 = d2 + c;
+    for (let i = 0; i < c; i++) {
+      const dv = diff[i]!;
+      D[d0 + i]! += v0 * dv;
+      D[d1 + i]! += v1 * dv;
+      D[d2 + i]! += v2 * dv;
+      D[d3 + i]! += v3 * dv;
+    }
+  }
+  for (; q < m; q++) {
+    const v = w[(q0 + q) * c + j]!;
+    const dq = q * c;
+    for (let i = 0; i < c; i++) D[dq + i]! += v * diff[i]!;
+  }
+}
+
+/**
+ * The effective target W' of the sequential variant (see the module comment) for a row matrix
+ * w [rows, cols] and its statistics H_qq, H_fq (`groups` blocks [cols, cols]). Throws an InputError on
+ * mismatched sizes, non-finite statistics, or an H_qq that stays indefinite after every retry.
+ */
+export function sequentialTarget(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  groups: number,
+  hqq: Float64Array,
+  hfq: Float64Array,
+  opts: SequentialTargetOptions = {},
+): SequentialTarget {
+  const what = "sequential target";
+  checkShape(what, rows, cols, groups);
+  checkLength(what, "w", w, rows * cols);
+  checkLength(what, "H_qq", hqq, groups * cols * cols);
+  checkLength(what, "H_fq", hfq, groups * cols * cols);
+  if (opts.hff) checkLength(what, "H_ff", opts.hff, groups * cols * cols);
+  checkFinite(what, "w", w);
+  checkFinite(what, "H_qq", hqq);
+  checkFinite(what, "H_fq", hfq);
+  if (opts.hff) checkFinite(what, "H_ff", opts.hff);
+  const rel0 = opts.damping ?? DEFAULT_SEQUENTIAL_DAMPING;
+  const maxRetries = opts.maxRetries ?? DEFAULT_SEQUENTIAL_RETRIES;
+  if (!(Number.isFinite(rel0) && rel0 > 0)) throw new InputError(`${what}: damping must be a finite number > 0, not ${rel0}`);
+  if (!(Number.isInteger(maxRetries) && maxRetries >= 0)) throw new InputError(`${what}: maxRetries must be an integer >= 0, not ${maxRetries}`);
+
+  const perGroup = rows / groups;
+  const cc = cols * cols;
+  const target = new Float32Array(rows * cols);
+  const lambdas: number[] = [];
+  let damping = 0;
+  let retries = 0;
+  const L = new Float64Array(cc);
+  const D = new Float64Array(Math.min(SOLVE_BLOCK, perGroup) * cols);
+  const diff = new Float64Array(cols);
+  for (let g = 0; g < groups; g++) {
+    const off = g * cc;
+    let trace = 0;
+    for (let i = 0; i < cols; i++) trace += hqq[off + i * cols + i]!;
+    const meanDiag = trace / cols;
+    const r0 = g * perGroup;
+    if (meanDiag === 0) {
+      // X_q is zero on this group: the loss does not depend on W_hat; keep W.
+      for (let i = r0 * cols; i < (r0 + perGroup) * cols; i++) target[i] = w[i]!;
+      lambdas.push(0);
+      continue;
+    }
+    if (!(meanDiag > 0)) throw new InputError(`${what}: H_qq of group ${g} has a negative mean diagonal (${meanDiag}); it is not a Gram matrix`);
+    let rel = rel0;
+    let lambda = rel * meanDiag;
+    let attempt = 0;
+    while (!cholesky(hqq, off, cols, lambda, L)) {
+      if (attempt++ >= maxRetries)
+        throw new InputError(`${what}: H_qq of group ${g} is not positive definite even with damping ${rel} x its mean diagonal`);
+      retries++;
+      rel *= 10;
+      lambda = rel * meanDiag;
+    }
+    lambdas.push(lambda);
+    damping = Math.max(damping, rel);
+    for (let q0 = r0; q0 < r0 + perGroup; q0 += SOLVE_BLOCK) {
+      const q1 = Math.min(r0 + perGroup, q0 + SOLVE_BLOCK);
+      const m = q1 - q0;
+      // D = W_rows (H_fq - H_qq): exactly zero where the two statistics agree.
+      D.fill(0, 0, m * cols);
+      for (let j = 0; j < cols; j++) {
+        const row = off + j * cols;
+        let nonzero = false;
+        for (let i = 0; i < cols; i++) {
+          const v = hfq[row + i]! - hqq[row + i]!;
+          diff[i] = v;
+          if (v !== 0) nonzero = true;
+        }
+        if (nonzero) addScaledRow(D, cols, m, w, q0, j, diff);
+      }
+      choleskySolve(L, cols, D, m);
+      for (let q = 0; q < m; q++) {
+        const wr = (q0 + q) * cols;
+        const dq = q * cols;
+        let zero = true;
+        for (let i = 0; i < cols; i++) if (D[dq + i] !== 0) zero = false;
+        for (let i = 0; i < cols; i++) target[wr + i] = zero ? w[wr + i]! : w[wr + i]! + D[dq + i]!;
+      }
+    }
+  }
+  const out: SequentialTarget = { target, damping, lambdas, retries };
+  if (opts.hff) {
+    const l = sequentialLoss(target, w, rows, { hqq, hfq, hff: opts.hff, groups, cols });
+    out.reference = l.reference;
+    out.constant = l.loss;
+  }
+  return out;
+}
+
+export interface SequentialLoss {
+  /** ||W_hat X_q - W X_fp||^2 / n (clamped at 0 against rounding). */
+  loss: number;
+  /** ||W X_fp||^2 / n = tr(W H_ff W^T). */
+  reference: number;
+  /** sqrt(loss / reference) (sqrt(loss) when the reference is 0). */
+  relativeError: number;
+}
+
+/**
+ * The sequential loss of W_hat from the statistics, as
+ *     tr(E H_qq E^T) + 2 tr(E (H_qq - H_fq^T) W^T) + tr(W (H_qq + H_ff - H_fq - H_fq^T) W^T),   E = W_hat - W
+ * (the expansion of ||E X_q + W (X_q - X_fp)||^2 / n), whose terms are small when W_hat is close to W and
+ * X_q to X_fp, so there is no cancellation between large terms; with X_q = X_fp it is the usual
+ * tr(E H E^T) exactly.
+ */
+export function sequentialLoss(wHat: ArrayLike<number>, w: ArrayLike<number>, rows: number, stat: SequentialStatistic): SequentialLoss {
+  const what = "sequential loss";
+  const { groups, cols, hqq, hfq, hff } = stat;
+  checkShape(what, rows, cols, groups);
+  checkLength(what, "w", w, rows * cols);
+  checkLength(what, "w_hat", wHat, rows * cols);
+  checkLength(what, "H_qq", hqq, groups * cols * cols);
+  checkLength(what, "H_fq", hfq, groups * cols * cols);
+  checkLength(what, "H_ff", hff, groups * cols * cols);
+  const perGroup = rows / groups;
+  const cc = cols * cols;
+  const m = new Float64Array(cc); // H_qq - H_fq^T
+  const s = new Float64Array(cc); // H_qq + H_ff - H_fq - H_fq^T
+  // Rows two at a time (each matrix element read serves both), the second zero past the group's end.
+  const e0 = new Float64Array(cols);
+  const e1 = new Float64Array(cols);
+  const w0 = new Float64Array(cols);
+  const w1 = new Float64Array(cols);
+  let t1 = 0;
+  let t2 = 0;
+  let t3 = 0;
+  let reference = 0;
+  for (let g = 0; g < groups; g++) {
+    const off = g * cc;
+    for (let i = 0; i < cols; i++)
+      for (let j = 0; j < cols; j++) {
+        const ij = off + i * cols + j;
+        const fqT = hfq[off + j * cols + i]!;
+        m[i * cols + j] = hqq[ij]! - fqT;
+        s[i * cols + j] = hqq[ij]! + hff[ij]! - hfq[ij]! - fqT;
+      }
+    const end = (g + 1) * perGroup;
+    for (let r = g * perGroup; r < end; r += 2) {
+      const second = r + 1 < end;
+      for (let i = 0; i < cols; i++) {
+        const a = r * cols + i;
+        w0[i] = w[a]!;
+        e0[i] = wHat[a]! - w[a]!;
+        w1[i] = second ? w[a + cols]! : 0;
+        e1[i] = second ? wHat[a + cols]! - w[a + cols]! : 0;
+      }
+      for (let i = 0; i < cols; i++) {
+        const row = i * cols;
+        const hrow = off + row;
+        let a0 = 0, a1 = 0; // (H_qq e)_i
+        let b0 = 0, b1 = 0; // (M w)_i
+        let c0 = 0, c1 = 0; // (S w)_i
+        let f0 = 0, f1 = 0; // (H_ff w)_i
+        for (let j = 0; j < cols; j++) {
+          const h = hqq[hrow + j]!;
+          const mm = m[row + j]!;
+          const ss = s[row + j]!;
+          const ff = hff[hrow + j]!;
+          const x0 = w0[j]!;
+          const x1 = w1[j]!;
+          a0 += h * e0[j]!;
+          a1 += h * e1[j]!;
+          b0 += mm * x0;
+          b1 += mm * x1;
+          c0 += ss * x0;
+          c1 += ss * x1;
+          f0 += ff * x0;
+          f1 += ff * x1;
+        }
+        t1 += e0[i]! * a0 + e1[i]! * a1;
+        t2 += e0[i]! * b0 + e1[i]! * b1;
+        t3 += w0[i]! * c0 + w1[i]! * c1;
+        reference += w0[i]! * f0 + w1[i]! * f1;
+      }
+    }
+  }
+  const loss = Math.max(0, t1 + 2 * t2 + t3);
+  return { loss, reference, relativeError: reference > 0 ? Math.sqrt(loss / reference) : Math.sqrt(loss) };
+}
+
+/** sqrt(||W_hat X_q - W X_fp||^2 / ||W X_fp||^2) from the statistics (see `sequentialLoss`). */
+export function sequentialOutputError(wHat: ArrayLike<number>, w: ArrayLike<number>, rows: number, stat: SequentialStatistic): number {
+  return sequentialLoss(wHat, w, rows, stat).relativeError;
+}
+
+/**
+ * Two samplers of the same layer stacked feature-wise: its columns are [a's; b's] (cols a.cols +
+ * b.cols), so one Gram accumulation of the stacked samples gives a a^T, a b^T and b b^T at once (the
+ * blocks of the stacked H; `splitStacked`), at the cost of the three products computed apart.
+ */
+export function stackedSampler(a: ActivationSampler, b: ActivationSampler): ActivationSampler {
+  if (a.groups !== b.groups || a.samples !== b.samples)
+    throw new InputError(`stacked samplers differ: ${a.groups} groups x ${a.samples} samples against ${b.groups} x ${b.samples}`);
+  return {
+    groups: a.groups,
+    cols: a.cols + b.cols,
+    samples: a.samples,
+    fill(group, p0, p1, Xt) {
+      const split = a.cols * (p1 - p0);
+      a.fill(group, p0, p1, Xt.subarray(0, split));
+      b.fill(group, p0, p1, Xt.subarray(split, split + b.cols * (p1 - p0)));
+    },
+  };
+}
+
+/**
+ * The blocks of a finished stacked statistic (`groups` blocks [2c, 2c] of [x_fp; x_q]): H_ff (top
+ * left), H_fq (top right) and H_qq (bottom right), each `groups` blocks [c, c].
+ */
+export function splitStacked(h: Float64Array, groups: number, cols: number): { hff: Float64Array; hfq: Float64Array; hqq: Float64Array } {
+  const c2 = 2 * cols;
+  checkLength("stacked statistic", "H", h, groups * c2 * c2);
+  const cc = cols * cols;
+  const hff = new Float64Array(groups * cc);
+  const hfq = new Float64Array(groups * cc);
+  const hqq = new Float64Array(groups * cc);
+  for (let g = 0; g < groups; g++) {
+    const src = g * c2 * c2;
+    const dst = g * cc;
+    for (let i = 0; i < cols; i++) {
+      const top = src + i * c2;
+      const bottom = src + (cols + i) * c2 + cols;
+      const o = dst + i * cols;
+      hff.set(h.subarray(top, top + cols), o);
+      hfq.set(h.subarray(top + cols, top + c2), o);
+      hqq.set(h.subarray(bottom, bottom + cols), o);
+    }
+  }
+  return { hff, hfq, hqq };
+}
+
+/** What an onnxruntime session says about one of its inputs or outputs (structurally). */
+export interface ValueMetadataLike {
+  readonly isTensor: boolean;
+  readonly type?: string;
+  readonly shape?: readonly (number | string)[];
+}
+
+const TYPE_BYTES: Record<string, number> = {
+  float64: 8,
+  int64: 8,
+  uint64: 8,
+  float32: 4,
+  int32: 4,
+  uint32: 4,
+  float16: 2,
+  bfloat16: 2,
+  int16: 2,
+  uint16: 2,
+};
+
+/**
+ * Estimated bytes of each output for one batch: declared dims, symbolic ones bound from the dims the
+ * inputs are fed with (an unbound leading dim taken as the batch size, any other as 1).
+ */
+export function estimateOutputBytes(
+  inputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  outputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  feedDims: Readonly<Record<string, readonly number[]>>,
+  batchSize: number,
+): Map<string, number> {
+  const symbols = new Map<string, number>();
+  for (const { name, meta } of inputs) {
+    const dims = feedDims[name];
+    if (!meta || !meta.isTensor || !dims) continue;
+    (meta.shape ?? []).forEach((d, j) => {
+      if (typeof d === "string" && dims[j] !== undefined) symbols.set(d, dims[j]!);
+    });
+  }
+  const out = new Map<string, number>();
+  for (const { name, meta } of outputs) {
+    if (!meta || !meta.isTensor) {
+      out.set(name, 0);
+      continue;
+    }
+    let n = TYPE_BYTES[meta.type ?? ""] ?? 1;
+    (meta.shape ?? []).forEach((d, j) => {
+      n *= typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1));
+    });
+    out.set(name, n);
+  }
+  return out;
+}
