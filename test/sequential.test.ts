@@ -18,7 +18,8 @@ import {
   stackedSampler,
   type SequentialStatistic,
 } from "../src/core/calib/sequential.js";
-import { encodeModel, type ModelProto } from "../src/core/onnx/proto.js";
+import { compressModel } from "../src/core/compress.js";
+import { decodeModel, encodeModel, type ModelProto } from "../src/core/onnx/proto.js";
 import { tensorToFloat32 } from "../src/core/onnx/tensor-data.js";
 import { findWeights, type WeightInfo } from "../src/core/onnx/weights.js";
 import { relativeOutputError } from "../src/core/ssvq/objective.js";
@@ -436,6 +437,35 @@ describe("perturbed prefix on a two-layer model", () => {
   });
 });
 
+test("a prefix written by compressModel, with decode subgraphs or dense weights: H_qq is the compressed model's own H", async () => {
+  const m = smallCnn({ seed: 8 });
+  const bytes = encodeModel(m);
+  const weights = weightsOf(m);
+  const rng = new Rng(10);
+  const batches = [3, 2].map((n) => ({ x: f32([n, 3, 8, 8], rng) }));
+  const config = { mode: "ssvq", k: 8, d: 4, seed: 0, kmeansIters: 10, minWeights: 1, finetune: false } as const;
+  const dense = (await compressModel({ bytes, path: "small" }, { config: { ...config, format: "dense" } })).model;
+  const ssvq = (await compressModel({ bytes, path: "small" }, { config: { ...config, format: "ssvq" } })).model;
+  const a = await captureSequential(m, dense, weights, manualData(batches), { gram: "js" });
+  const b = await captureSequential(m, ssvq, weights, manualData(batches), { gram: "js" });
+  const denseModel = decodeModel(dense);
+  const own = await captureActivations(denseModel, findWeights(denseModel).weights, manualData(batches), { gram: "js" });
+  const plain = await captureActivations(m, weights, manualData(batches), { gram: "js" });
+  assert.deepEqual(a.uncalibrated, []);
+  assert.deepEqual(b.uncalibrated, []);
+  for (const w of weights) {
+    const la = a.layers.get(w.name)!;
+    const lb = b.layers.get(w.name)!;
+    assertClose(lb.Hqq, la.Hqq, 1e-6, `${w.name}: decode subgraphs vs dense`);
+    assertClose(lb.Hfq, la.Hfq, 1e-6, `${w.name}: decode subgraphs vs dense (H_fq)`);
+    assertClose(la.Hqq, own.layers.get(w.name)!.H, 1e-9, `${w.name}: H_qq`);
+    assertClose(la.Hff, plain.layers.get(w.name)!.H, 1e-9, `${w.name}: H_ff`);
+  }
+  // The first layer reads the graph input; later layers see the compressed prefix.
+  assert.deepEqual(a.layers.get("w1")!.Hqq, a.layers.get("w1")!.Hff);
+  assert.notDeepEqual(a.layers.get("w2")!.Hqq, a.layers.get("w2")!.Hff);
+});
+
 test("weights read inside an If body are uncalibrated, as in captureActivations", async () => {
   const thenBranch = graph({
     name: "then",
@@ -528,6 +558,42 @@ describe("sequentialTarget", () => {
       assert.ok(f.reconstructed.every(Number.isFinite));
       assert.ok(Number.isFinite(sequentialOutputError(f.reconstructed, W, rows, stat)));
     });
+  });
+
+  test("W' solves W' (H_qq + lambda I) = W (H_fq + lambda I) per group, for any block size", () => {
+    const rng = new Rng(15);
+    for (const [rows, c, groups] of [[1, 1, 1], [3, 5, 1], [4, 9, 2], [7, 4, 1], [17, 33, 1], [18, 6, 3]] as const) {
+      const n = c + 3;
+      const hqq = new Float64Array(groups * c * c);
+      const hfq = new Float64Array(groups * c * c);
+      for (let g = 0; g < groups; g++) {
+        const xq = Array.from({ length: c }, () => Array.from({ length: n }, () => rng.normal()));
+        const xfp = xq.map((row) => row.map((v) => v + 0.3 * rng.normal()));
+        const st = statsFrom(xq, xfp);
+        hqq.set(st.hqq, g * c * c);
+        hfq.set(st.hfq, g * c * c);
+      }
+      const W = Float32Array.from({ length: rows * c }, () => rng.normal());
+      const t = sequentialTarget(W, rows, c, groups, hqq, hfq);
+      const per = rows / groups;
+      let worst = 0;
+      let scale = 0;
+      for (let r = 0; r < rows; r++) {
+        const g = Math.floor(r / per);
+        const lambda = t.lambdas[g]!;
+        for (let i = 0; i < c; i++) {
+          let lhs = lambda * t.target[r * c + i]!;
+          let rhs = lambda * W[r * c + i]!;
+          for (let j = 0; j < c; j++) {
+            lhs += t.target[r * c + j]! * hqq[g * c * c + j * c + i]!;
+            rhs += W[r * c + j]! * hfq[g * c * c + j * c + i]!;
+          }
+          worst = Math.max(worst, Math.abs(lhs - rhs));
+          scale = Math.max(scale, Math.abs(rhs));
+        }
+      }
+      assert.ok(worst <= 1e-5 * scale, `rows ${rows} cols ${c} groups ${groups}: residual ${worst} (scale ${scale})`);
+    }
   });
 
   test("a group whose input is always zero keeps W; groups are solved apart", () => {

@@ -14,10 +14,15 @@
  * the TypeScript kernel); see src/core/calib/sequential.ts for what to do with them (the effective target
  * W' and the sequential output error).
  *
- * Which prefix: for a layer only the layers before it matter, so one capture with a model in which
- * every selected layer is compressed (k-means, before fine-tuning) gives each layer its input from an
- * already-compressed prefix. For the strictly sequential recipe (each prefix already fine-tuned) call
- * this once per stage with `weights` limited to the next layers.
+ * Which prefix: a layer's statistics depend only on the layers before it, and they should be computed
+ * with those layers as they will finally be, i.e. already fine-tuned: call this once per stage, with
+ * `weights` limited to the next layer(s) and a prefix model holding the fine-tuned earlier layers (dense
+ * weights are simplest: `format: "dense"`). One capture with every layer compressed by k-means alone is
+ * cheaper but wrong: each layer then compensates for k-means errors of its prefix that fine-tuning
+ * removes afterwards. Measured on the fixtures (SSVQ, 300 iterations, calibration 0-511, accuracy on
+ * 512-1999): fashion_tinyvit k16 d8, per-layer fine-tuning 84.2%, sequential with a fine-tuned prefix
+ * per layer 85.6% (damping 1e-6) to 86.3% (1e-2), one capture with a k-means prefix 61-63%;
+ * fashion_lenet5 k16 d4: 90.3%, 90.1%, 88.8-89.3% (FP32 90.5%).
  *
  * Memory: one batch at a time; per pass both models' exposed activations of one batch are held (twice
  * capture.ts's estimate), split into several passes when that exceeds `maxActivationBytes`; the stacked

@@ -142,7 +142,14 @@ export function createThreadPool(threads: number): ThreadPool {
       const workers = [...slots];
       slots.clear();
       for (const slot of workers) if (slot.job) fail(slot.job.run, error);
-      await Promise.all(workers.map((slot) => slot.worker.terminate()));
+      // Referenced again, so the event loop waits for the workers' exit (an idle worker is unreferenced,
+      // and terminate() resolves on its exit event).
+      await Promise.all(
+        workers.map((slot) => {
+          slot.worker.ref();
+          return slot.worker.terminate();
+        }),
+      );
     },
   };
 }
