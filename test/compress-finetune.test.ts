@@ -125,3 +125,17 @@ test("--compare vq: VQ at the nearest size not larger, fine-tuned on the same da
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--compare vq compares an SSVQ compression/);
 });
+
+test("--sequential: fine-tuning on the compressed prefix's inputs lowers the tiny ViT's output error further", (t) => {
+  const perLayer = run("fashion_tinyvit", "vit-perlayer", ["--k", "16", "--d", "4", ...calib]);
+  const sequential = run("fashion_tinyvit", "vit-sequential", ["--k", "16", "--d", "4", "--sequential", ...calib]);
+  t.diagnostic(`accuracy: per layer ${(100 * accuracy(perLayer)).toFixed(2)}%, sequential ${(100 * accuracy(sequential)).toFixed(2)}%`);
+  t.diagnostic(`output error: per layer ${(100 * outErr(perLayer)).toFixed(1)}%, sequential ${(100 * outErr(sequential)).toFixed(1)}%`);
+  assert.equal(sequential.config.sequential, true);
+  assert.ok(outErr(sequential) < outErr(perLayer), `${outErr(sequential)} vs ${outErr(perLayer)}`);
+  assert.equal(sequential.calibration!.samples, 512);
+  for (const l of sequential.layers) assert.ok(l.finetune!.errorAfter < l.finetune!.errorBefore, `${l.name}: ${l.finetune!.errorBefore} -> ${l.finetune!.errorAfter}`);
+  const bad = ssvq(["compress", fixture("fashion_tinyvit.onnx"), "--out", join(work, "x.onnx"), "--sequential"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--sequential applies to fine-tuning, which needs --calib/);
+});

@@ -62,6 +62,7 @@ export function compressConfig(values: OptionValues): CompressConfig {
     format,
     finetune,
     ...(finetune ? { finetuning: finetuneSettings(values) } : {}),
+    ...(finetune && values["sequential"] ? { sequential: true } : {}),
   };
 }
 
@@ -80,7 +81,7 @@ function finetuneChoice(values: OptionValues, mode: Mode): boolean {
   return on;
 }
 
-const FINETUNE_FLAGS = ["iters", "lr-codebook", "lr-sign", "freeze-every", "freeze-threshold", "freeze-momentum", "no-freeze", "fixed-signs", "reassign"] as const;
+const FINETUNE_FLAGS = ["sequential", "iters", "lr-codebook", "lr-sign", "freeze-every", "freeze-threshold", "freeze-momentum", "no-freeze", "fixed-signs", "reassign"] as const;
 
 function finetuneSettings(values: OptionValues): FinetuneOptions {
   const positive = (name: string): number | undefined => {
@@ -179,6 +180,7 @@ export const compressOptions = {
   "no-freeze": { type: "boolean" },
   "fixed-signs": { type: "boolean" },
   reassign: { type: "boolean" },
+  sequential: { type: "boolean" },
   seed: { type: "string" },
   "kmeans-iters": { type: "string" },
   format: { type: "string" },
@@ -210,6 +212,8 @@ export const compressCommand: Command = {
     "  --freeze-momentum M          momentum of the flip EMA (default 0.9);  --no-freeze  no freezing",
     "  --fixed-signs      keep SSVQ's signs at sign(W) and train the codebook only (the paper's ablation)",
     "  --reassign         re-assign each sub-vector once after training",
+    "  --sequential       fine-tune layer by layer in graph order on the inputs of the network compressed",
+    "                     so far, towards the original network's output (slower: one capture per layer)",
     "  --compare vq       also compress with conventional VQ at the nearest operating point whose",
     "                     whole-model size is not larger, on the same data, and report both side by side",
     "  --format F         ssvq (decode subgraphs, default) or dense (decoded weights, for runtimes",
@@ -298,7 +302,7 @@ export function renderReport(r: Report, dryRun: boolean): string {
   const lines = [
     `${dryRun ? "Estimate for" : "Compressed"} ${r.source.path} with ${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}` +
       (c.finetune && c.finetuning
-        ? `, fine-tuned ${c.finetuning.iters} iterations${c.finetuning.fixedSigns ? " (fixed signs)" : c.finetuning.freeze ? " with sign freezing" : ""}`
+        ? `, fine-tuned ${c.sequential ? "sequentially, " : ""}${c.finetuning.iters} iterations${c.finetuning.fixedSigns ? " (fixed signs)" : c.finetuning.freeze ? " with sign freezing" : ""}`
         : ""),
     "",
     table(

@@ -58,6 +58,22 @@ export interface CompressRun {
   dryRun?: boolean;
   /** Calibration statistics by weight name: each layer's relative output error is reported. */
   stats?: ReadonlyMap<string, LayerStatistic>;
+  /**
+   * With `config.sequential`: the statistics of one layer on the network whose earlier layers carry the
+   * given reconstructed weights (by weight name, as stored), or undefined for a layer that cannot be
+   * observed. Called in graph order, one layer at a time.
+   */
+  sequentialStats?: (weight: WeightInfo, compressedSoFar: ReadonlyMap<string, Float32Array>) => Promise<SequentialLayerStats | undefined>;
+}
+
+/** What the sequential variant fine-tunes one layer with. */
+export interface SequentialLayerStats {
+  /** H_qq: the layer's input statistic on the compressed prefix. */
+  stat: LayerStatistic;
+  /** The effective target W' (row matrix): ||W_hat X_q - W X_fp||^2 = tr((W_hat - W') H_qq (W_hat - W')^T) + const. */
+  target: Float32Array;
+  /** ||W_hat X_q - W X_fp|| / ||W X_fp|| for a row matrix W_hat. */
+  outputError(wHat: Float32Array): number;
 }
 
 export interface CompressResult {
@@ -204,10 +220,29 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
   const todo = sel.filter((s) => s.q && !isIntQuantized(s.q));
   if (todo.length === 0) return;
   const missing = todo.filter((s) => !run.stats?.has(s.weight.name));
-  if (missing.length)
+  if (missing.length && !run.config.sequential)
     warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
   const ready = todo.filter((s) => run.stats?.has(s.weight.name));
   const map = run.map ?? serialMap;
+  if (run.config.sequential) {
+    if (!run.sequentialStats) throw new Error("the sequential variant needs sequentialStats");
+    const compressed = new Map<string, Float32Array>();
+    for (const [index, s] of todo.entries()) {
+      checkCancel();
+      const seq = await run.sequentialStats(s.weight, compressed);
+      if (seq) {
+        const t0 = performance.now();
+        const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
+          { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized, options },
+        ]);
+        const errorBefore = seq.outputError(reconstructRows(s.q!));
+        apply(s, r!, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
+      } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
+      run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+      compressed.set(s.weight.name, s.stored!);
+    }
+    return;
+  }
   // Every layer is its own task, the largest first, so that the pool's queue keeps all threads busy
   // (a layer's result depends on that layer alone: the order only changes when events arrive).
   const cost = (x: Selected) => x.weight.layout.rows * x.weight.layout.cols * x.weight.layout.cols;
@@ -228,22 +263,22 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     }),
   );
 
-  function apply(s: Selected, r: FinetuneResult, seconds: number): void {
+  function apply(s: Selected, r: FinetuneResult, seconds: number, sequential?: { before: number; after: (wHat: Float32Array) => number }): void {
     const w = s.weight;
     const tuned = applyFinetune(s.q as VqQuantized, r);
     tuned.codebook = roundTo(tuned.codebook, w.dtype);
     s.q = tuned;
     const rec = reconstructRows(tuned);
     s.stored = fromRows(rec, w.layout);
-    const stat = run.stats!.get(w.name)!;
     const before = s.report!;
+    const outputError = sequential ? sequential.after(rec) : relativeOutputError(s.rows!, rec, w.layout.rows, run.stats!.get(w.name)!);
     s.report = {
       ...layerReport(w, tuned, relativeError(s.rows!, rec)),
-      outputError: relativeOutputError(s.rows!, rec, w.layout.rows, stat),
+      outputError,
       finetune: {
         iters: r.stats.iters,
-        errorBefore: r.stats.errorBefore,
-        errorAfter: r.stats.errorAfter,
+        errorBefore: sequential ? sequential.before : r.stats.errorBefore,
+        errorAfter: sequential ? outputError : r.stats.errorAfter,
         signsChanged: r.stats.signsChanged,
         signsChangedFraction: r.stats.signsChangedFraction,
         frozenFraction: r.stats.frozenFraction,
@@ -515,4 +550,17 @@ export function nearestVqConfig(model: ModelProto, config: CompressConfig, budge
       if (!best || tensorBytes > best.tensorBytes || (tensorBytes === best.tensorBytes && k > best.k)) best = { k, d, tensorBytes };
     }
   return best;
+}
+
+/**
+ * The source model with some weights replaced by dense values (as stored, by weight name): the network
+ * the sequential variant observes. Decoded afresh from `bytes`; external tensors stay external.
+ */
+export function withDenseWeights(bytes: Uint8Array, path: string, values: ReadonlyMap<string, Float32Array>): ModelProto {
+  const model = decodeModel(bytes, path);
+  const sel: Selected[] = findWeights(model)
+    .weights.filter((w) => values.has(w.name))
+    .map((weight) => ({ weight, stored: values.get(weight.name)! }));
+  writeDense(sel);
+  return model;
 }

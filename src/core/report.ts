@@ -28,6 +28,12 @@ export interface CompressConfig {
   finetune: boolean;
   /** The fine-tuning settings, fully resolved (with `finetune`). */
   finetuning?: FinetuneOptions;
+  /**
+   * --sequential: each layer is fine-tuned, in graph order, on its inputs in the network whose earlier
+   * layers are already compressed, towards the original network's output (errors are then relative to
+   * ||W X_fp||).
+   */
+  sequential?: boolean;
 }
 
 /** What fine-tuning did to one layer. */
