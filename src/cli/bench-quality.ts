@@ -23,6 +23,8 @@ interface Method {
   k: number;
   d: number;
   fixedSigns?: boolean;
+  /** Fine-tuned only, with --sequential. */
+  sequential?: boolean;
 }
 
 const METHODS: Method[] = [
@@ -33,6 +35,8 @@ const METHODS: Method[] = [
   { label: "VQ k256 d4 (2 b/w)", mode: "vq", k: 256, d: 4 },
   { label: "VQ k64 d4 (1.5 b/w)", mode: "vq", k: 64, d: 4 },
   { label: "SSVQ k16 d8 --fixed-signs", mode: "ssvq", k: 16, d: 8, fixedSigns: true },
+  { label: "SSVQ k16 d4 --sequential", mode: "ssvq", k: 16, d: 4, sequential: true },
+  { label: "SSVQ k16 d8 --sequential", mode: "ssvq", k: 16, d: 8, sequential: true },
 ];
 
 export interface QualityRow {
@@ -82,8 +86,10 @@ export async function runQualityBench(o: { threads: number; iters?: number }): P
             format: "ssvq",
             finetune,
             ...(finetune ? { finetuning: resolveFinetuneOptions({ fixedSigns: m.fixedSigns ?? false, ...(o.iters ? { iters: o.iters } : {}) }) } : {}),
+            ...(m.sequential ? { sequential: true } : {}),
           };
-          if (m.fixedSigns && !finetune) continue; // without fine-tuning, fixed signs are plain SSVQ
+          // Without fine-tuning, fixed signs and the sequential variant are plain SSVQ.
+          if ((m.fixedSigns || m.sequential) && !finetune) continue;
           const t0 = performance.now();
           const { report } = await compressFile({
             input: model,
