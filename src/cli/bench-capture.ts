@@ -9,6 +9,7 @@
  * its own fields and returns the whole. The child also measures how long capture takes to stop once its
  * AbortSignal fires mid-run (`cancelSeconds`).
  */
+import { valueInfo } from "../core/onnx/build.js";
 import { startJob, type Job } from "../job/client.js";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -28,11 +29,6 @@ import {
   OperatorSetIdProtoSchema,
   TensorProto_DataType as DT,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
   type NodeProto,
   type TensorProto,
 } from "../core/onnx/proto.js";
@@ -85,23 +81,7 @@ export function generateCaptureCnn(seed = 1): Uint8Array {
   op("Relu", ["fc1"], "fr1");
   tensor("fc2.weight", [1000, 1000], 1000);
   op("MatMul", ["fr1", "fc2.weight"], "logits", {}, "fc2");
-  const vi = (name: string, dims: (number | string)[]) =>
-    create(ValueInfoProtoSchema, {
-      name,
-      type: create(TypeProtoSchema, {
-        value: {
-          case: "tensorType",
-          value: create(TypeProto_TensorSchema, {
-            elemType: DT.FLOAT,
-            shape: create(TensorShapeProtoSchema, {
-              dim: dims.map((d) =>
-                create(TensorShapeProto_DimensionSchema, { value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d } }),
-              ),
-            }),
-          }),
-        },
-      }),
-    });
+  const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims);
   return encodeModel(
     create(ModelProtoSchema, {
       irVersion: 8n,

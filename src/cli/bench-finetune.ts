@@ -18,6 +18,7 @@
  *
  * Figures, not pass/fail: the machines are shared. Run directly: `node out/src/cli/bench-finetune.js`.
  */
+import { valueInfo } from "../core/onnx/build.js";
 import * as ort from "onnxruntime-node";
 import {
   create,
@@ -28,11 +29,6 @@ import {
   OperatorSetIdProtoSchema,
   TensorProto_DataType,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
 } from "../core/onnx/proto.js";
 import { Rng } from "../core/rng.js";
 import { finetuneLayer, finetuneLayerWith, jsProduct, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
@@ -156,21 +152,7 @@ async function timeIt(minSeconds: number, f: () => void | Promise<void>): Promis
  * it). With `groups` > 1, E is [groups, m, k] and H [groups, k, k] (batched MatMul).
  */
 function matMulModel(m: number, k: number, elemType: number, hValues?: Float32Array | Float64Array, groups = 1): Uint8Array {
-  const vi = (name: string, dims: number[]) =>
-    create(ValueInfoProtoSchema, {
-      name,
-      type: create(TypeProtoSchema, {
-        value: {
-          case: "tensorType",
-          value: create(TypeProto_TensorSchema, {
-            elemType,
-            shape: create(TensorShapeProtoSchema, {
-              dim: dims.map((v) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimValue", value: BigInt(v) } })),
-            }),
-          }),
-        },
-      }),
-    });
+  const vi = (name: string, dims: number[]) => valueInfo(name, dims, elemType);
   const lead = groups > 1 ? [groups] : [];
   const initializer = hValues
     ? [

@@ -3,6 +3,7 @@
  * generated models the simulator's tests and README use (a DeiT-Tiny-shaped transformer, a batch-1
  * linear stack, a convolution stack). Weights are zeros: only shapes matter to the simulator.
  */
+import { valueInfo } from "../core/onnx/build.js";
 import { create } from "@bufbuild/protobuf";
 import { lowerModel } from "../core/accel/lower.js";
 import { getPreset } from "../core/accel/presets.js";
@@ -16,11 +17,6 @@ import {
   OperatorSetIdProtoSchema,
   TensorProtoSchema,
   TensorProto_DataType as DT,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
   type AttributeProto,
   type ModelProto,
   type NodeProto,
@@ -30,26 +26,6 @@ import {
 import { measureShapes } from "../io/shapes.js";
 import { DEFAULT_FORMATS } from "../io/simulate-model.js";
 
-function valueInfo(name: string, dims: (number | string)[]): ValueInfoProto {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: DT.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) =>
-              create(TensorShapeProto_DimensionSchema, {
-                value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
-              }),
-            ),
-          }),
-        }),
-      },
-    }),
-  });
-}
 
 function zeros(name: string, dims: number[]): TensorProto {
   const n = dims.reduce((a, b) => a * b, 1);

@@ -1,4 +1,6 @@
 import { InputError } from "../core/errors.js";
+import { dataOptionSpecs } from "./compress.js";
+import { pickOptions } from "./options.js";
 import { parsePreprocess } from "../core/calib/preprocess.js";
 import type { EvaluationReport } from "../core/calib/eval-metrics.js";
 import { openData } from "../io/calib-files.js";
@@ -44,17 +46,8 @@ export const evalCommand: Command = {
     "  --json              print the evaluation report as JSON",
   ].join("\n"),
   options: {
-    eval: { type: "string" },
-    "eval-range": { type: "string" },
-    "eval-count": { type: "string" },
-    labels: { type: "string" },
+    ...pickOptions(dataOptionSpecs, ["eval", "eval-range", "eval-count", "labels", "scale", "mean", "std", "size", "layout", "batch"]),
     compare: { type: "string" },
-    scale: { type: "string" },
-    mean: { type: "string" },
-    std: { type: "string" },
-    size: { type: "string" },
-    layout: { type: "string" },
-    batch: { type: "string" },
     json: { type: "boolean" },
   },
   positionals: [1, 1],

@@ -32,3 +32,8 @@ export function choiceOption<T extends string>(values: OptionValues, name: strin
 export function threadsOption(values: OptionValues): number {
   return intOption(values, "threads", Math.min(8, Math.max(1, cpus().length)), 1, 64);
 }
+
+/** Some of a command's option specs, to share them with another command. */
+export function pickOptions<T extends Record<string, unknown>, K extends keyof T>(specs: T, names: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(names.map((n) => [n, specs[n]])) as Pick<T, K>;
+}

@@ -297,8 +297,9 @@ const roundTo = (v: Float32Array, dtype: number): Float32Array => {
   return tensorToFloat32(t);
 };
 
-function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerReport {
-  const base = {
+/** What every layer entry says about the weight itself. */
+function weightFields(w: WeightInfo) {
+  return {
     name: w.name,
     graphPath: w.graphPath,
     opType: w.consumers[0]!.opType,
@@ -308,10 +309,11 @@ function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerRep
     rows: w.layout.rows,
     cols: w.layout.cols,
     groups: w.layout.groups,
-    mode: q.mode,
-    bits: layerBits(q, dtypeBits(w.dtype)!),
-    weightError,
   };
+}
+
+function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerReport {
+  const base = { ...weightFields(w), mode: q.mode, bits: layerBits(q, dtypeBits(w.dtype)!), weightError };
   if (isIntQuantized(q)) {
     let lo = Infinity;
     let hi = -Infinity;
@@ -329,15 +331,7 @@ function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerRep
 function estimatedLayer(w: WeightInfo, c: CompressConfig): LayerReport {
   const vq = c.mode === "ssvq" || c.mode === "vq";
   return {
-    name: w.name,
-    graphPath: w.graphPath,
-    opType: w.consumers[0]!.opType,
-    consumers: w.consumers.map((x) => x.node),
-    dims: w.dims,
-    dtype: dtypeName(w.dtype),
-    rows: w.layout.rows,
-    cols: w.layout.cols,
-    groups: w.layout.groups,
+    ...weightFields(w),
     mode: c.mode,
     ...(vq ? { k: c.k, d: c.d } : {}),
     bits: estimateBits(c.mode, c.k, c.d, w.layout.rows, w.layout.cols, dtypeBits(w.dtype)!),

@@ -13,6 +13,7 @@
  * Weights read inside If/Loop/Scan bodies are reported as uncalibrated with the reason, as are layers
  * whose activation turns out not to fit the weight.
  */
+import { valueInfo } from "../core/onnx/build.js";
 import { create } from "@bufbuild/protobuf";
 import { CancelledError, InputError } from "../core/errors.js";
 import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
@@ -29,10 +30,6 @@ import {
   OperatorSetIdProtoSchema,
   TensorProto_DataLocation,
   TensorProto_DataType,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
   ValueInfoProtoSchema,
   type GraphProto,
   type ModelProto,
@@ -405,21 +402,7 @@ let gramBytes: Uint8Array | undefined;
 /** Gemm(A [a, r], B [b, r], transB = 1) in float64, opset 13. */
 function gramModel(): Uint8Array {
   if (gramBytes) return gramBytes;
-  const vi = (name: string, dims: string[]) =>
-    create(ValueInfoProtoSchema, {
-      name,
-      type: create(TypeProtoSchema, {
-        value: {
-          case: "tensorType",
-          value: create(TypeProto_TensorSchema, {
-            elemType: TensorProto_DataType.DOUBLE,
-            shape: create(TensorShapeProtoSchema, {
-              dim: dims.map((p) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: p } })),
-            }),
-          }),
-        },
-      }),
-    });
+  const vi = (name: string, dims: string[]) => valueInfo(name, dims, TensorProto_DataType.DOUBLE);
   const model = create(ModelProtoSchema, {
     irVersion: 7n,
     producerName: "ssvq-gram",

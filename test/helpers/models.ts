@@ -6,11 +6,6 @@ import {
   NodeProtoSchema,
   AttributeProtoSchema,
   TensorProtoSchema,
-  ValueInfoProtoSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
   OperatorSetIdProtoSchema,
   AttributeProto_AttributeType as AT,
   TensorProto_DataType as DT,
@@ -25,27 +20,9 @@ import { floatToBfloat16, floatToHalf } from "../../src/core/onnx/dtype.js";
 import { Rng } from "../../src/core/rng.js";
 
 export { DT };
+export { valueInfo } from "../../src/core/onnx/build.js";
+import { valueInfo } from "../../src/core/onnx/build.js";
 
-export function valueInfo(name: string, dims: (number | string)[], elemType: number = DT.FLOAT): ValueInfoProto {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) =>
-              create(TensorShapeProto_DimensionSchema, {
-                value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
-              }),
-            ),
-          }),
-        }),
-      },
-    }),
-  });
-}
 
 /** A tensor from float values, stored in raw_data as float32, float16 or bfloat16. */
 export function floatTensor(name: string, dims: number[], values: ArrayLike<number>, dataType: number = DT.FLOAT): TensorProto {
