@@ -16,22 +16,13 @@
  * `finetuneLayer` (WebAssembly), the TypeScript engine, and `ortProductEngine` (below: H an initializer,
  * E converted and fed on every product) through `finetuneLayerWith`.
  *
- * Figures, not pass/fail: the machines are shared. Run directly: `node out/src/cli/bench-finetune.js`.
+ * Figures, not pass/fail: the machines are shared. `npm run bench -- finetune` runs it.
  */
-import { valueInfo } from "../core/onnx/build.js";
 import * as ort from "onnxruntime-node";
-import {
-  create,
-  encodeModel,
-  GraphProtoSchema,
-  ModelProtoSchema,
-  NodeProtoSchema,
-  OperatorSetIdProtoSchema,
-  TensorProto_DataType,
-  TensorProtoSchema,
-} from "../core/onnx/proto.js";
+import { matMulModel, ortProductEngine } from "../io/ort-product.js";
+import { TensorProto_DataType } from "../core/onnx/proto.js";
 import { Rng } from "../core/rng.js";
-import { finetuneLayer, finetuneLayerWith, jsProduct, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
+import { finetuneLayer, finetuneLayerWith, jsProduct } from "../core/ssvq/finetune.js";
 import { DEFAULT_KC, symmMulBlocked, symmMulPlain } from "../core/ssvq/gemm-kernels.js";
 import { wasmAvailable, WasmSymmMul } from "../core/ssvq/gemm-wasm.js";
 import { quantizeRows, type VqQuantized } from "../core/ssvq/quantize.js";
@@ -146,40 +137,6 @@ async function timeIt(minSeconds: number, f: () => void | Promise<void>): Promis
   return { seconds: elapsed / reps, repetitions: reps };
 }
 
-/**
- * A one-node MatMul model: E [m, k] (input) times H [k, k]; H is an input too, or, with `hValues`, an
- * initializer (as a fine-tuning engine uses it: H is fixed for the whole run, so onnxruntime may pre-pack
- * it). With `groups` > 1, E is [groups, m, k] and H [groups, k, k] (batched MatMul).
- */
-function matMulModel(m: number, k: number, elemType: number, hValues?: Float32Array | Float64Array, groups = 1): Uint8Array {
-  const vi = (name: string, dims: number[]) => valueInfo(name, dims, elemType);
-  const lead = groups > 1 ? [groups] : [];
-  const initializer = hValues
-    ? [
-        create(TensorProtoSchema, {
-          name: "H",
-          dims: [...lead, k, k].map(BigInt),
-          dataType: elemType,
-          rawData: new Uint8Array(hValues.buffer, hValues.byteOffset, hValues.byteLength).slice(),
-        }),
-      ]
-    : [];
-  const graph = create(GraphProtoSchema, {
-    name: "matmul",
-    node: [create(NodeProtoSchema, { opType: "MatMul", input: ["E", "H"], output: ["P"], name: "mm" })],
-    input: hValues ? [vi("E", [...lead, m, k])] : [vi("E", [m, k]), vi("H", [k, k])],
-    output: [vi("P", [...lead, m, k])],
-    initializer,
-  });
-  return encodeModel(
-    create(ModelProtoSchema, {
-      irVersion: 8n,
-      producerName: "ssvq-bench",
-      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
-      graph,
-    }),
-  );
-}
 
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0;
@@ -191,37 +148,6 @@ function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return den > 0 ? num / den : num;
 }
 
-/**
- * A fine-tuning product engine on onnxruntime's MatMul (one intra-op thread), float32 or float64: the
- * shape of what src/io could offer to `finetuneLayerWith` if onnxruntime is chosen. float32 converts E
- * to float32 and P back on every product.
- */
-export function ortProductEngine(precision: "float32" | "float64"): ProductEngine {
-  return {
-    name: `ort-matmul-${precision}`,
-    async forLayer(h: Float64Array, groups: number, rows: number, cols: number): Promise<LayerProduct> {
-      const Arr = precision === "float32" ? Float32Array : Float64Array;
-      const type = precision === "float32" ? TensorProto_DataType.FLOAT : TensorProto_DataType.DOUBLE;
-      const rpg = rows / groups;
-      const session = await ort.InferenceSession.create(matMulModel(rpg, cols, type, Arr.from(h), groups), {
-        intraOpNumThreads: 1,
-        interOpNumThreads: 1,
-        executionMode: "sequential",
-        logSeverityLevel: 3,
-      });
-      const dims = groups > 1 ? [groups, rpg, cols] : [rpg, cols];
-      const buffer = new Arr(rows * cols);
-      return {
-        async multiply(e: Float64Array, out: Float64Array): Promise<void> {
-          buffer.set(e);
-          const r = await session.run({ E: new ort.Tensor(precision, buffer, dims) });
-          out.set(r["P"]!.data as Float32Array | Float64Array);
-        },
-        dispose: () => session.release(),
-      };
-    },
-  };
-}
 
 export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {}): Promise<FinetuneKernelBenchResult> {
   const sizes = o.sizes ?? [[120, 400], [512, 1152], [512, 2304]];

@@ -64,6 +64,8 @@ export interface CompressRun {
    * observed. Called in graph order, one layer at a time.
    */
   sequentialStats?: (weight: WeightInfo, compressedSoFar: ReadonlyMap<string, Float32Array>) => Promise<SequentialLayerStats | undefined>;
+  /** The fine-tuning product engine, registered in every thread of `map` (default: WebAssembly). */
+  productEngine?: string;
 }
 
 /** What the sequential variant fine-tunes one layer with. */
@@ -233,7 +235,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
       if (seq) {
         const t0 = performance.now();
         const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
-          { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized, options },
+          { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized, options, engine: run.productEngine },
         ]);
         const errorBefore = seq.outputError(reconstructRows(s.q!));
         apply(s, r!, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
@@ -254,7 +256,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
       const stat = run.stats!.get(s.weight.name)!;
       const t0 = performance.now();
       const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
-        { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options },
+        { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options, engine: run.productEngine },
       ]);
       checkCancel();
       const seconds = (performance.now() - t0) / 1000;
@@ -285,6 +287,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
         reassigned: r.stats.reassigned,
         codebookBefore: before.codebook ?? [],
         checks: r.stats.checks,
+        product: r.stats.product,
         seconds,
       },
     };

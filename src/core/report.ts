@@ -51,6 +51,8 @@ export interface LayerFinetune {
   codebookBefore: number[][];
   /** Per check: iteration, loss, relative output error, flips since the last check, newly frozen, frozen fraction. */
   checks: FreezeCheck[];
+  /** The engine that computed the products (W_hat - W) H. */
+  product: string;
   /** Wall time from the layer's submission to its result (layers share the worker threads). */
   seconds: number;
 }

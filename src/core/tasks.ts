@@ -23,10 +23,12 @@ export function runTask(name: string, input: unknown): unknown {
   return (tasks[name as TaskName] as (input: unknown) => unknown)(input);
 }
 
-/** Runs the tasks one after another in the calling thread. */
+/** Runs the tasks one after another in the calling thread (awaiting those that return a promise). */
 export const serialMap: ParallelMap = {
   threads: 1,
   async run<I, O>(task: TaskName, inputs: readonly I[]): Promise<O[]> {
-    return inputs.map((input) => runTask(task, input) as O);
+    const out: O[] = [];
+    for (const input of inputs) out.push((await runTask(task, input)) as O);
+    return out;
   },
 };

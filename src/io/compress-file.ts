@@ -9,6 +9,7 @@ import { sequentialEvaluator, sequentialTarget } from "../core/calib/sequential.
 import { tensorToFloat32 } from "../core/onnx/tensor-data.js";
 import { toRows } from "../core/ssvq/layout.js";
 import { captureSequential } from "./capture-sequential.js";
+import { ORT_PRODUCT, registerOrtProduct } from "./ort-product.js";
 
 /**
  * Relative damping of the sequential target's solve (of mean diag H_qq): on the fixtures 1e-2 gave the
@@ -175,7 +176,11 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     captureSeconds = (performance.now() - t0) / 1000;
     checkCancel();
   }
-  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, stats, sequentialStats });
+  // onnxruntime's MatMul is the fastest product engine (`npm run bench -- finetune`); the pool's threads
+  // register it themselves, this one for a serial map.
+  registerOrtProduct();
+  const productEngine = o.productEngine ?? ORT_PRODUCT;
+  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, stats, sequentialStats, productEngine });
   if (calibration) {
     calibration.samples = sequentialSamples() ?? calibration.samples;
     result.report.calibration = calibration;
@@ -212,7 +217,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
         d: pick.d,
         ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}),
       };
-      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, sequentialStats, dryRun: false });
+      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, sequentialStats, productEngine, dryRun: false });
       checkCancel();
       let evaluation: Report["evaluation"];
       if (o.data?.eval)

@@ -1,9 +1,10 @@
 /**
- * A thread of the pool in `pool.ts`: runs one registered task per message and posts back its output (its
- * typed arrays' buffers transferred, not copied) or the error it threw.
+ * A thread of the pool in `pool.ts`: runs one registered task per message (awaiting a task that returns a
+ * promise) and posts back its output (its typed arrays' buffers transferred, not copied) or its error.
  */
 import { parentPort } from "node:worker_threads";
 import { runTask } from "../core/tasks.js";
+import { registerOrtProduct } from "./ort-product.js";
 
 export interface PoolRequest {
   task: string;
@@ -15,9 +16,12 @@ export type PoolReply = { ok: true; output: unknown } | { ok: false; name: strin
 const port = parentPort;
 if (!port) throw new Error("pool-worker must run as a worker thread");
 
-port.on("message", (request: PoolRequest) => {
+// Fine-tuning tasks may ask for onnxruntime's product engine: make it available in this thread.
+registerOrtProduct();
+
+port.on("message", async (request: PoolRequest) => {
   try {
-    const output = runTask(request.task, request.input);
+    const output = await runTask(request.task, request.input);
     port.postMessage({ ok: true, output } satisfies PoolReply, transferables(output));
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));

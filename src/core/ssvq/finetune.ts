@@ -777,11 +777,27 @@ function validateInput(input: FinetuneInput): void {
 /** Input of the "finetune.layer" task: a layer and fully resolved options. */
 export interface FinetuneTaskInput extends FinetuneInput {
   options: FinetuneOptions;
+  /**
+   * A product engine registered in the thread that runs the task (`registerProductEngine`), by name;
+   * without one, or when it is not registered there, the default (WebAssembly) engine.
+   */
+  engine?: string;
+}
+
+const productEngines = new Map<string, ProductEngine>();
+
+/**
+ * Makes a product engine (for example onnxruntime's MatMul, which core cannot import) available to
+ * "finetune.layer" tasks run in this thread. Register it in every thread that runs them.
+ */
+export function registerProductEngine(engine: ProductEngine): void {
+  productEngines.set(engine.name, engine);
 }
 
 /** The "finetune.layer" task (`tasks.ts`). */
-export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult {
-  return finetuneLayer(input, input.options);
+export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult | Promise<FinetuneResult> {
+  const engine = input.engine !== undefined ? productEngines.get(input.engine) : undefined;
+  return engine ? finetuneLayerWith(engine, input, input.options) : finetuneLayer(input, input.options);
 }
 
 /**
