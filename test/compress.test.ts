@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
@@ -136,7 +136,6 @@ test("ConvTranspose, grouped Conv, Gemm transB=0, float16 weights, If branches a
     }),
   );
   const dir = mkdtempSync(join(work, "ext-"));
-  const { mkdirSync } = await import("node:fs");
   mkdirSync(join(dir, "data"));
   writeFileSync(join(dir, "data", "weights.bin"), new Uint8Array(wx.buffer));
   const src = join(dir, "mixed.onnx");
@@ -266,3 +265,69 @@ test("--dry-run estimates sizes without writing; the report carries codebooks an
 
 
 
+
+test("review fixes: sibling subgraphs with the same label, a weight shared by Gemm transB=0 and MatMul", async () => {
+  const dir = mkdtempSync(join(work, "graphs-"));
+  const branch = (name: string, w: string, seed: number) =>
+    graph({ name, nodes: [node("MatMul", ["x", w], [`${w}_out`])], inputs: [], outputs: [valueInfo(`${w}_out`, [1, 32])], initializers: [randomTensor(w, [32, 32], seed)] });
+  // The first If is unnamed (labelled "If_0"), the second is named "If_0": their bodies must not be confused.
+  const m = model(
+    graph({
+      nodes: [
+        node("If", ["c"], ["y1"], { then_branch: branch("t1", "wa", 1), else_branch: branch("e1", "wae", 2) }),
+        node("If", ["c"], ["y2"], { then_branch: branch("t2", "wb", 3), else_branch: branch("e2", "wbe", 4) }, "If_0"),
+        node("Gemm", ["x", "shared"], ["g"], {}, "g"),
+        node("MatMul", ["x", "shared"], ["mm"], {}, "mm"),
+      ],
+      inputs: [valueInfo("c", [], DT.BOOL), valueInfo("x", [1, 32])],
+      outputs: [valueInfo("y1", [1, 32]), valueInfo("y2", [1, 32]), valueInfo("g", [1, 32]), valueInfo("mm", [1, 32])],
+      initializers: [randomTensor("shared", [32, 32], 5)],
+    }),
+  );
+  const src = join(dir, "siblings.onnx");
+  writeFileSync(src, encodeModel(m));
+  const out = join(dir, "siblings.ssvq.onnx");
+  const report = compress(src, out, ["--mode", "int8", "--min-weights", "0"]);
+  assert.deepEqual(report.layers.map((l) => l.name).sort(), ["shared", "wa", "wae", "wb", "wbe"]);
+  const written = decodeModel(readFileSync(out));
+  const leftover: string[] = [];
+  for (const n of written.graph!.node)
+    for (const a of n.attribute) if (a.g) leftover.push(...a.g.initializer.filter((t) => ["wa", "wae", "wb", "wbe"].includes(t.name)).map((t) => t.name));
+  assert.deepEqual(leftover, [], "a branch kept its original weight");
+  const x = new ort.Tensor("float32", randomValues(32, 9), [1, 32]);
+  for (const cond of [true, false]) {
+    const feeds = { x, c: new ort.Tensor("bool", Uint8Array.from([cond ? 1 : 0]), []) };
+    const a = await (await ort.InferenceSession.create(src)).run(feeds);
+    const b = await (await ort.InferenceSession.create(out)).run(feeds);
+    for (const k of ["y1", "y2", "g", "mm"]) {
+      const ya = a[k]!.data as Float32Array;
+      const yb = b[k]!.data as Float32Array;
+      assert.ok(maxAbsDiff(ya, yb) > 0, `${k}: not compressed`);
+      assert.ok(maxAbsDiff(ya, yb) < 0.05 * Math.max(...Array.from(ya, Math.abs)), `${k}: ${maxAbsDiff(ya, yb)}`);
+    }
+  }
+});
+
+test("review fixes: unwritable outputs and too-old opsets fail before the work, with exit 2, losing nothing", () => {
+  const dir = mkdtempSync(join(work, "paths-"));
+  const lenet = join(dir, "lenet.onnx");
+  copyFileSync(fixture("fashion_lenet5.onnx"), lenet);
+  writeFileSync(join(dir, "file.json"), "{}");
+  const notAFolder = ssvq(["compress", lenet, "--out", join(dir, "file.json", "x.onnx")]);
+  assert.equal(notAFolder.status, 2, notAFolder.stderr);
+  assert.match(notAFolder.stderr, /is not a folder/);
+  // The report's path is a folder: refused up front, and the old output survives even with --force.
+  mkdirSync(join(dir, "rj.json"));
+  writeFileSync(join(dir, "rj.onnx"), "OLD");
+  const reportFolder = ssvq(["compress", lenet, "--out", join(dir, "rj.onnx"), "--force"]);
+  assert.equal(reportFolder.status, 2, reportFolder.stderr);
+  assert.match(reportFolder.stderr, /rj\.json is a folder/);
+  assert.equal(readFileSync(join(dir, "rj.onnx"), "utf8"), "OLD");
+  const old = join(dir, "opset6.onnx");
+  writeFileSync(old, encodeModel(model(graph({ nodes: [node("MatMul", ["x", "w"], ["y"])], inputs: [valueInfo("x", [1, 64])], outputs: [valueInfo("y", [1, 64])], initializers: [randomTensor("w", [64, 64], 1)] }), 6)));
+  const tooOld = ssvq(["compress", old]);
+  assert.equal(tooOld.status, 2);
+  assert.equal(tooOld.stderr.trim().split("\n").length, 1, tooOld.stderr);
+  assert.match(tooOld.stderr, /opset 6 is too old.*--format dense/);
+  assert.equal(ssvq(["compress", old, "--format", "dense"]).status, 0);
+});

@@ -206,7 +206,7 @@ export const compressCommand: Command = {
     "                     to PATH without .onnx plus .json",
     "  --force            replace existing outputs",
     "  --dry-run          print the size estimate only",
-    "  --threads N        worker threads for k-means (default: the machine's cores)",
+    "  --threads N        worker threads for k-means and fine-tuning (default: the machine's cores, at most 8)",
     "  --json             print the report as JSON",
     "",
     "Data (a .npy batch, a folder of .npy/.pb/.png/.jpg samples, or a model-zoo test_data_set_* folder):",

@@ -23,7 +23,7 @@ import {
 } from "./onnx/proto.js";
 import { declaredBytes, rawBytes, tensorToFloat32 } from "./onnx/tensor-data.js";
 import { walkGraphs, walkTensors } from "./onnx/walk.js";
-import { findWeights, type WeightInfo } from "./onnx/weights.js";
+import { findWeights, weightKey, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
 import { relativeOutputError, type LayerStatistic } from "./ssvq/objective.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
@@ -60,7 +60,7 @@ export interface CompressRun {
   stats?: ReadonlyMap<string, LayerStatistic>;
   /**
    * With `config.sequential`: the statistics of one layer on the network whose earlier layers carry the
-   * given reconstructed weights (by weight name, as stored), or undefined for a layer that cannot be
+   * given reconstructed weights (by weightKey, as stored), or undefined for a layer that cannot be
    * observed. Called in graph order, one layer at a time.
    */
   sequentialStats?: (weight: WeightInfo, compressedSoFar: ReadonlyMap<string, Float32Array>) => Promise<SequentialLayerStats | undefined>;
@@ -82,7 +82,7 @@ export interface CompressResult {
   /** The output model; empty for a dry run. */
   model: Uint8Array;
   report: Report;
-  /** Reconstructed weights by name, as stored (for tests and evaluation). */
+  /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
   reconstructed: Map<string, Float32Array>;
 }
 
@@ -174,7 +174,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         s.q = q;
         s.rows = rows;
         s.stored = fromRows(rec, w.layout);
-        reconstructed.set(w.name, s.stored);
+        reconstructed.set(weightKey(w), s.stored);
         s.report = layerReport(w, q, relativeError(rows, rec));
         const stat = run.stats?.get(w.name);
         if (stat) s.report.outputError = relativeOutputError(rows, rec, w.layout.rows, stat);
@@ -241,7 +241,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
         apply(s, r!, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
       } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
       run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
-      compressed.set(s.weight.name, s.stored!);
+      compressed.set(weightKey(s.weight), s.stored!);
     }
     return;
   }
@@ -550,14 +550,14 @@ export function nearestVqConfig(model: ModelProto, config: CompressConfig, budge
 }
 
 /**
- * The source model with some weights replaced by dense values (as stored, by weight name): the network
+ * The source model with some weights replaced by dense values (as stored, by weightKey): the network
  * the sequential variant observes. Decoded afresh from `bytes`; external tensors stay external.
  */
 export function withDenseWeights(bytes: Uint8Array, path: string, values: ReadonlyMap<string, Float32Array>): ModelProto {
   const model = decodeModel(bytes, path);
   const sel: Selected[] = findWeights(model)
-    .weights.filter((w) => values.has(w.name))
-    .map((weight) => ({ weight, stored: values.get(weight.name)! }));
+    .weights.filter((w) => values.has(weightKey(w)))
+    .map((weight) => ({ weight, stored: values.get(weightKey(weight))! }));
   writeDense(sel);
   return model;
 }

@@ -2,8 +2,10 @@
  * Compressing a model file: paths, refusal to overwrite the input or an existing output, the atomic
  * writes of the model and its report. Shared by the CLI and the background job.
  */
-import { existsSync, realpathSync, rmSync, statSync } from "node:fs";
+import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { defaultOpset } from "../core/onnx/proto.js";
+import { MIN_OPSET } from "../core/onnx/decode-graph.js";
 import { compressModel, nearestVqConfig, selectWeights, withDenseWeights, type CompressRun } from "../core/compress.js";
 import { sequentialEvaluator, sequentialTarget } from "../core/calib/sequential.js";
 import { tensorToFloat32 } from "../core/onnx/tensor-data.js";
@@ -21,7 +23,8 @@ import { CancelledError, InputError } from "../core/errors.js";
 import type { CompressConfig, Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
-import { writeFileAtomic } from "./write-atomic.js";
+import { writeTemp } from "./write-atomic.js";
+import { defaultOutput, reportPathFor, samePath } from "./paths.js";
 import { parsePreprocess, type RawPreprocess } from "../core/calib/preprocess.js";
 import { openData } from "./calib-files.js";
 import { captureActivations } from "./capture.js";
@@ -65,19 +68,7 @@ export interface CompressFileResult {
   reportPath?: string;
 }
 
-const stem = (p: string): string => p.replace(/\.onnx$/i, "");
-
-export function defaultOutput(input: string): string {
-  return join(dirname(resolve(input)), `${basename(stem(input))}.ssvq.onnx`);
-}
-
-/** The report's path: the output's path without `.onnx`, plus `.json`. */
-export const reportPathFor = (out: string): string => `${stem(out)}.json`;
-
-const samePath = (a: string, b: string): boolean => {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
-  return real(a) === real(b);
-};
+export { defaultOutput, reportPathFor };
 
 /**
  * Checks everything that can be checked before the work starts: the model reads, the outputs may be
@@ -96,8 +87,17 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   if (!o.dryRun && !o.force)
     for (const p of [outPath, reportPath])
       if (existsSync(p)) throw new InputError(`${p} exists; pass --force to replace it`);
-  if (!o.dryRun && !existsSync(dirname(outPath))) throw new InputError(`the output folder ${dirname(outPath)} does not exist`);
-  if (!o.dryRun && existsSync(outPath) && statSync(outPath).isDirectory()) throw new InputError(`${outPath} is a folder`);
+  if (!o.dryRun) {
+    const dir = dirname(outPath);
+    if (!existsSync(dir)) throw new InputError(`the output folder ${dir} does not exist`);
+    if (!statSync(dir).isDirectory()) throw new InputError(`the output folder ${dir} is not a folder`);
+    for (const p of [outPath, reportPath]) if (existsSync(p) && statSync(p).isDirectory()) throw new InputError(`${p} is a folder`);
+  }
+  const opset = defaultOpset(loaded.model) ?? 0;
+  if (!o.dryRun && o.config.format === "ssvq" && opset < MIN_OPSET)
+    throw new InputError(
+      `the model's opset ${opset} is too old for the decode subgraph (it needs opset ${MIN_OPSET} or later); use --format dense`,
+    );
   selectWeights(loaded.model, o.config);
   if (o.simulate) resolveParams(o.simulate, false);
   if (o.config.sequential && !o.config.finetune) throw new InputError("--sequential is a way of fine-tuning: it needs --calib (or --finetune)");
@@ -244,12 +244,21 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   }
   if (o.dryRun) return { report: result.report };
   result.report.output = { path: outPath, format: o.config.format };
-  checkCancel();
-  writeFileAtomic(outPath, result.model);
+  // Both files are written to temporary names first; only then, after a last cancel check, renamed.
+  const temps: string[] = [];
   try {
-    writeFileAtomic(reportPath, JSON.stringify(result.report, null, 2) + "\n");
+    const model = writeTemp(outPath, result.model);
+    temps.push(model);
+    const report = writeTemp(reportPath, JSON.stringify(result.report, null, 2) + "\n");
+    temps.push(report);
+    checkCancel();
+    renameSync(model, outPath);
+    renameSync(report, reportPath);
   } catch (e) {
-    rmSync(outPath, { force: true });
+    for (const t of temps) rmSync(t, { force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR" || code === "EACCES" || code === "EROFS" || code === "ENOSPC" || code === "EISDIR")
+      throw new InputError(`cannot write ${outPath}: ${(e as Error).message}`);
     throw e;
   }
   return { report: result.report, outPath, reportPath };

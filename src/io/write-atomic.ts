@@ -1,17 +1,21 @@
 /**
  * Writing outputs so that a failed or cancelled run leaves nothing behind: each file goes to a
- * temporary name in the same folder and is renamed into place; `discard` removes what a run wrote.
+ * temporary name in the same folder (`.<name>.<pid>-<random>.tmp`, which the job client removes after a
+ * killed worker) and is renamed into place once every output of the run is ready.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
 }
 
-/** Writes `data` to `path` atomically (temporary file, fsync, rename). */
-export function writeFileAtomic(path: string, data: Uint8Array | string): void {
+/**
+ * Writes `data` to a new temporary file beside `path` (fsync'd) and returns its name; rename it into
+ * place when everything the run writes is ready. Nothing is left behind if the write fails.
+ */
+export function writeTemp(path: string, data: Uint8Array | string): string {
   const tmp = tempPathFor(path);
   try {
     const fd = openSync(tmp, "wx");
@@ -23,7 +27,7 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, path);
+    return tmp;
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;

@@ -7,7 +7,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { readdirSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultOutput, reportPathFor } from "../io/compress-file.js";
+import { defaultOutput, reportPathFor } from "../io/paths.js";
 import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
 
 export type JobOutcome = Extract<WorkerEvent, { type: "result" }> | Extract<WorkerEvent, { type: "error" }>;
@@ -51,6 +51,9 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
   };
 
   const done = new Promise<JobOutcome>((resolve) => {
+    let settled = false;
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let disconnected = !child.connected;
     child.on("message", (e: WorkerEvent) => {
       if (e.type === "stage") lastStage = e.stage;
       if (e.type === "result" || e.type === "error") outcome = e;
@@ -58,8 +61,22 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     });
     child.on("error", (err) => {
       outcome ??= { type: "error", kind: "internal", message: `the worker could not start: ${err.message}`, lastStage };
+      // A process that never started emits no exit event.
+      if (child.pid === undefined) settle(null, null);
     });
+    // The outcome is decided once the process has exited and its IPC channel has closed, so that the
+    // worker's last messages (sent just before it exits) have been read.
     child.on("exit", (code, signal) => {
+      exit = { code, signal };
+      if (disconnected) settle(code, signal);
+    });
+    child.on("disconnect", () => {
+      disconnected = true;
+      if (exit) settle(exit.code, exit.signal);
+    });
+    function settle(code: number | null, signal: NodeJS.Signals | null): void {
+      if (settled) return;
+      settled = true;
       if (!outcome || (cancelled && outcome.type !== "result")) {
         if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
         else {
@@ -77,7 +94,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
       if (outcome.type === "error") removePartialOutputs(spec, child.pid);
       opts.onEvent?.(outcome);
       resolve(outcome);
-    });
+    }
   });
   sendToWorker({ type: "start", spec });
 

@@ -146,11 +146,9 @@ export function parseLabels(bytes: Uint8Array, source: string): number[] {
     const a = parseNpy(bytes, source);
     if (a.shape.length === 0 || a.shape.slice(1).some((d) => d !== 1))
       throw new InputError(`${source} must hold one label per sample (shape [N]), but its shape is [${a.shape.join(",")}].`);
-    if (a.elemType === "float16" || a.elemType === "bool")
+    if (a.elemType.startsWith("float") || a.elemType === "bool")
       throw new InputError(`${source} holds ${a.elemType} values; labels must be integers.`);
-    const out = Array.from(a.data as ArrayLike<number | bigint>, Number);
-    if (out.some((v) => !Number.isInteger(v))) throw new InputError(`${source} holds non-integer values; labels must be integers.`);
-    return out;
+    return Array.from(a.data as ArrayLike<number | bigint>, Number);
   }
   const text = new TextDecoder("utf-8").decode(bytes);
   const lines = text.split(/\r?\n/);

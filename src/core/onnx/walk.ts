@@ -22,12 +22,18 @@ export function walkGraphs(model: ModelProto, visit: (g: GraphVisit) => void): v
 
 function walkGraph(g: GraphVisit, visit: (g: GraphVisit) => void): void {
   visit(g);
+  // Paths must name one graph each: a label two nodes share (an unnamed "If_0" next to a node named
+  // "If_0", or duplicate names) gets "#index" appended.
+  const labels = g.graph.node.map((n, i) => nodeLabel(n, i));
+  const seen = new Map<string, number>();
+  for (const l of labels) seen.set(l, (seen.get(l) ?? 0) + 1);
   g.graph.node.forEach((node, i) => {
+    const label = seen.get(labels[i]!)! > 1 ? `${labels[i]}#${i}` : labels[i]!;
     for (const a of node.attribute) {
       const sub = a.g ? [a.g] : a.graphs;
       sub.forEach((graph, j) => {
         const name = a.graphs.length > 1 ? `${a.name}[${j}]` : a.name;
-        const path = `${g.path ? g.path + "/" : ""}${nodeLabel(node, i)}.${name}`;
+        const path = `${g.path ? g.path + "/" : ""}${label}.${name}`;
         walkGraph({ graph, path, parent: g, owner: node }, visit);
       });
     }

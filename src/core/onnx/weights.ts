@@ -156,8 +156,13 @@ export function rowLayout(opType: string, node: NodeProto, dims: number[]): RowL
   return `not a weight of Conv, ConvTranspose, Gemm or MatMul`;
 }
 
+/** Gemm (transB=0) and MatMul store [K, N] alike; only ConvTranspose's transposition is its own. */
 const sameLayout = (a: RowLayout, b: RowLayout): boolean =>
-  a.rows === b.rows && a.cols === b.cols && a.groups === b.groups && a.transposed === b.transposed && a.kind === b.kind;
+  a.rows === b.rows &&
+  a.cols === b.cols &&
+  a.groups === b.groups &&
+  a.transposed === b.transposed &&
+  (a.kind === "convtranspose") === (b.kind === "convtranspose");
 
 interface Found {
   producer: Extract<Producer, { kind: "initializer" | "constant" }>;
@@ -280,6 +285,9 @@ export function findWeights(model: ModelProto): WeightScan {
   });
   return { weights: [...found.values()], skipped };
 }
+
+/** Identifies a weight in the model: names are unique within a graph, graph paths within the model. */
+export const weightKey = (w: Pick<WeightInfo, "graphPath" | "name">): string => `${w.graphPath}\u0000${w.name}`;
 
 /** Elements of the weight (its row matrix, before padding). */
 export const weightCount = (w: WeightInfo): number => w.layout.rows * w.layout.cols;
