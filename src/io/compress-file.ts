@@ -140,7 +140,6 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     const uncalibrated: { name: string; reason: string }[] = [];
     let samples = 0;
     sequentialStats = async (w, compressedSoFar) => {
-      o.onProgress?.({ kind: "fraction", stage: "finetune", fraction: 0 });
       const prefix = withDenseWeights(loaded.bytes, loaded.path, compressedSoFar);
       const cap = await captureSequential(loaded.model, prefix, [w], data, {
         signal: o.signal,
