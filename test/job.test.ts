@@ -120,3 +120,16 @@ test("ssvq compress: Ctrl-C cancels cleanly with exit 130 and leaves nothing", a
   assert.match(stderr, /cancelled/);
   assert.deepEqual(ssvqFiles(dir), []);
 });
+
+test("a worker that runs out of memory is an error saying so, never a hang", async () => {
+  const dir = mkdtempSync(join(work, "oom-"));
+  const input = join(dir, "vit.onnx");
+  copyFileSync(fixture("fashion_tinyvit.onnx"), input);
+  // A 4 MB JavaScript heap: the worker dies while it starts.
+  const outcome = await startJob({ kind: "compress", input, config, threads: 1 }, { execArgv: ["--max-old-space-size=4", "--max-semi-space-size=1"] }).outcome;
+  assert.equal(outcome.type, "error");
+  if (outcome.type !== "error") return;
+  assert.equal(outcome.kind, "internal");
+  assert.match(outcome.message, /ran out of memory/);
+  assert.deepEqual(ssvqFiles(dir), []);
+});

@@ -80,7 +80,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
       if (!outcome || (cancelled && outcome.type !== "result")) {
         if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
         else {
-          const oom = /heap out of memory|Allocation failed/i.test(stderrTail);
+          const oom = /heap out of memory|Allocation failed|Last few GCs/i.test(stderrTail);
           const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
           outcome = {
             type: "error",
