@@ -43,8 +43,11 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
   let outcome: JobOutcome | undefined;
   let cancelled = false;
   let stderrTail = "";
+  // V8 prints "heap out of memory" first and a long stack after it: look at every chunk as it comes.
+  let outOfMemory = false;
   child.stderr?.on("data", (d: Buffer) => {
     stderrTail = (stderrTail + d.toString("utf8")).slice(-4000);
+    outOfMemory ||= /heap out of memory|Allocation failed|Last few GCs/i.test(stderrTail);
   });
   const sendToWorker = (m: ClientMessage) => {
     if (child.connected) child.send(m);
@@ -80,7 +83,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
       if (!outcome || (cancelled && outcome.type !== "result")) {
         if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
         else {
-          const oom = /heap out of memory|Allocation failed|Last few GCs/i.test(stderrTail);
+          const oom = outOfMemory;
           const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
           outcome = {
             type: "error",
