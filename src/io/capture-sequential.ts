@@ -32,21 +32,25 @@
  * Weights read inside If/Loop/Scan bodies are uncalibrated (planCapture), as are those whose
  * activation is missing from the compressed model or has another shape there.
  */
-import { CancelledError, InputError } from "../core/errors.js";
-import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
-import { estimateOutputBytes, splitStacked, stackedSampler } from "../core/calib/sequential.js";
+import { InputError } from "../core/errors.js";
+import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget } from "../core/calib/capture-plan.js";
+import { splitStacked, stackedSampler } from "../core/calib/sequential.js";
 import type { Batch } from "../core/calib/source.js";
-import { GramAccumulator, jsGram, type GramEngine } from "../core/calib/stats.js";
+import { GramAccumulator } from "../core/calib/stats.js";
 import type { ExternalDataReader } from "../core/onnx/external.js";
 import { decodeModel, encodeModel, type ModelProto } from "../core/onnx/proto.js";
 import type { WeightInfo } from "../core/onnx/weights.js";
 import {
+  checkAbort,
   DEFAULT_MAX_ACTIVATION_BYTES,
   inlineExternal,
   OrtGram,
+  resolveEngine,
+  sessionOutputBytes,
   splitPasses,
   withOutputs,
   type CaptureData,
+  type CaptureResult,
   type CaptureOptions,
   type CaptureProgress,
   type LayerCapture,
@@ -74,16 +78,9 @@ export interface SequentialLayerCapture extends LayerCapture {
   meanSquareFp: number;
 }
 
-export interface SequentialCaptureResult {
+export interface SequentialCaptureResult extends Omit<CaptureResult, "layers"> {
   /** Per weight name, in the order of the weights given. */
   layers: Map<string, SequentialLayerCapture>;
-  uncalibrated: Uncalibrated[];
-  /** Data samples (batch items) run through each model, per pass. */
-  samples: number;
-  batches: number;
-  passes: number;
-  gram: string;
-  seconds: number;
 }
 
 /** Where a model gets an activation from: the batch's feeds or an exposed output. */
@@ -103,16 +100,6 @@ function modelValues(model: ModelProto): ModelValues {
   return { fed, produced };
 }
 
-function checkAbort(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new CancelledError();
-}
-
-function resolveEngine(g: CaptureOptions["gram"]): GramEngine {
-  if (g === undefined || g === "ort") return new OrtGram();
-  if (g === "js") return jsGram;
-  return g;
-}
-
 const feedTensor = (batch: Batch, name: string): ort.Tensor => {
   const f = batch.feeds[name];
   if (!f) throw new InputError(`The calibration data has no value for the model input "${name}".`);
@@ -124,17 +111,6 @@ function feedsFor(session: Session, batch: Batch): Record<string, ort.Tensor> {
   const out: Record<string, ort.Tensor> = {};
   for (const name of session.inputNames) if (batch.feeds[name]) out[name] = feedTensor(batch, name);
   return out;
-}
-
-function sessionSizes(session: Session, batch: Batch): Map<string, number> {
-  const feedDims: Record<string, number[]> = {};
-  for (const [name, f] of Object.entries(batch.feeds)) feedDims[name] = f.dims;
-  return estimateOutputBytes(
-    session.inputNames.map((name, i) => ({ name, meta: session.inputMetadata[i] })),
-    session.outputNames.map((name, i) => ({ name, meta: session.outputMetadata[i] })),
-    feedDims,
-    batch.indices.length,
-  );
 }
 
 /**
@@ -271,7 +247,7 @@ export async function captureSequential(
         sessions = await open(exposed);
         const sizes = new Map<string, number>();
         for (const s of [sessions.sFp, sessions.sQ])
-          if (s) for (const [name, b] of sessionSizes(s, first.value)) if (exposed.includes(name)) sizes.set(name, (sizes.get(name) ?? 0) + b);
+          if (s) for (const [name, b] of sessionOutputBytes(s, first.value)) if (exposed.includes(name)) sizes.set(name, (sizes.get(name) ?? 0) + b);
         // An activation one model is fed with still occupies the batch once on that side.
         for (const a of exposed) if (vFp.fed.has(a) || vQ.fed.has(a)) sizes.set(a, 2 * (sizes.get(a) ?? 0));
         passes = splitPasses(exposed, sizes, opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES);

@@ -16,7 +16,7 @@
 import { valueInfo } from "../core/onnx/build.js";
 import { create } from "@bufbuild/protobuf";
 import { CancelledError, InputError } from "../core/errors.js";
-import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
+import { estimateOutputBytes, planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
 import type { Batch, DataInfo } from "../core/calib/source.js";
 import { GramAccumulator, jsGram, syrkUpper, type GramEngine, type LayerStats } from "../core/calib/stats.js";
 import { externalRef, type ExternalDataReader } from "../core/onnx/external.js";
@@ -180,7 +180,7 @@ export async function captureActivations(
     let passes: string[][] = [exposed];
     try {
       if (session) {
-        const sizes = estimateBytes(session, first.value);
+        const sizes = sessionOutputBytes(session, first.value);
         passes = splitPasses(exposed, sizes, opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES);
         if (passes.length > 1) {
           await session.release();
@@ -254,7 +254,7 @@ export async function captureActivations(
   }
 }
 
-function checkAbort(signal: AbortSignal | undefined): void {
+export function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new CancelledError();
 }
 
@@ -298,31 +298,16 @@ export function inlineExternal(model: ModelProto, readExternal: ExternalDataRead
   return { ...model, graph: { ...g, initializer } };
 }
 
-const TYPE_BYTES: Record<string, number> = { float64: 8, int64: 8, uint64: 8, float32: 4, int32: 4, uint32: 4, float16: 2, bfloat16: 2, int16: 2, uint16: 2 };
-
-/** Estimated bytes of each output for a batch like `batch`: symbolic dims bound from the inputs' dims. */
-function estimateBytes(session: Session, batch: Batch): Map<string, number> {
-  const symbols = new Map<string, number>();
-  session.inputNames.forEach((name, i) => {
-    const meta = session.inputMetadata[i];
-    const feed = batch.feeds[name];
-    if (!meta || !meta.isTensor || !feed) return;
-    meta.shape.forEach((d, j) => {
-      if (typeof d === "string" && feed.dims[j] !== undefined) symbols.set(d, feed.dims[j]!);
-    });
-  });
-  const batchSize = batch.indices.length;
-  const out = new Map<string, number>();
-  session.outputNames.forEach((name, i) => {
-    const meta = session.outputMetadata[i];
-    if (!meta || !meta.isTensor) return out.set(name, 0);
-    let n = TYPE_BYTES[meta.type] ?? 1;
-    meta.shape.forEach((d, j) => {
-      n *= typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1));
-    });
-    out.set(name, n);
-  });
-  return out;
+/** Estimated bytes of each output of `session` for `batch` (sizes that choose the passes). */
+export function sessionOutputBytes(session: Session, batch: Batch): Map<string, number> {
+  const feedDims: Record<string, number[]> = {};
+  for (const [name, f] of Object.entries(batch.feeds)) feedDims[name] = f.dims;
+  return estimateOutputBytes(
+    session.inputNames.map((name, i) => ({ name, meta: session.inputMetadata[i] })),
+    session.outputNames.map((name, i) => ({ name, meta: session.outputMetadata[i] })),
+    feedDims,
+    batch.indices.length,
+  );
 }
 
 /** Splits activations, in order, into passes whose estimated bytes stay under `budget` (at least one each). */
@@ -344,7 +329,7 @@ export function splitPasses(names: readonly string[], sizes: ReadonlyMap<string,
   return passes;
 }
 
-function resolveEngine(g: CaptureOptions["gram"]): GramEngine {
+export function resolveEngine(g: CaptureOptions["gram"]): GramEngine {
   if (g === undefined || g === "ort") return new OrtGram();
   if (g === "js") return jsGram;
   return g;

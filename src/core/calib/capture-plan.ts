@@ -223,3 +223,56 @@ export function modelInputs(model: ModelProto): ModelInputSpec[] {
       return { name: i.name, elemType, shape: spec.shape };
     });
 }
+
+/** What an onnxruntime session says about one of its inputs or outputs (structurally). */
+export interface ValueMetadataLike {
+  readonly isTensor: boolean;
+  readonly type?: string;
+  readonly shape?: readonly (number | string)[];
+}
+
+const TYPE_BYTES: Record<string, number> = {
+  float64: 8,
+  int64: 8,
+  uint64: 8,
+  float32: 4,
+  int32: 4,
+  uint32: 4,
+  float16: 2,
+  bfloat16: 2,
+  int16: 2,
+  uint16: 2,
+};
+
+/**
+ * Estimated bytes of each output for one batch: declared dims, symbolic ones bound from the dims the
+ * inputs are fed with (an unbound leading dim taken as the batch size, any other as 1).
+ */
+export function estimateOutputBytes(
+  inputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  outputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  feedDims: Readonly<Record<string, readonly number[]>>,
+  batchSize: number,
+): Map<string, number> {
+  const symbols = new Map<string, number>();
+  for (const { name, meta } of inputs) {
+    const dims = feedDims[name];
+    if (!meta || !meta.isTensor || !dims) continue;
+    (meta.shape ?? []).forEach((d, j) => {
+      if (typeof d === "string" && dims[j] !== undefined) symbols.set(d, dims[j]!);
+    });
+  }
+  const out = new Map<string, number>();
+  for (const { name, meta } of outputs) {
+    if (!meta || !meta.isTensor) {
+      out.set(name, 0);
+      continue;
+    }
+    let n = TYPE_BYTES[meta.type ?? ""] ?? 1;
+    (meta.shape ?? []).forEach((d, j) => {
+      n *= typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1));
+    });
+    out.set(name, n);
+  }
+  return out;
+}
