@@ -27,17 +27,10 @@ async function run(spec: JobSpec): Promise<void> {
         lastStage = e.stage;
         void send({ type: "stage", stage: e.stage });
       } else if (e.kind === "fraction") void send({ type: "progress", stage: e.stage, fraction: e.fraction });
-      else if (e.kind === "freezeCheck")
-        void send({
-          type: "freezeCheck",
-          layer: e.layer,
-          iteration: e.iteration,
-          loss: e.loss,
-          relativeError: e.relativeError,
-          flips: e.flips,
-          newlyFrozen: e.newlyFrozen,
-          frozenFraction: e.frozenFraction,
-        });
+      else if (e.kind === "freezeCheck") {
+        const { kind: _kind, ...check } = e;
+        void send({ type: "freezeCheck", ...check });
+      }
       else
         void send({
           type: "progress",

@@ -3,6 +3,7 @@
  * Discriminated unions both ways; everything is structured-clone data sent over the IPC channel.
  */
 import type { CompressConfig, Report } from "../core/report.js";
+import type { FreezeCheck } from "../core/ssvq/finetune.js";
 import type { DataOptions } from "../io/compress-file.js";
 
 /** What to run. Paths are absolute or relative to the worker's working directory (the client's). */
@@ -43,17 +44,8 @@ export type WorkerEvent =
   /** Within a stage: the fraction done and, while layers are processed one by one, which one. */
   | { type: "progress"; stage: string; fraction: number; layer?: { index: number; count: number; name: string } }
   | { type: "layerDone"; stats: LayerStats }
-  | {
-      type: "freezeCheck";
-      layer: string;
-      iteration: number;
-      loss: number;
-      /** sqrt(loss / tr(W H W^T)): the layer's relative output error at this check. */
-      relativeError: number;
-      flips: number;
-      newlyFrozen: number;
-      frozenFraction: number;
-    }
+  /** One progressive-freezing check of a layer (iteration, loss, relative output error, flips, freezing). */
+  | ({ type: "freezeCheck"; layer: string } & FreezeCheck)
   | { type: "log"; level: LogLevel; text: string }
   | { type: "result"; report: Report; outPath?: string; reportPath?: string }
   | {
