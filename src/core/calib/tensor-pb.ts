@@ -15,21 +15,6 @@ export interface DecodedTensor extends NdArray {
   name: string;
 }
 
-const FROM_ONNX: Partial<Record<number, ElemType>> = {
-  [DT.FLOAT]: "float32",
-  [DT.UINT8]: "uint8",
-  [DT.INT8]: "int8",
-  [DT.UINT16]: "uint16",
-  [DT.INT16]: "int16",
-  [DT.INT32]: "int32",
-  [DT.INT64]: "int64",
-  [DT.BOOL]: "bool",
-  [DT.FLOAT16]: "float16",
-  [DT.DOUBLE]: "float64",
-  [DT.UINT32]: "uint32",
-  [DT.UINT64]: "uint64",
-};
-
 const TO_ONNX: Record<ElemType, number> = {
   float32: DT.FLOAT,
   uint8: DT.UINT8,
@@ -44,6 +29,8 @@ const TO_ONNX: Record<ElemType, number> = {
   uint32: DT.UINT32,
   uint64: DT.UINT64,
 };
+
+const FROM_ONNX = new Map(Object.entries(TO_ONNX).map(([name, code]) => [code, name as ElemType]));
 
 /** Decodes a serialized TensorProto. `source` names the file in error messages. */
 export function decodeTensorProto(bytes: Uint8Array, source: string): DecodedTensor {
@@ -76,7 +63,7 @@ export function decodeTensorProto(bytes: Uint8Array, source: string): DecodedTen
     return { name: t.name, elemType: "float32", shape: dims, data: out };
   }
 
-  const elemType = FROM_ONNX[t.dataType];
+  const elemType = FROM_ONNX.get(t.dataType);
   if (!elemType)
     throw new InputError(
       `${source} holds ${dtName} data, which is not supported as model input data ` +
