@@ -1,4 +1,5 @@
 import type { ParseArgsConfig } from "node:util";
+import type { OptionValues } from "../job/option-values.js";
 
 /** What a command may touch: its output streams and how it was called. */
 export interface CliContext {
@@ -14,7 +15,7 @@ export interface CliContext {
 }
 
 export type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
-export type OptionValues = Record<string, string | boolean | string[] | boolean[] | undefined>;
+export type { OptionValues } from "../job/option-values.js";
 
 export interface Command {
   name: string;

@@ -17,7 +17,7 @@ import { loadModel } from "../io/model-file.js";
 import { modelInputs } from "../io/ort.js";
 import type { Command } from "./command.js";
 import { table } from "./format.js";
-import { threadsOption } from "./options.js";
+import { threadsOption } from "../job/option-values.js";
 import { runJob } from "./run-job.js";
 
 /** The repository's test fixtures, found from dist/ or out/src/cli/. */

@@ -1,6 +1,6 @@
 import { InputError } from "../core/errors.js";
-import { dataOptionSpecs } from "./compress.js";
-import { pickOptions } from "./options.js";
+import { dataOptionSpecs } from "../job/compress-args.js";
+import { pickOptions } from "../job/option-values.js";
 import { parsePreprocess } from "../core/calib/preprocess.js";
 import type { EvaluationReport } from "../core/calib/eval-metrics.js";
 import { openData } from "../io/calib-files.js";

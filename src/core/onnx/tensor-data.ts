@@ -1,5 +1,6 @@
 /** Reading the values of a TensorProto, wherever they are stored, and checking its declared size. */
 import { InputError } from "../errors.js";
+import { formatBytes } from "../text-table.js";
 import { bfloat16ToFloat, dtypeBits, dtypeName, halfToFloat, rawByteLength } from "./dtype.js";
 import { externalRef, type ExternalDataReader } from "./external.js";
 import { TensorProto_DataType as DT, type TensorProto } from "./proto.js";
@@ -70,17 +71,6 @@ export function checkTensorSize(t: TensorProto, where: string, memoryLimit: numb
   }
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
-}
 
 /** The raw little-endian bytes of a tensor stored in raw_data or externally; undefined for typed fields. */
 export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uint8Array | undefined {
@@ -134,3 +124,5 @@ export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReade
   }
   throw new InputError(`tensor ${JSON.stringify(t.name)} is ${dtypeName(t.dataType)}, not a floating-point type`);
 }
+
+export { formatBytes };

@@ -1,7 +1,11 @@
-/** Parsing option values shared by several commands. */
+/**
+ * Option values as `node:util` parseArgs returns them, and their parsing with one-line errors: shared by
+ * the `ssvq` commands and the extension, which builds the same arguments from its settings.
+ */
 import { cpus } from "node:os";
 import { InputError } from "../core/errors.js";
-import type { OptionValues } from "./command.js";
+
+export type OptionValues = Record<string, string | boolean | string[] | boolean[] | undefined>;
 
 export function intOption(values: OptionValues, name: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const v = values[name];
