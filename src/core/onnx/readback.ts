@@ -1,0 +1,1015 @@
+/**
+ * Reading a compressed model back (DESIGN.md section 2): the SSVQ parameters from the `ssvq.*`
+ * metadata_props, and per compressed layer what the file really stores, found by tracing the layer's
+ * decode subgraph backwards from the node that writes the weight's value (through initializers,
+ * Constant nodes and the scopes of If/Loop/Scan bodies), never from the `.ssvq.json` report or from
+ * tensor names. The packed planes are unpacked with the lookup tables the file itself carries.
+ *
+ * Pure: the model in, plain JSON-safe data out. A damaged file (metadata that is not JSON, a listed
+ * layer whose subgraph is missing or malformed) gives `problem` strings, never an exception.
+ */
+import type { Mode } from "../ssvq/quantize.js";
+import { dtypeBits, dtypeName } from "./dtype.js";
+import type { ExternalDataReader } from "./external.js";
+import { create, TensorProto_DataType as DT, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from "./proto.js";
+import { declaredBytes, elementCount, rawBytes, tensorDims, tensorToFloat32 } from "./tensor-data.js";
+import { nodeLabel, walkGraphs, type GraphVisit } from "./walk.js";
+import { rowLayout } from "./weights.js";
+
+/** What a stored tensor of a decode subgraph holds. */
+export type StoredPartKind = "codebook" | "indices" | "signs" | "int8" | "int4" | "scales";
+
+export interface StoredTensor {
+  kind: StoredPartKind;
+  /** The name the graph reads it by (for a Constant node, the node's output). */
+  name: string;
+  storage: "initializer" | "constant";
+  /** The graph that holds it ("" is the main graph). */
+  graphPath: string;
+  dtype: string;
+  dims: number[];
+  bytes: number;
+  /** Packed planes (indices, signs, INT4 values) and INT8 values: bits per field. */
+  width?: number;
+  /** Index planes: the plane holds bits [shift, shift + width) of each index. */
+  shift?: number;
+  /** Fields the subgraph reads from it. */
+  fields?: number;
+}
+
+/** Bytes of a layer's stored tensors by part. `total` is the data parts; `other` (shapes, slice bounds, scalars) is not in it. */
+export interface StoredBytes {
+  codebook: number;
+  indices: number;
+  signs: number;
+  /** INT8 / INT4 values. */
+  values: number;
+  scales: number;
+  total: number;
+  other: number;
+}
+
+export interface LayerBitsReadback {
+  /**
+   * Bits of the stored fields, counted as the report counts them: each index plane at its width per
+   * sub-vector, one sign bit per padded element, the codebook at its dtype, INT values at 4 or 8 bits,
+   * scales at their dtype.
+   */
+  fieldBits: number;
+  /** The stored tensors' bytes * 8 (each plane rounds up to whole bytes). */
+  storedBits: number;
+  /** fieldBits / weights (padding is not a weight). */
+  bitsPerWeight: number;
+  storedBitsPerWeight: number;
+  /** What `ssvq.layers` says, when it says it. */
+  metadataBitsPerWeight?: number;
+  /** bitsPerWeight equals the metadata's (to 1e-9 relative); false when the metadata has none. */
+  matchesMetadata: boolean;
+}
+
+export interface SignReadback {
+  /** Sign bits set (negative weights) among the real weights, padding excluded. */
+  negative: number;
+  weights: number;
+  fraction: number;
+}
+
+export interface LayerConsumer {
+  node: string;
+  opType: string;
+  /** The graph of the consuming node. */
+  graphPath: string;
+  inputIndex: number;
+}
+
+/** One entry of `ssvq.layers`, as written (fields of the wrong type are dropped). */
+export interface LayerMetadata {
+  name: string;
+  graphPath?: string;
+  mode?: string;
+  k?: number;
+  d?: number;
+  bitsPerWeight?: number;
+}
+
+export interface LayerReadback {
+  name: string;
+  /** The graph that holds the weight's value ("" is the main graph). */
+  graphPath: string;
+  /** "subgraph": a decode subgraph writes the weight; "dense": the weight is stored as plain values (--format dense); "missing": no such weight. */
+  stored: "subgraph" | "dense" | "missing";
+  /** Detected from the decode subgraph; for dense weights, the metadata's. */
+  mode?: Mode;
+  k?: number;
+  d?: number;
+  /** The layer's `ssvq.layers` entry; undefined for a decode subgraph the metadata does not list. */
+  metadata?: LayerMetadata;
+  /** The first consumer's operator type. */
+  opType?: string;
+  consumers: LayerConsumer[];
+  /** The weight's dims and element type as the consumers see it. */
+  dims?: number[];
+  dtype?: string;
+  /** Row matrix [rows, cols] (cols = the reduction dimension); paddedCols = ceil(cols / d) * d. */
+  rows?: number;
+  cols?: number;
+  paddedCols?: number;
+  groups?: number;
+  /** rows * cols. */
+  weights?: number;
+  /** The stored tensors the subgraph reads (lookup tables apart). */
+  tensors: StoredTensor[];
+  /** The shared lookup tables the subgraph reads. */
+  lookupTables: string[];
+  bytes?: StoredBytes;
+  bits?: LayerBitsReadback;
+  /** SSVQ/VQ: the codebook [k][d] as stored (float16/bfloat16 decoded). */
+  codebook?: number[][];
+  /** SSVQ/VQ: sub-vectors per codeword (padded sub-vectors included, as in the report). */
+  usage?: number[];
+  /** SSVQ/VQ: codewords no sub-vector uses. */
+  unusedCodewords?: number[];
+  /** SSVQ: the stored sign bits. */
+  signs?: SignReadback;
+  /** INT modes: the per-row scales' range. */
+  scaleRange?: [number, number];
+  /** Why the layer could not be read back fully, or how the file disagrees with its metadata. */
+  problem?: string;
+}
+
+/** `ssvq.config` as written; fields of the wrong type are dropped (with a problem). */
+export interface ReadbackConfig {
+  mode?: string;
+  k?: number;
+  d?: number;
+  seed?: number;
+  kmeansIters?: number;
+  format?: string;
+  finetune?: boolean;
+  [field: string]: unknown;
+}
+
+export interface CompressionReadback {
+  /** `ssvq.version`: the tool version that wrote the file. */
+  version?: string;
+  config?: ReadbackConfig;
+  layers: LayerReadback[];
+  totals: {
+    /** Layers stored (as a decode subgraph or dense), listed or found. */
+    compressedLayers: number;
+    compressedWeights: number;
+    /** Data bytes of the decode subgraphs (codebooks, planes, values, scales). */
+    storedBytes: number;
+    /** The shared lookup tables, counted once. */
+    lookupTableBytes: number;
+    lookupTables: string[];
+    /** Over the decode subgraphs read back: sum of fieldBits / sum of weights (the report's sizes.bitsPerWeight). */
+    bitsPerWeight?: number;
+  };
+  /** Whole-file problems: metadata that is not JSON or not of the expected shape. */
+  problems: string[];
+}
+
+const MODES: readonly string[] = ["ssvq", "vq", "int4", "int8"];
+const TARGETS = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
+
+// ---------------------------------------------------------------------------------------------------
+// Scopes: every name a graph can read, with what produces it.
+
+interface Scope {
+  visit: GraphVisit;
+  parent?: Scope;
+  names: Map<string, Producer>;
+}
+
+type Producer =
+  | { kind: "initializer"; tensor: TensorProto; scope: Scope }
+  | { kind: "constant"; tensor: TensorProto; node: NodeProto; scope: Scope }
+  | { kind: "node"; node: NodeProto; scope: Scope }
+  | { kind: "input"; scope: Scope };
+
+const isDefault = (n: NodeProto): boolean => n.domain === "" || n.domain === "ai.onnx";
+const isOp = (n: NodeProto, op: string): boolean => isDefault(n) && n.opType === op;
+
+/** The tensor a Constant node yields, in any of its attribute forms. */
+function constantValue(n: NodeProto): TensorProto | undefined {
+  for (const a of n.attribute) {
+    switch (a.name) {
+      case "value":
+        return a.t;
+      case "value_int":
+        return create(TensorProtoSchema, { dims: [], dataType: DT.INT64, int64Data: [a.i] });
+      case "value_ints":
+        return create(TensorProtoSchema, { dims: [BigInt(a.ints.length)], dataType: DT.INT64, int64Data: a.ints });
+      case "value_float":
+        return create(TensorProtoSchema, { dims: [], dataType: DT.FLOAT, floatData: [a.f] });
+      case "value_floats":
+        return create(TensorProtoSchema, { dims: [BigInt(a.floats.length)], dataType: DT.FLOAT, floatData: a.floats });
+    }
+  }
+  return undefined;
+}
+
+function buildScope(visit: GraphVisit, parent: Scope | undefined): Scope {
+  const scope: Scope = { visit, parent, names: new Map() };
+  const g = visit.graph;
+  for (const i of g.input) scope.names.set(i.name, { kind: "input", scope });
+  for (const t of g.initializer) scope.names.set(t.name, { kind: "initializer", tensor: t, scope });
+  for (const n of g.node) {
+    const value = isOp(n, "Constant") ? constantValue(n) : undefined;
+    for (const o of n.output) {
+      if (!o) continue;
+      scope.names.set(o, value ? { kind: "constant", tensor: value, node: n, scope } : { kind: "node", node: n, scope });
+    }
+  }
+  return scope;
+}
+
+function lookup(scope: Scope | undefined, name: string): Producer | undefined {
+  for (let s = scope; s; s = s.parent) {
+    const p = s.names.get(name);
+    if (p) return p;
+  }
+  return undefined;
+}
+
+/** lookup, through Identity nodes; `name` is the value the producer writes. */
+function resolveNamed(scope: Scope, name: string): { producer: Producer; name: string } | undefined {
+  let p = lookup(scope, name);
+  for (let hops = 0; p && p.kind === "node" && isOp(p.node, "Identity") && hops < 64; hops++) {
+    name = p.node.input[0] ?? "";
+    p = lookup(p.scope, name);
+  }
+  return p ? { producer: p, name } : undefined;
+}
+
+const resolve = (scope: Scope, name: string): Producer | undefined => resolveNamed(scope, name)?.producer;
+
+/** A weight operand of a Conv/ConvTranspose/Gemm/MatMul: its value and who reads it. */
+interface Candidate {
+  name: string;
+  graphPath: string;
+  producer: Producer;
+  consumers: LayerConsumer[];
+  consumerNodes: NodeProto[];
+  used: boolean;
+}
+
+function findCandidates(model: ModelProto): Candidate[] {
+  const scopes = new Map<object, Scope>();
+  const byProducer = new Map<string, Candidate>();
+  walkGraphs(model, (visit) => {
+    const scope = buildScope(visit, visit.parent ? scopes.get(visit.parent.graph) : undefined);
+    scopes.set(visit.graph, scope);
+    visit.graph.node.forEach((n, index) => {
+      if (!isDefault(n) || !TARGETS.has(n.opType) || !n.input[1]) return;
+      const r = resolveNamed(scope, n.input[1]);
+      if (!r || r.producer.kind === "input") return;
+      const p = r.producer;
+      // Keyed by the value: a name is unique within its graph, and graphs are distinct objects.
+      const key = `${p.scope.visit.path}\u0000${r.name}`;
+      let c = byProducer.get(key);
+      if (!c) {
+        c = { name: r.name, graphPath: p.scope.visit.path, producer: p, consumers: [], consumerNodes: [], used: false };
+        byProducer.set(key, c);
+      }
+      c.consumers.push({ node: nodeLabel(n, index), opType: n.opType, graphPath: visit.path, inputIndex: 1 });
+      c.consumerNodes.push(n);
+    });
+  });
+  return [...byProducer.values()];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading constants.
+
+class Malformed extends Error {}
+const fail = (message: string): never => {
+  throw new Malformed(message);
+};
+
+interface ConstRef {
+  tensor: TensorProto;
+  name: string;
+  storage: "initializer" | "constant";
+  graphPath: string;
+}
+
+const constRef = (p: Extract<Producer, { kind: "initializer" | "constant" }>): ConstRef => ({
+  tensor: p.tensor,
+  name: p.kind === "initializer" ? p.tensor.name : p.node.output[0] ?? "",
+  storage: p.kind,
+  graphPath: p.scope.visit.path,
+});
+
+/** Integer values of a small tensor (shapes, bounds, scalars, lookup tables). */
+function intValues(t: TensorProto, readExternal?: ExternalDataReader): number[] {
+  const count = elementCount(tensorDims(t));
+  const raw = rawBytes(t, readExternal);
+  if (raw) {
+    const width = dtypeBits(t.dataType);
+    if (width === undefined || raw.length * 8 < count * width) fail(`tensor ${JSON.stringify(t.name)} carries fewer bytes than its shape needs`);
+    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const out = new Array<number>(count);
+    for (let i = 0; i < count; i++) {
+      switch (t.dataType) {
+        case DT.INT64:
+          out[i] = Number(v.getBigInt64(8 * i, true));
+          break;
+        case DT.UINT64:
+          out[i] = Number(v.getBigUint64(8 * i, true));
+          break;
+        case DT.INT32:
+          out[i] = v.getInt32(4 * i, true);
+          break;
+        case DT.UINT32:
+          out[i] = v.getUint32(4 * i, true);
+          break;
+        case DT.INT16:
+          out[i] = v.getInt16(2 * i, true);
+          break;
+        case DT.UINT16:
+          out[i] = v.getUint16(2 * i, true);
+          break;
+        case DT.INT8:
+          out[i] = v.getInt8(i);
+          break;
+        case DT.UINT8:
+        case DT.BOOL:
+          out[i] = v.getUint8(i);
+          break;
+        default:
+          return Array.from(tensorToFloat32(t, readExternal));
+      }
+    }
+    return out;
+  }
+  let out: number[];
+  if (t.int64Data.length) out = t.int64Data.map(Number);
+  else if (t.uint64Data.length) out = t.uint64Data.map(Number);
+  else if (t.int32Data.length) out = t.int32Data.slice();
+  else out = Array.from(tensorToFloat32(t, readExternal));
+  if (out.length < count) fail(`tensor ${JSON.stringify(t.name)} carries ${out.length} values, fewer than its shape needs`);
+  return out;
+}
+
+/** Refuses a tensor whose raw or external bytes are fewer than its shape declares (before decoding it). */
+function checkCarries(t: TensorProto, readExternal?: ExternalDataReader): void {
+  const raw = rawBytes(t, readExternal);
+  const need = declaredBytes(t);
+  if (raw && need !== undefined && raw.length < need)
+    fail(`tensor ${JSON.stringify(t.name)} declares [${tensorDims(t).join(", ")}] ${dtypeName(t.dataType)} (${need} bytes) but carries ${raw.length}`);
+}
+
+/** A packed plane's elements (uint8 or int8), without copying raw data. */
+function packedValues(t: TensorProto, readExternal?: ExternalDataReader): ArrayLike<number> {
+  const count = elementCount(tensorDims(t));
+  const raw = rawBytes(t, readExternal);
+  if (raw && (t.dataType === DT.UINT8 || t.dataType === DT.INT8)) {
+    if (raw.length < count) fail(`tensor ${JSON.stringify(t.name)} carries ${raw.length} bytes, fewer than its ${count} elements`);
+    return t.dataType === DT.UINT8 ? raw.subarray(0, count) : new Int8Array(raw.buffer, raw.byteOffset, count);
+  }
+  return intValues(t, readExternal);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tracing a decode subgraph.
+
+/** A field plane as the subgraph unpacks it: element i = lut ? lut[packed[i / per]][i % per] : packed[i]. */
+interface PlaneRef {
+  packed: ConstRef;
+  lut?: ConstRef;
+  /** Fields kept by a Slice. */
+  limit?: number;
+}
+
+interface Plane {
+  ref: PlaneRef;
+  width: number;
+  /** Fields the plane holds (before any Slice). */
+  available: number;
+  value: (i: number) => number;
+}
+
+interface Traced {
+  mode: Mode;
+  dtype: number;
+  dims: number[];
+  rows: number;
+  cols: number;
+  paddedCols?: number;
+  transposed: boolean;
+  convTransposeGroups?: number;
+  k?: number;
+  d?: number;
+  tensors: StoredTensor[];
+  lookupTables: ConstRef[];
+  bytes: StoredBytes;
+  fieldBits: number;
+  codebook?: number[][];
+  usage?: number[];
+  signs?: SignReadback;
+  scaleRange?: [number, number];
+}
+
+class Tracer {
+  /** Every constant read, to count the subgraph's overhead. */
+  readonly touched = new Map<TensorProto, ConstRef>();
+  private steps = 0;
+
+  constructor(private readonly readExternal: ExternalDataReader | undefined) {}
+
+  private step(): void {
+    if (++this.steps > 10_000) fail("the decode subgraph is too deep (a cycle?)");
+  }
+
+  node(scope: Scope, name: string, what: string): { node: NodeProto; scope: Scope } {
+    this.step();
+    const p = resolve(scope, name);
+    if (!p) return fail(`${what}: no value ${JSON.stringify(name)} in scope`);
+    if (p.kind !== "node") return fail(`${what}: ${JSON.stringify(name)} is ${p.kind === "input" ? "a graph input" : "a constant"}, not computed by a node`);
+    return { node: p.node, scope: p.scope };
+  }
+
+  /** The constant `name` reads, or undefined when a node computes it. */
+  maybeConst(scope: Scope, name: string): ConstRef | undefined {
+    this.step();
+    const p = resolve(scope, name);
+    if (!p || (p.kind !== "initializer" && p.kind !== "constant")) return undefined;
+    const c = constRef(p);
+    this.touched.set(c.tensor, c);
+    return c;
+  }
+
+  const(scope: Scope, name: string, what: string): ConstRef {
+    return this.maybeConst(scope, name) ?? fail(`${what}: ${JSON.stringify(name)} is not a stored tensor`);
+  }
+
+  ints(c: ConstRef): number[] {
+    return intValues(c.tensor, this.readExternal);
+  }
+
+  scalar(c: ConstRef, what: string): number {
+    const v = this.ints(c);
+    if (v.length !== 1) fail(`${what}: ${JSON.stringify(c.name)} is not a scalar`);
+    return v[0]!;
+  }
+
+  /** Reshape's target shape (opset 5+: an input; earlier: an attribute). */
+  reshapeShape(n: NodeProto, scope: Scope): number[] {
+    if (n.input[1]) return this.ints(this.const(scope, n.input[1], "Reshape shape"));
+    const a = n.attribute.find((x) => x.name === "shape");
+    return a ? a.ints.map(Number) : fail("a Reshape without a shape");
+  }
+
+  /** A one-axis Slice [0, end) with step 1, as the writer emits it at any opset: its axis and end. */
+  slice(n: NodeProto, scope: Scope): { axis: number; end: number } {
+    let axes: number[] | undefined;
+    let starts: number[];
+    let ends: number[];
+    let steps: number[] | undefined;
+    if (n.input.length > 1) {
+      starts = this.ints(this.const(scope, n.input[1]!, "Slice starts"));
+      ends = this.ints(this.const(scope, n.input[2] ?? "", "Slice ends"));
+      if (n.input[3]) axes = this.ints(this.const(scope, n.input[3], "Slice axes"));
+      if (n.input[4]) steps = this.ints(this.const(scope, n.input[4], "Slice steps"));
+    } else {
+      const attr = (name: string) => n.attribute.find((a) => a.name === name)?.ints.map(Number);
+      starts = attr("starts") ?? [];
+      ends = attr("ends") ?? [];
+      axes = attr("axes");
+    }
+    axes ??= starts.map((_, i) => i);
+    if (axes.length !== 1 || starts.length !== 1 || ends.length !== 1 || starts[0] !== 0 || (steps && steps[0] !== 1))
+      fail("a Slice the decode subgraph does not write (not one axis from 0 with step 1)");
+    return { axis: axes[0]!, end: ends[0]! };
+  }
+
+  /** Follows Cast, Slice, Reshape([-1]) and one lookup-table Gather back to a packed tensor. */
+  plane(scope: Scope, name: string, what: string): Plane {
+    let limit: number | undefined;
+    let lut: ConstRef | undefined;
+    for (let depth = 0; depth < 16; depth++) {
+      const c = this.maybeConst(scope, name);
+      if (c) {
+        const ref: PlaneRef = { packed: c, lut, limit };
+        return this.planeReader(ref, what);
+      }
+      const { node: n, scope: s } = this.node(scope, name, what);
+      scope = s;
+      if (isOp(n, "Cast")) name = n.input[0] ?? "";
+      else if (isOp(n, "Slice")) {
+        const { axis, end } = this.slice(n, scope);
+        if (axis !== 0 && axis !== -1) fail(`${what}: a Slice on axis ${axis} of a flat plane`);
+        limit = limit === undefined ? end : Math.min(limit, end);
+        name = n.input[0] ?? "";
+      } else if (isOp(n, "Reshape")) {
+        const shape = this.reshapeShape(n, scope);
+        if (shape.length !== 1) fail(`${what}: a Reshape to [${shape.join(", ")}] inside the unpacking`);
+        name = n.input[0] ?? "";
+      } else if (isOp(n, "Gather")) {
+        if (lut) fail(`${what}: two lookup-table Gathers`);
+        lut = this.const(scope, n.input[0] ?? "", `${what} lookup table`);
+        name = n.input[1] ?? "";
+      } else return fail(`${what}: unexpected ${n.opType} node ${JSON.stringify(n.name || n.output[0])}`);
+    }
+    return fail(`${what}: too many unpacking steps`);
+  }
+
+  private planeReader(ref: PlaneRef, what: string): Plane {
+    const packed = packedValues(ref.packed.tensor, this.readExternal);
+    if (!ref.lut) {
+      const width = dtypeBits(ref.packed.tensor.dataType) ?? fail(`${what}: ${JSON.stringify(ref.packed.name)} has no fixed width`);
+      return { ref, width, available: packed.length, value: (i) => packed[i]! };
+    }
+    const lutDims = tensorDims(ref.lut.tensor);
+    const per = lutDims[1] ?? 0;
+    if (lutDims.length !== 2 || lutDims[0] !== 256 || ![1, 2, 4, 8].includes(per))
+      fail(`${what}: the lookup table ${JSON.stringify(ref.lut.name)} is [${lutDims.join(", ")}], not [256, 1|2|4|8]`);
+    if (ref.packed.tensor.dataType !== DT.UINT8) fail(`${what}: ${JSON.stringify(ref.packed.name)} is ${dtypeName(ref.packed.tensor.dataType)}, not packed uint8`);
+    const table = this.ints(ref.lut);
+    return { ref, width: 8 / per, available: packed.length * per, value: (i) => table[packed[Math.floor(i / per)]! * per + (i % per)]! };
+  }
+
+  /** An index expression: a sum of planes, each possibly multiplied by a constant 2^shift. */
+  indexTerms(scope: Scope, name: string, depth = 0): { plane: Plane; mult: number }[] {
+    if (depth > 32) fail("the index expression is too deep");
+    const c = this.maybeConst(scope, name);
+    if (!c) {
+      const { node: n, scope: s } = this.node(scope, name, "index");
+      if (isOp(n, "Add")) return [...this.indexTerms(s, n.input[0] ?? "", depth + 1), ...this.indexTerms(s, n.input[1] ?? "", depth + 1)];
+      if (isOp(n, "Mul")) {
+        const [a, b] = [n.input[0] ?? "", n.input[1] ?? ""];
+        const ca = this.maybeConst(s, a);
+        const cb = this.maybeConst(s, b);
+        const k = cb ?? ca ?? fail("index: a Mul by a computed value");
+        const m = this.scalar(k, "index shift");
+        return this.indexTerms(s, k === cb ? a : b, depth + 1).map((t) => ({ plane: t.plane, mult: t.mult * m }));
+      }
+    }
+    return [{ plane: this.plane(scope, name, "index plane"), mult: 1 }];
+  }
+}
+
+const part = (kind: StoredPartKind, c: ConstRef, extra: Partial<StoredTensor> = {}): StoredTensor => ({
+  kind,
+  name: c.name,
+  storage: c.storage,
+  graphPath: c.graphPath,
+  dtype: dtypeName(c.tensor.dataType),
+  dims: tensorDims(c.tensor),
+  bytes: declaredBytes(c.tensor) ?? 0,
+  ...extra,
+});
+
+const sameInts = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Reads the decode subgraph whose last node is `out` (in `scope`). Throws Malformed when it is not one. */
+function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataReader | undefined): Traced {
+  const tr = new Tracer(readExternal);
+  let n = out;
+  let s = scope;
+  const next = (what: string) => ({ node: n, scope: s } = tr.node(s, n.input[0] ?? "", what));
+  let dtype: number = DT.FLOAT;
+  if (isOp(n, "Cast")) {
+    dtype = Number(n.attribute.find((a) => a.name === "to")?.i ?? 0);
+    next("weight");
+  }
+  if (!isOp(n, "Reshape")) return fail(`the weight is written by a ${n.opType} node, not by a decode subgraph's Reshape`);
+  const dims = tr.reshapeShape(n, s);
+  next("layout");
+  let transposed = false;
+  let convTransposeGroups: number | undefined;
+  if (isOp(n, "Transpose")) {
+    const perm = n.attribute.find((a) => a.name === "perm")?.ints.map(Number) ?? [];
+    transposed = true;
+    if (sameInts(perm, [0, 2, 1])) {
+      next("layout");
+      if (!isOp(n, "Reshape")) fail("a ConvTranspose layout without its group Reshape");
+      const g = tr.reshapeShape(n, s);
+      if (g.length !== 3) fail(`a group Reshape to [${g.join(", ")}]`);
+      convTransposeGroups = g[0]!;
+    } else if (!sameInts(perm, [1, 0])) fail(`a Transpose with perm [${perm.join(", ")}]`);
+    next("row matrix");
+  }
+  let sliceCols: number | undefined;
+  if (isOp(n, "Slice")) {
+    const { axis, end } = tr.slice(n, s);
+    if (axis !== 1 && axis !== -1) fail(`the padding is cut on axis ${axis}, not 1`);
+    sliceCols = end;
+    next("row matrix");
+  }
+  const bytes: StoredBytes = { codebook: 0, indices: 0, signs: 0, values: 0, scales: 0, total: 0, other: 0 };
+  const tensors: StoredTensor[] = [];
+  const luts = new Map<TensorProto, ConstRef>();
+  const parts = new Set<TensorProto>();
+  const add = (t: StoredTensor, c: ConstRef, field: keyof StoredBytes) => {
+    parts.add(c.tensor);
+    tensors.push(t);
+    bytes[field] += t.bytes;
+    bytes.total += t.bytes;
+  };
+  const usePlane = (p: Plane, count: number, what: string) => {
+    if (p.available < count || (p.ref.limit !== undefined && p.ref.limit < count))
+      fail(`${what} ${JSON.stringify(p.ref.packed.name)} holds ${Math.min(p.available, p.ref.limit ?? Infinity)} fields, fewer than the ${count} the weight needs`);
+    if (p.ref.lut) luts.set(p.ref.lut.tensor, p.ref.lut);
+  };
+  let result: Omit<Traced, "dims" | "dtype" | "transposed" | "convTransposeGroups" | "tensors" | "lookupTables" | "bytes">;
+
+  if (isOp(n, "Reshape")) {
+    // SSVQ / VQ: Reshape(values [count, d], [rows, paddedCols]).
+    const shape = tr.reshapeShape(n, s);
+    if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the row matrix Reshape to [${shape.join(", ")}]`);
+    const [rows, paddedCols] = shape as [number, number];
+    const cols = sliceCols ?? paddedCols;
+    if (!(cols > 0 && cols <= paddedCols)) fail(`${cols} columns of a ${paddedCols}-column padded row matrix`);
+    next("values");
+    let gather: { node: NodeProto; scope: Scope } | undefined;
+    let signName: string | undefined;
+    const isCodebookGather = (name: string) => {
+      const p = resolve(s, name);
+      return p?.kind === "node" && isOp(p.node, "Gather") ? { node: p.node, scope: p.scope } : undefined;
+    };
+    if (isOp(n, "Gather")) gather = { node: n, scope: s };
+    else if (isOp(n, "Mul")) {
+      // values = Gather(codebook, index) * Reshape(signs, [count, d])
+      const g0 = isCodebookGather(n.input[0] ?? "");
+      const g1 = isCodebookGather(n.input[1] ?? "");
+      const pick = g0 ? 0 : g1 ? 1 : fail("the signed values are not a codebook Gather times signs");
+      gather = pick === 0 ? g0 : g1;
+      signName = n.input[1 - pick] ?? "";
+    } else fail(`the values come from a ${n.opType} node, not a codebook Gather`);
+    const gn = gather!.node;
+    if (Number(gn.attribute.find((a) => a.name === "axis")?.i ?? 0n) !== 0) fail("the codebook Gather is not on axis 0");
+    let cb = tr.maybeConst(gather!.scope, gn.input[0] ?? "");
+    if (!cb) {
+      const c = tr.node(gather!.scope, gn.input[0] ?? "", "codebook");
+      if (!isOp(c.node, "Cast")) fail(`the codebook comes from a ${c.node.opType} node`);
+      cb = tr.const(c.scope, c.node.input[0] ?? "", "codebook");
+    }
+    const cbDims = tensorDims(cb.tensor);
+    if (cbDims.length !== 2) fail(`the codebook ${JSON.stringify(cb.name)} is [${cbDims.join(", ")}], not [k, d]`);
+    const [k, d] = cbDims as [number, number];
+    if (!(k >= 1 && d >= 1) || paddedCols % d !== 0) fail(`a [${k}, ${d}] codebook for ${paddedCols}-column padded rows`);
+    const count = (rows * paddedCols) / d;
+    checkCarries(cb.tensor, readExternal);
+    const cbValues = tensorToFloat32(cb.tensor, readExternal);
+    const codebook: number[][] = [];
+    for (let j = 0; j < k; j++) codebook.push(Array.from(cbValues.subarray(j * d, (j + 1) * d)));
+    const cbBits = dtypeBits(cb.tensor.dataType)!;
+    add(part("codebook", cb), cb, "codebook");
+    let fieldBits = k * d * cbBits;
+
+    const terms = tr.indexTerms(gather!.scope, gn.input[1] ?? "");
+    const usage = new Array<number>(k).fill(0);
+    for (const t of terms) {
+      usePlane(t.plane, count, "the index plane");
+      const shift = Math.log2(t.mult);
+      add(part("indices", t.plane.ref.packed, { width: t.plane.width, ...(Number.isInteger(shift) ? { shift } : {}), fields: count }), t.plane.ref.packed, "indices");
+      fieldBits += t.plane.width * count;
+    }
+    for (let i = 0; i < count; i++) {
+      let idx = 0;
+      for (const t of terms) idx += t.mult * t.plane.value(i);
+      if (!(idx >= 0 && idx < k)) fail(`sub-vector ${i} has index ${idx}, outside the ${k}-entry codebook`);
+      usage[idx]!++;
+    }
+
+    let signs: SignReadback | undefined;
+    if (signName !== undefined) {
+      const r = tr.node(s, signName, "signs");
+      if (!isOp(r.node, "Reshape")) fail(`the signs come from a ${r.node.opType} node, not a Reshape to [count, d]`);
+      const sshape = tr.reshapeShape(r.node, r.scope);
+      if (!sameInts(sshape, [count, d])) fail(`the signs are reshaped to [${sshape.join(", ")}], not [${count}, ${d}]`);
+      const plane = tr.plane(r.scope, r.node.input[0] ?? "", "the sign plane");
+      const elements = count * d;
+      usePlane(plane, elements, "the sign plane");
+      add(part("signs", plane.ref.packed, { width: plane.width, fields: elements }), plane.ref.packed, "signs");
+      fieldBits += plane.width * elements;
+      let negative = 0;
+      for (let r0 = 0; r0 < rows; r0++)
+        for (let c = 0; c < cols; c++) if (plane.value(r0 * paddedCols + c) < 0) negative++;
+      const weights = rows * cols;
+      signs = { negative, weights, fraction: weights ? negative / weights : 0 };
+    }
+    result = { mode: signs ? "ssvq" : "vq", rows, cols, paddedCols, k, d, fieldBits, codebook, usage, signs };
+  } else if (isOp(n, "Mul")) {
+    // INT: Mul(Reshape(q, [rows, cols]), scales [rows, 1]).
+    const c0 = tr.maybeConst(s, n.input[0] ?? "");
+    const c1 = tr.maybeConst(s, n.input[1] ?? "");
+    const scalesRef = c1 ?? c0 ?? fail("the dequantizing Mul has no stored scales");
+    const r = tr.node(s, (scalesRef === c1 ? n.input[0] : n.input[1]) ?? "", "quantized values");
+    if (!isOp(r.node, "Reshape")) fail(`the quantized values come from a ${r.node.opType} node, not a Reshape to [rows, cols]`);
+    const shape = tr.reshapeShape(r.node, r.scope);
+    if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the quantized values are reshaped to [${shape.join(", ")}]`);
+    const [rows, cols] = shape as [number, number];
+    if (sliceCols !== undefined) fail("an INT decode with a padding Slice");
+    checkCarries(scalesRef.tensor, readExternal);
+    const scales = tensorToFloat32(scalesRef.tensor, readExternal);
+    if (scales.length !== rows) fail(`${scales.length} scales for ${rows} rows`);
+    let qName = r.node.input[0] ?? "";
+    let offset = 0;
+    const sub = resolve(r.scope, qName);
+    if (sub?.kind === "node" && isOp(sub.node, "Sub")) {
+      offset = tr.scalar(tr.const(sub.scope, sub.node.input[1] ?? "", "INT4 offset"), "INT4 offset");
+      qName = sub.node.input[0] ?? "";
+    }
+    const plane = tr.plane(r.scope, qName, "the quantized values");
+    const elements = rows * cols;
+    usePlane(plane, elements, "the quantized values");
+    let mode: Mode;
+    if (plane.width === 8 && offset === 0 && plane.ref.packed.tensor.dataType === DT.INT8) mode = "int8";
+    else if (plane.width === 4 && offset === 8) mode = "int4";
+    else return fail(`quantized values of ${plane.width} bits with offset ${offset}: neither INT8 nor INT4`);
+    add(part(mode, plane.ref.packed, { width: plane.width, fields: elements }), plane.ref.packed, "values");
+    add(part("scales", scalesRef), scalesRef, "scales");
+    const fieldBits = plane.width * elements + scales.length * (dtypeBits(scalesRef.tensor.dataType) ?? 32);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of scales) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    result = { mode, rows, cols, fieldBits, scaleRange: [lo, hi] };
+  } else return fail(`the row matrix comes from a ${n.opType} node: not a decode subgraph`);
+
+  if (elementCount(dims) !== result.rows * result.cols)
+    fail(`the weight's shape [${dims.join(", ")}] does not hold the ${result.rows} x ${result.cols} row matrix`);
+  for (const tensor of tr.touched.keys()) if (!parts.has(tensor) && !luts.has(tensor)) bytes.other += declaredBytes(tensor) ?? 0;
+  return { ...result, dims, dtype, transposed, convTransposeGroups, tensors, lookupTables: [...luts.values()], bytes };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Metadata.
+
+function parseJson(text: string, key: string, problems: string[]): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    problems.push(`${key} is not valid JSON (${e instanceof Error ? e.message : String(e)})`);
+    return undefined;
+  }
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+
+function parseConfig(text: string, problems: string[]): ReadbackConfig | undefined {
+  const raw = parseJson(text, "ssvq.config", problems);
+  if (raw === undefined) return undefined;
+  if (!isRecord(raw)) {
+    problems.push("ssvq.config is not a JSON object");
+    return undefined;
+  }
+  const config: ReadbackConfig = { ...raw };
+  const expect: Record<string, "string" | "number" | "boolean"> = { mode: "string", k: "number", d: "number", seed: "number", kmeansIters: "number", format: "string", finetune: "boolean" };
+  for (const [key, type] of Object.entries(expect))
+    if (key in config && typeof config[key] !== type) {
+      problems.push(`ssvq.config's ${key} is ${JSON.stringify(config[key])}, not a ${type}`);
+      delete config[key];
+    }
+  return config;
+}
+
+function parseLayers(text: string, problems: string[]): LayerMetadata[] {
+  const raw = parseJson(text, "ssvq.layers", problems);
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) {
+    problems.push("ssvq.layers is not a JSON array");
+    return [];
+  }
+  const out: LayerMetadata[] = [];
+  raw.forEach((e, i) => {
+    if (!isRecord(e) || typeof e["name"] !== "string") {
+      problems.push(`ssvq.layers entry ${i} names no layer`);
+      return;
+    }
+    const m: LayerMetadata = { name: e["name"] };
+    if (typeof e["graphPath"] === "string") m.graphPath = e["graphPath"];
+    if (typeof e["mode"] === "string") m.mode = e["mode"];
+    for (const key of ["k", "d", "bitsPerWeight"] as const) if (typeof e[key] === "number" && Number.isFinite(e[key])) m[key] = e[key] as number;
+    out.push(m);
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * What a compressed model stores, read back from its `ssvq.*` metadata and its decode subgraphs;
+ * undefined for a model without `ssvq.*` metadata. Never throws for a damaged file.
+ */
+export function readBackCompression(model: ModelProto, readExternal?: ExternalDataReader): CompressionReadback | undefined {
+  const meta = new Map(model.metadataProps.filter((p) => p.key.startsWith("ssvq.")).map((p) => [p.key, p.value]));
+  if (meta.size === 0) return undefined;
+  const problems: string[] = [];
+  const version = meta.get("ssvq.version");
+  if (version === undefined) problems.push("ssvq.version is missing");
+  const configText = meta.get("ssvq.config");
+  const config = configText === undefined ? (problems.push("ssvq.config is missing"), undefined) : parseConfig(configText, problems);
+  const layersText = meta.get("ssvq.layers");
+  const entries = layersText === undefined ? (problems.push("ssvq.layers is missing"), []) : parseLayers(layersText, problems);
+
+  let candidates: Candidate[] = [];
+  try {
+    candidates = model.graph ? findCandidates(model) : [];
+  } catch (e) {
+    problems.push(`the graph could not be scanned: ${message(e)}`);
+  }
+  const layers: LayerReadback[] = [];
+  const layerLuts = new Map<LayerReadback, ConstRef[]>();
+  for (const entry of entries) {
+    const c = candidates.find((x) => !x.used && x.name === entry.name && (entry.graphPath === undefined || x.graphPath === entry.graphPath));
+    if (!c) {
+      layers.push({
+        name: entry.name,
+        graphPath: entry.graphPath ?? "",
+        stored: "missing",
+        ...metadataFacts(entry),
+        metadata: entry,
+        consumers: [],
+        tensors: [],
+        lookupTables: [],
+        problem: `ssvq.layers lists ${JSON.stringify(entry.name)}, but no Conv, ConvTranspose, Gemm or MatMul reads a weight of that name`,
+      });
+      continue;
+    }
+    c.used = true;
+    layers.push(readLayer(c, entry, config, readExternal, layerLuts));
+  }
+  // Decode subgraphs the metadata does not list (or all of them, when ssvq.layers is unreadable).
+  for (const c of candidates) {
+    if (c.used || c.producer.kind !== "node") continue;
+    let traced: Traced;
+    try {
+      traced = traceDecode(c.producer.node, c.producer.scope, readExternal);
+    } catch {
+      continue; // a weight computed by other nodes, not a decode subgraph
+    }
+    const layer = fromTraced(c, traced, undefined, config, layerLuts);
+    layer.problem = joinProblems(layer.problem, "a decode subgraph that ssvq.layers does not list");
+    layers.push(layer);
+  }
+
+  const luts = new Map<TensorProto, { name: string; bytes: number }>();
+  let storedBytes = 0;
+  let weights = 0;
+  let fieldBits = 0;
+  let fieldWeights = 0;
+  let compressedLayers = 0;
+  for (const l of layers) {
+    if (l.stored === "missing") continue;
+    compressedLayers++;
+    weights += l.weights ?? 0;
+    storedBytes += l.bytes?.total ?? 0;
+    if (l.bits && l.weights) {
+      fieldBits += l.bits.fieldBits;
+      fieldWeights += l.weights;
+    }
+    for (const ref of layerLuts.get(l) ?? []) luts.set(ref.tensor, { name: ref.name, bytes: declaredBytes(ref.tensor) ?? 0 });
+  }
+  return {
+    ...(version !== undefined ? { version } : {}),
+    ...(config ? { config } : {}),
+    layers,
+    totals: {
+      compressedLayers,
+      compressedWeights: weights,
+      storedBytes,
+      lookupTableBytes: [...luts.values()].reduce((a, l) => a + l.bytes, 0),
+      lookupTables: [...luts.values()].map((l) => l.name),
+      ...(fieldWeights ? { bitsPerWeight: fieldBits / fieldWeights } : {}),
+    },
+    problems,
+  };
+}
+
+const joinProblems = (...p: (string | undefined)[]): string | undefined => p.filter((x) => x).join("; ") || undefined;
+
+/** What the metadata alone says of a layer: its mode, k and d. */
+function metadataFacts(entry: LayerMetadata): Pick<LayerReadback, "mode" | "k" | "d"> {
+  return {
+    ...(entry.mode !== undefined && MODES.includes(entry.mode) ? { mode: entry.mode as Mode } : {}),
+    ...(entry.k !== undefined ? { k: entry.k } : {}),
+    ...(entry.d !== undefined ? { d: entry.d } : {}),
+  };
+}
+
+/** The row layout the first consumer reads the weight in, or why there is none. */
+function consumerLayout(c: Candidate, dims: number[]) {
+  const node = c.consumerNodes[0];
+  return node ? rowLayout(node.opType, node, dims) : "no consumer";
+}
+
+function readLayer(
+  c: Candidate,
+  entry: LayerMetadata,
+  config: ReadbackConfig | undefined,
+  readExternal: ExternalDataReader | undefined,
+  layerLuts: Map<LayerReadback, ConstRef[]>,
+): LayerReadback {
+  const base = {
+    name: c.name,
+    graphPath: c.graphPath,
+    ...metadataFacts(entry),
+    metadata: entry,
+    opType: c.consumers[0]?.opType,
+    consumers: c.consumers,
+    tensors: [],
+    lookupTables: [],
+  };
+  const p = c.producer;
+  if (p.kind === "initializer" || p.kind === "constant") {
+    const dims = tensorDims(p.tensor);
+    const layout = consumerLayout(c, dims);
+    const shape = typeof layout === "string" ? {} : { rows: layout.rows, cols: layout.cols, groups: layout.groups, weights: layout.rows * layout.cols };
+    return {
+      ...base,
+      stored: "dense",
+      dims,
+      dtype: dtypeName(p.tensor.dataType),
+      ...shape,
+      problem: joinProblems(
+        typeof layout === "string" ? layout : undefined,
+        config?.format !== undefined && config.format !== "dense" ? `ssvq.config says format ${config.format}, but the weight is stored dense (no decode subgraph)` : undefined,
+      ),
+    };
+  }
+  if (p.kind !== "node") return { ...base, stored: "missing", problem: "the weight is a graph input" };
+  try {
+    return fromTraced(c, traceDecode(p.node, p.scope, readExternal), entry, config, layerLuts);
+  } catch (e) {
+    return { ...base, stored: "subgraph", problem: `the decode subgraph cannot be read: ${message(e)}` };
+  }
+}
+
+function fromTraced(
+  c: Candidate,
+  t: Traced,
+  entry: LayerMetadata | undefined,
+  config: ReadbackConfig | undefined,
+  layerLuts: Map<LayerReadback, ConstRef[]>,
+): LayerReadback {
+  const problems: string[] = [];
+  const layout = consumerLayout(c, t.dims);
+  let groups = t.convTransposeGroups ?? 1;
+  if (typeof layout === "string") problems.push(layout);
+  else {
+    groups = layout.groups;
+    if (layout.rows !== t.rows || layout.cols !== t.cols)
+      problems.push(`${c.consumers[0]!.node} reads the weight as ${layout.rows} x ${layout.cols}, the decode subgraph writes ${t.rows} x ${t.cols}`);
+    if (layout.transposed !== t.transposed) problems.push(`${c.consumers[0]!.node} reads the weight ${layout.transposed ? "" : "un"}transposed, the decode subgraph writes it otherwise`);
+    if (t.convTransposeGroups !== undefined && t.convTransposeGroups !== layout.groups)
+      problems.push(`the decode subgraph writes ${t.convTransposeGroups} groups, ${c.consumers[0]!.node} has ${layout.groups}`);
+  }
+  const weights = t.rows * t.cols;
+  const bitsPerWeight = t.fieldBits / weights;
+  const mbpw = entry?.bitsPerWeight;
+  const matches = mbpw !== undefined && Math.abs(bitsPerWeight - mbpw) <= 1e-9 * Math.max(1, Math.abs(mbpw));
+  if (entry) {
+    if (entry.mode !== undefined && entry.mode !== t.mode) problems.push(`ssvq.layers says mode ${entry.mode}, the decode subgraph is ${t.mode}`);
+    if (entry.k !== undefined && t.k !== undefined && entry.k !== t.k) problems.push(`ssvq.layers says k=${entry.k}, the codebook has ${t.k} entries`);
+    if (entry.d !== undefined && t.d !== undefined && entry.d !== t.d) problems.push(`ssvq.layers says d=${entry.d}, the codebook's sub-vectors have ${t.d}`);
+    if (mbpw !== undefined && !matches) problems.push(`ssvq.layers says ${mbpw} bits/weight, the stored tensors make ${bitsPerWeight}`);
+  }
+  if (config?.format === "dense") problems.push("ssvq.config says format dense, but the weight has a decode subgraph");
+  const unused: number[] = [];
+  t.usage?.forEach((u, j) => {
+    if (u === 0) unused.push(j);
+  });
+  const layer: LayerReadback = {
+    name: c.name,
+    graphPath: c.graphPath,
+    stored: "subgraph",
+    mode: t.mode,
+    ...(t.k !== undefined ? { k: t.k, d: t.d } : {}),
+    ...(entry ? { metadata: entry } : {}),
+    opType: c.consumers[0]?.opType,
+    consumers: c.consumers,
+    dims: t.dims,
+    dtype: dtypeName(t.dtype),
+    rows: t.rows,
+    cols: t.cols,
+    ...(t.paddedCols !== undefined ? { paddedCols: t.paddedCols } : {}),
+    groups,
+    weights,
+    tensors: t.tensors,
+    lookupTables: t.lookupTables.map((l) => l.name),
+    bytes: t.bytes,
+    bits: {
+      fieldBits: t.fieldBits,
+      storedBits: 8 * t.bytes.total,
+      bitsPerWeight,
+      storedBitsPerWeight: (8 * t.bytes.total) / weights,
+      ...(mbpw !== undefined ? { metadataBitsPerWeight: mbpw } : {}),
+      matchesMetadata: matches,
+    },
+    ...(t.codebook ? { codebook: t.codebook, usage: t.usage, unusedCodewords: unused } : {}),
+    ...(t.signs ? { signs: t.signs } : {}),
+    ...(t.scaleRange ? { scaleRange: t.scaleRange } : {}),
+    ...(problems.length ? { problem: problems.join("; ") } : {}),
+  };
+  layerLuts.set(layer, t.lookupTables);
+  return layer;
+}
