@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
 import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
 
-export type JobOutcome = Extract<WorkerEvent, { type: "result" }> | Extract<WorkerEvent, { type: "error" }>;
+export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "error" }>;
 
 export interface JobOptions {
   onEvent?: (e: WorkerEvent) => void;
@@ -59,7 +59,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     let disconnected = !child.connected;
     child.on("message", (e: WorkerEvent) => {
       if (e.type === "stage") lastStage = e.stage;
-      if (e.type === "result" || e.type === "error") outcome = e;
+      if (e.type === "result" || e.type === "inspection" || e.type === "error") outcome = e;
       else opts.onEvent?.(e);
     });
     child.on("error", (err) => {
@@ -80,7 +80,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     function settle(code: number | null, signal: NodeJS.Signals | null): void {
       if (settled) return;
       settled = true;
-      if (!outcome || (cancelled && outcome.type !== "result")) {
+      if (!outcome || (cancelled && outcome.type === "error")) {
         if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
         else {
           const oom = outOfMemory;
@@ -117,7 +117,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
 
 /** Temporary files of a worker that ended early (see io/write-atomic.ts for their names). */
 function removePartialOutputs(spec: JobSpec, pid: number | undefined): void {
-  if (pid === undefined) return;
+  if (pid === undefined || spec.kind !== "compress") return;
   const out = spec.out ?? defaultOutput(spec.input);
   for (const target of [out, reportPathFor(out)]) {
     const dir = dirname(target);

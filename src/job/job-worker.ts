@@ -5,8 +5,9 @@
 import { isCancelledError, isInputError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
 import { compressFile } from "../io/compress-file.js";
+import { inspectFile } from "../io/inspect-file.js";
 import { createThreadPool } from "../io/pool.js";
-import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
+import type { ClientMessage, CompressJobSpec, JobSpec, WorkerEvent } from "./protocol.js";
 
 const controller = new AbortController();
 let lastStage = "starting";
@@ -20,6 +21,15 @@ function send(e: WorkerEvent): Promise<void> {
 }
 
 async function run(spec: JobSpec): Promise<void> {
+  if (spec.kind === "inspect") {
+    lastStage = "inspect";
+    await send({ type: "inspection", inspection: inspectFile(spec.input) });
+    return;
+  }
+  await compress(spec);
+}
+
+async function compress(spec: CompressJobSpec): Promise<void> {
   const pool = createThreadPool(spec.threads);
   try {
     const onProgress = (e: ProgressEvent) => {
@@ -35,7 +45,8 @@ async function run(spec: JobSpec): Promise<void> {
         void send({
           type: "progress",
           stage: lastStage,
-          fraction: e.index / e.count,
+          // Quantizing announces a layer as it starts, fine-tuning as it ends.
+          fraction: (e.index + (lastStage === "quantize" ? 0 : 1)) / e.count,
           layer: { index: e.index, count: e.count, name: e.name },
         });
     };

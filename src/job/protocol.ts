@@ -5,6 +5,7 @@
 import type { CompressConfig, Report } from "../core/report.js";
 import type { FreezeCheck } from "../core/ssvq/finetune.js";
 import type { DataOptions } from "../io/compress-file.js";
+import type { ModelInspection } from "../io/inspect-file.js";
 
 /** What to run. Paths are absolute or relative to the worker's working directory (the client's). */
 export interface CompressJobSpec {
@@ -23,7 +24,13 @@ export interface CompressJobSpec {
   compare?: "vq";
 }
 
-export type JobSpec = CompressJobSpec;
+/** Read a model and summarise it (`ssvq inspect --json`): the inspector's data, parsed away from the editor. */
+export interface InspectJobSpec {
+  kind: "inspect";
+  input: string;
+}
+
+export type JobSpec = CompressJobSpec | InspectJobSpec;
 
 /** Client -> worker. */
 export type ClientMessage = { type: "start"; spec: JobSpec } | { type: "cancel" };
@@ -47,7 +54,10 @@ export type WorkerEvent =
   /** One progressive-freezing check of a layer (iteration, loss, relative output error, flips, freezing). */
   | ({ type: "freezeCheck"; layer: string } & FreezeCheck)
   | { type: "log"; level: LogLevel; text: string }
+  /** A compress job's outcome: the report, and the files written (none for a dry run). */
   | { type: "result"; report: Report; outPath?: string; reportPath?: string }
+  /** An inspect job's outcome. */
+  | { type: "inspection"; inspection: ModelInspection }
   | {
       type: "error";
       /** "input": bad input (exit 2); "cancelled"; "internal": a bug or a crash (exit 1). */
