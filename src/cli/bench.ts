@@ -7,6 +7,7 @@ import { runCaptureBench } from "./bench-capture.js";
 import { runQualityBench } from "./bench-quality.js";
 import { runFinetuneKernelBench } from "./bench-finetune.js";
 import { measurePipeline, runPipelineBench } from "./bench-pipeline.js";
+import { runInspectBench } from "./bench-inspect.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -19,7 +20,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -36,6 +37,9 @@ export const benchCommand: Command = {
     "           --no-kernels skips the kernels): seconds per stage and peak RSS",
     "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
     "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
+    "  inspect  the SSVQ Inspector's summary of a generated model of --mb megabytes (default 100): the",
+    "           inspect job from request to summary message (--runs 5), and the extension's activation in",
+    "           a fresh process with a stand-in vscode module (time, modules loaded: no onnxruntime)",
   ].join("\n"),
   options: {
     mb: { type: "string" },
@@ -50,6 +54,7 @@ export const benchCommand: Command = {
     layers: { type: "string" },
     "pipeline-child": { type: "string" },
     models: { type: "string" },
+    runs: { type: "string" },
     "no-kernels": { type: "boolean" },
   },
   positionals: [1, 1],
@@ -107,6 +112,9 @@ export const benchCommand: Command = {
       }
       case "capture":
         ctx.out(JSON.stringify(await runCaptureBench()));
+        return 0;
+      case "inspect":
+        ctx.out(JSON.stringify(await runInspectBench({ megabytes: num(values["mb"], "mb", 100), runs: num(values["runs"], "runs", 5) })));
         return 0;
       case "simulate":
         ctx.out(JSON.stringify(await runSimulateBench()));

@@ -484,9 +484,27 @@ function inlineExternal(model: ModelProto, readExternal?: ExternalDataReader): v
 function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): void {
   const entries: Record<string, string> = {
     "ssvq.version": VERSION,
-    "ssvq.config": JSON.stringify({ mode: c.mode, k: c.k, d: c.d, seed: c.seed, kmeansIters: c.kmeansIters, format: c.format, finetune: c.finetune }),
+    "ssvq.config": JSON.stringify({
+      mode: c.mode,
+      k: c.k,
+      d: c.d,
+      seed: c.seed,
+      kmeansIters: c.kmeansIters,
+      format: c.format,
+      finetune: c.finetune,
+      ...(c.finetune && c.finetuning ? { finetuning: c.finetuning } : {}),
+      ...(c.sequential ? { sequential: true } : {}),
+    }),
+    // graphPath tells apart weights of the same name in different If/Loop/Scan bodies.
     "ssvq.layers": JSON.stringify(
-      sel.map((s) => ({ name: s.weight.name, mode: s.report!.mode, k: s.report!.k, d: s.report!.d, bitsPerWeight: s.report!.bits.bitsPerWeight })),
+      sel.map((s) => ({
+        name: s.weight.name,
+        ...(s.weight.graphPath ? { graphPath: s.weight.graphPath } : {}),
+        mode: s.report!.mode,
+        k: s.report!.k,
+        d: s.report!.d,
+        bitsPerWeight: s.report!.bits.bitsPerWeight,
+      })),
     ),
   };
   model.metadataProps = [

@@ -1,0 +1,89 @@
+/**
+ * What a running compression has done so far, folded from the worker's events: the stage, the layer, the
+ * stage's and the whole run's fraction, and every event in order (a panel opened late replays them).
+ * No VS Code import: the status bar, the notification and the panel read it.
+ */
+import type { CompressJobSpec, WorkerEvent } from "../job/protocol.js";
+
+/** Relative cost of each stage, for the whole run's fraction (measured on the fixtures, roughly). */
+const STAGE_WEIGHTS: Record<string, number> = {
+  capture: 2,
+  read: 0.2,
+  quantize: 3,
+  finetune: 6,
+  write: 0.5,
+  evaluate: 1.5,
+  compare: 6,
+  simulate: 0.5,
+};
+
+/** The stages a job will go through, in order. */
+export function plannedStages(spec: CompressJobSpec): string[] {
+  const c = spec.config;
+  const calib = !spec.dryRun && (spec.data?.calib !== undefined || c.finetune) && !c.sequential;
+  return [
+    ...(calib ? ["capture"] : []),
+    "read",
+    ...(spec.dryRun ? [] : ["quantize"]),
+    ...(!spec.dryRun && c.finetune ? ["finetune"] : []),
+    ...(spec.dryRun ? [] : ["write"]),
+    ...(!spec.dryRun && spec.data?.eval ? ["evaluate"] : []),
+    ...(!spec.dryRun && spec.compare ? ["compare"] : []),
+    ...(spec.simulate ? ["simulate"] : []),
+  ];
+}
+
+export interface LayerPosition {
+  index: number;
+  count: number;
+  name: string;
+}
+
+export class JobProgress {
+  readonly stages: string[];
+  stage = "starting";
+  /** Fraction of the current stage, 0 to 1. */
+  stageFraction = 0;
+  layer: LayerPosition | undefined;
+  /** Every event but the outcome, in order. */
+  readonly events: WorkerEvent[] = [];
+  warnings: string[] = [];
+
+  constructor(spec: CompressJobSpec) {
+    this.stages = plannedStages(spec);
+  }
+
+  add(e: WorkerEvent): void {
+    if (e.type === "result" || e.type === "inspection" || e.type === "error") return;
+    this.events.push(e);
+    if (e.type === "stage") {
+      this.stage = e.stage;
+      this.stageFraction = 0;
+      this.layer = undefined;
+    } else if (e.type === "progress") {
+      if (e.stage !== this.stage) {
+        this.stage = e.stage;
+        this.layer = undefined;
+      }
+      this.stageFraction = Math.min(1, Math.max(0, e.fraction));
+      if (e.layer) this.layer = e.layer;
+    } else if (e.type === "log" && e.level === "warning") this.warnings.push(e.text);
+  }
+
+  /** The whole run's fraction, 0 to 1, from the stages' weights. */
+  overallFraction(): number {
+    const weight = (s: string) => STAGE_WEIGHTS[s] ?? 1;
+    const total = this.stages.reduce((a, s) => a + weight(s), 0);
+    const at = this.stages.indexOf(this.stage);
+    if (at < 0 || total === 0) return 0;
+    const before = this.stages.slice(0, at).reduce((a, s) => a + weight(s), 0);
+    return Math.min(1, (before + weight(this.stage) * this.stageFraction) / total);
+  }
+
+  /** "finetune 3/12 conv2 45%": the stage, the layer, the stage's percentage. */
+  text(): string {
+    const layer = this.layer ? ` ${this.layer.index + 1}/${this.layer.count} ${this.layer.name}` : "";
+    const pct = this.stage === "starting" ? "" : ` ${Math.floor(100 * this.stageFraction)}%`;
+    return `${this.stage}${layer}${pct}`;
+  }
+}
