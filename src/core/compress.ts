@@ -31,7 +31,17 @@ import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
 import { indexBits, packFields, packPlane } from "./ssvq/pack.js";
 import { isIntQuantized, quantizeRows, reconstructRows, relativeError, usageHistogram, type Quantized, type VqQuantized } from "./ssvq/quantize.js";
-import { applyFinetune, resolveFinetuneOptions, type FinetuneResult, type FinetuneTaskInput, type FreezeCheck } from "./ssvq/finetune.js";
+import {
+  applyFinetune,
+  createCheckRecord,
+  finetuneCheckCount,
+  readCheckRecord,
+  resolveFinetuneOptions,
+  type FinetuneOptions,
+  type FinetuneResult,
+  type FinetuneTaskInput,
+  type FreezeCheck,
+} from "./ssvq/finetune.js";
 import { serialMap } from "./tasks.js";
 import { VERSION } from "../version.js";
 
@@ -213,9 +223,92 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   return { model: out, report, reconstructed };
 }
 
+/** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */
+export const LIVE_CHECK_POLL_MS = 150;
+
+/**
+ * Emits the "freezeCheck" events of the layers being fine-tuned as their checks happen: each layer's task
+ * gets a check record (`createCheckRecord`) that it fills on its thread, and a timer reads the records of
+ * the running layers. Each check is emitted once, in iteration order per layer; when a layer's task has
+ * ended, `finish` emits the checks not emitted yet (from the record, then, should it have been too small,
+ * from the result), so that a layer's events are exactly its result's `stats.checks`. Without a thread
+ * pool (or while the orchestrating thread is busy) the checks simply come later. Reading never changes a
+ * result.
+ */
+class LiveChecks {
+  private readonly running = new Map<Float64Array, { layer: string; emitted: number }>();
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private failure: { error: unknown } | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly onProgress: (e: ProgressEvent) => void,
+    private readonly options: FinetuneOptions,
+  ) {}
+
+  /** A record for one layer's task input, polled from now until `finish`. */
+  start(layer: string): Float64Array {
+    const record = createCheckRecord(finetuneCheckCount(this.options));
+    this.running.set(record, { layer, emitted: 0 });
+    if (!this.timer && !this.failure && !this.closed) {
+      this.timer = setInterval(() => this.pollAll(), LIVE_CHECK_POLL_MS);
+      // The tasks keep the process alive, not this timer.
+      (this.timer as { unref?: () => void }).unref?.();
+    }
+    return record;
+  }
+
+  /** After the layer's task has ended: emits the checks not emitted yet; stops polling the record. */
+  finish(record: Float64Array, checks: readonly FreezeCheck[]): void {
+    this.rethrow();
+    const entry = this.running.get(record);
+    if (!entry) return;
+    this.poll(record);
+    this.running.delete(record);
+    if (this.running.size === 0) this.stopTimer();
+    for (let i = entry.emitted; i < checks.length; i++) this.onProgress({ kind: "freezeCheck", layer: entry.layer, ...checks[i]! });
+    entry.emitted = Math.max(entry.emitted, checks.length);
+  }
+
+  /** Stops polling (a run that failed or was cancelled). */
+  close(): void {
+    this.closed = true;
+    this.stopTimer();
+    this.running.clear();
+  }
+
+  private poll(record: Float64Array): void {
+    const entry = this.running.get(record)!;
+    const fresh = readCheckRecord(record, entry.emitted);
+    // Counted before emitting: a listener that throws does not get the same check again.
+    entry.emitted += fresh.length;
+    for (const c of fresh) this.onProgress({ kind: "freezeCheck", layer: entry.layer, ...c });
+  }
+
+  private pollAll(): void {
+    try {
+      for (const record of this.running.keys()) this.poll(record);
+    } catch (error) {
+      // A listener that throws fails the run (as it would on the orchestrating thread), at the next layer end.
+      this.failure ??= { error };
+      this.stopTimer();
+    }
+  }
+
+  private rethrow(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
 /**
  * Fine-tunes every SSVQ/VQ layer that has calibration statistics, as many layers at a time as the map
- * has threads (in a fixed order, so results do not depend on the threads), with events per check.
+ * has threads (in a fixed order, so results do not depend on the threads), with an event per check as it
+ * happens (`LiveChecks`) and one per layer when it is done (after its checks).
  */
 async function finetune(sel: Selected[], run: CompressRun, warnings: string[], checkCancel: () => void): Promise<void> {
   const options = run.config.finetuning ?? resolveFinetuneOptions();
@@ -226,44 +319,54 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
   const ready = todo.filter((s) => run.stats?.has(s.weight.name));
   const map = run.map ?? serialMap;
-  if (run.config.sequential) {
-    if (!run.sequentialStats) throw new Error("the sequential variant needs sequentialStats");
-    const compressed = new Map<string, Float32Array>();
-    for (const [index, s] of todo.entries()) {
-      checkCancel();
-      const seq = await run.sequentialStats(s.weight, compressed);
-      if (seq) {
-        const t0 = performance.now();
-        const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
-          { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized, options, engine: run.productEngine },
-        ]);
-        const errorBefore = seq.outputError(reconstructRows(s.q!));
-        apply(s, r!, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
-      } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
-      run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
-      compressed.set(weightKey(s.weight), s.stored!);
+  const live = run.onProgress ? new LiveChecks(run.onProgress, options) : undefined;
+  /** Fine-tunes one layer as one task; its checks are emitted on the way (`live`). */
+  const tune = async (s: Selected, input: Omit<FinetuneTaskInput, "options" | "engine" | "progress">): Promise<FinetuneResult> => {
+    const progress = live?.start(s.weight.name);
+    const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
+      { ...input, options, engine: run.productEngine, ...(progress ? { progress } : {}) },
+    ]);
+    checkCancel();
+    if (progress) live!.finish(progress, r!.stats.checks);
+    return r!;
+  };
+  try {
+    if (run.config.sequential) {
+      if (!run.sequentialStats) throw new Error("the sequential variant needs sequentialStats");
+      const compressed = new Map<string, Float32Array>();
+      for (const [index, s] of todo.entries()) {
+        checkCancel();
+        const seq = await run.sequentialStats(s.weight, compressed);
+        if (seq) {
+          const t0 = performance.now();
+          const r = await tune(s, { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized });
+          const errorBefore = seq.outputError(reconstructRows(s.q!));
+          apply(s, r, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
+        } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
+        run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+        compressed.set(weightKey(s.weight), s.stored!);
+      }
+      return;
     }
-    return;
+    // Every layer is its own task, the largest first, so that the pool's queue keeps all threads busy
+    // (a layer's result depends on that layer alone: the order only changes when events arrive).
+    const cost = (x: Selected) => x.weight.layout.rows * x.weight.layout.cols * x.weight.layout.cols;
+    const order = ready.map((_, i) => i).sort((a, b) => cost(ready[b]!) - cost(ready[a]!) || a - b);
+    let done = 0;
+    await Promise.all(
+      order.map(async (index) => {
+        const s = ready[index]!;
+        const stat = run.stats!.get(s.weight.name)!;
+        const t0 = performance.now();
+        const r = await tune(s, { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized });
+        const seconds = (performance.now() - t0) / 1000;
+        run.onProgress?.({ kind: "layer", index: done++, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+        apply(s, r, seconds);
+      }),
+    );
+  } finally {
+    live?.close();
   }
-  // Every layer is its own task, the largest first, so that the pool's queue keeps all threads busy
-  // (a layer's result depends on that layer alone: the order only changes when events arrive).
-  const cost = (x: Selected) => x.weight.layout.rows * x.weight.layout.cols * x.weight.layout.cols;
-  const order = ready.map((_, i) => i).sort((a, b) => cost(ready[b]!) - cost(ready[a]!) || a - b);
-  let done = 0;
-  await Promise.all(
-    order.map(async (index) => {
-      const s = ready[index]!;
-      const stat = run.stats!.get(s.weight.name)!;
-      const t0 = performance.now();
-      const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
-        { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized, options, engine: run.productEngine },
-      ]);
-      checkCancel();
-      const seconds = (performance.now() - t0) / 1000;
-      run.onProgress?.({ kind: "layer", index: done++, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
-      apply(s, r!, seconds);
-    }),
-  );
 
   function apply(s: Selected, r: FinetuneResult, seconds: number, sequential?: { before: number; after: (wHat: Float32Array) => number }): void {
     const w = s.weight;
@@ -291,7 +394,6 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
         seconds,
       },
     };
-    for (const c of r.stats.checks) run.onProgress?.({ kind: "freezeCheck", layer: w.name, ...c });
   }
 }
 
@@ -492,7 +594,7 @@ function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): voi
       kmeansIters: c.kmeansIters,
       format: c.format,
       finetune: c.finetune,
-      ...(c.finetune && c.finetuning ? { finetuning: c.finetuning } : {}),
+      ...(c.finetune ? { finetuning: c.finetuning ?? resolveFinetuneOptions() } : {}),
       ...(c.sequential ? { sequential: true } : {}),
     }),
     // graphPath tells apart weights of the same name in different If/Loop/Scan bodies.

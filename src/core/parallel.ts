@@ -14,6 +14,10 @@
  *    which are shared: big read-only arrays (the points of k-means) go there so they are not copied per
  *    task, and a task may write its results into a shared array, each task into its own disjoint range.
  *    Writes into any other input array are lost under a thread pool: never rely on them;
+ *  - a task may also report progress through a shared array that it alone writes and the caller only
+ *    reads while the task runs (the fine-tuning check record, `createCheckRecord` in ssvq/finetune.ts):
+ *    it publishes an entry by an Atomics store of the count after writing the entry, the caller loads the
+ *    count with Atomics first; what the caller reads there must never change a result;
  *  - outputs are moved back (their non-shared buffers are transferred, not copied).
  */
 import type { TaskName } from "./tasks.js";

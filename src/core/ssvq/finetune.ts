@@ -51,7 +51,7 @@
  *    setting.
  */
 import { CancelledError, InputError } from "../errors.js";
-import type { ParallelMap } from "../parallel.js";
+import { sharedArray, type ParallelMap } from "../parallel.js";
 import { SignFreezer, freezeThreshold, validateFreezeOptions, type FreezeOptions } from "./freeze.js";
 import { symmMulBlocked } from "./gemm-kernels.js";
 import { wasmAvailable, WasmSymmMul } from "./gemm-wasm.js";
@@ -782,6 +782,86 @@ export interface FinetuneTaskInput extends FinetuneInput {
    * without one, or when it is not registered there, the default (WebAssembly) engine.
    */
   engine?: string;
+  /**
+   * A check record (`createCheckRecord`, backed by a SharedArrayBuffer) the task publishes every check
+   * into as it happens, so that the caller can read them while the task still runs (`readCheckRecord`).
+   * Write-only for the task and read-only for the caller: it never changes the result.
+   */
+  progress?: Float64Array;
+}
+
+/*
+ * The check record: a side channel from a running "finetune.layer" task to the thread that started it
+ * (parallel.ts: a shared array the task alone writes). Float64 elements:
+ *   [0]                         header; its 8 bytes as two int32: [0] the number of checks published
+ *                               (written last, with Atomics.store), [1] unused (0)
+ *   [1 + i * CHECK_RECORD_FIELDS + f]   check i, field f: iteration, loss, relativeError, flips,
+ *                               newlyFrozen, frozenFraction, threshold (NaN for null)
+ * A check's fields are written before the count that publishes it, and the reader loads the count with
+ * Atomics.load first, so it never sees a half-written check. float64 holds every field exactly: the
+ * checks read back are the same numbers as the result's `stats.checks`.
+ */
+
+/** Float64 fields per check in a check record. */
+export const CHECK_RECORD_FIELDS = 7;
+
+/** How many checks a run with these options records (at most; none when the layer has nothing to fit). */
+export function finetuneCheckCount(o: Pick<FinetuneOptions, "iters" | "freeze">): number {
+  if (o.iters <= 0) return 0;
+  const every = o.freeze?.every ?? defaultFreezeEvery(o.iters);
+  return Math.ceil(o.iters / every);
+}
+
+/** An empty check record for up to `capacity` checks, backed by a SharedArrayBuffer. */
+export function createCheckRecord(capacity: number): Float64Array {
+  if (!Number.isInteger(capacity) || capacity < 0) throw new InputError(`a check record holds an integer >= 0 of checks, not ${capacity}`);
+  return sharedArray(Float64Array, 1 + capacity * CHECK_RECORD_FIELDS);
+}
+
+function checkRecordCount(record: Float64Array): Int32Array {
+  return new Int32Array(record.buffer, record.byteOffset, 2);
+}
+
+function validateCheckRecord(record: Float64Array): void {
+  if (!(record instanceof Float64Array) || record.length < 1 || (record.length - 1) % CHECK_RECORD_FIELDS !== 0)
+    throw new InputError(`fine-tuning: a check record has 1 + ${CHECK_RECORD_FIELDS} x checks float64 values`);
+}
+
+/** Publishes one more check; false (and nothing written) when the record is full. */
+export function writeCheckRecord(record: Float64Array, check: FreezeCheck): boolean {
+  const count = checkRecordCount(record);
+  const i = Atomics.load(count, 0);
+  const at = 1 + i * CHECK_RECORD_FIELDS;
+  if (at + CHECK_RECORD_FIELDS > record.length) return false;
+  record[at] = check.iteration;
+  record[at + 1] = check.loss;
+  record[at + 2] = check.relativeError;
+  record[at + 3] = check.flips;
+  record[at + 4] = check.newlyFrozen;
+  record[at + 5] = check.frozenFraction;
+  record[at + 6] = check.threshold ?? NaN;
+  Atomics.store(count, 0, i + 1);
+  return true;
+}
+
+/** The checks published so far, from index `from` on, in order. */
+export function readCheckRecord(record: Float64Array, from = 0): FreezeCheck[] {
+  const published = Atomics.load(checkRecordCount(record), 0);
+  const out: FreezeCheck[] = [];
+  for (let i = Math.max(0, from); i < published; i++) {
+    const at = 1 + i * CHECK_RECORD_FIELDS;
+    const threshold = record[at + 6]!;
+    out.push({
+      iteration: record[at]!,
+      loss: record[at + 1]!,
+      relativeError: record[at + 2]!,
+      flips: record[at + 3]!,
+      newlyFrozen: record[at + 4]!,
+      frozenFraction: record[at + 5]!,
+      threshold: Number.isNaN(threshold) ? null : threshold,
+    });
+  }
+  return out;
 }
 
 const productEngines = new Map<string, ProductEngine>();
@@ -797,7 +877,10 @@ export function registerProductEngine(engine: ProductEngine): void {
 /** The "finetune.layer" task (`tasks.ts`). */
 export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult | Promise<FinetuneResult> {
   const engine = input.engine !== undefined ? productEngines.get(input.engine) : undefined;
-  return engine ? finetuneLayerWith(engine, input, input.options) : finetuneLayer(input, input.options);
+  const record = input.progress;
+  if (record) validateCheckRecord(record);
+  const hooks: FinetuneHooks = record ? { onCheck: (check) => void writeCheckRecord(record, check) } : {};
+  return engine ? finetuneLayerWith(engine, input, input.options, hooks) : finetuneLayer(input, input.options, hooks);
 }
 
 /**
