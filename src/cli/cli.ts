@@ -11,9 +11,10 @@ import { compressCommand } from "./compress.js";
 import { simulateCommand } from "./simulate.js";
 import { demoCommand } from "./demo.js";
 import { evalCommand } from "./eval.js";
+import { reportCommand } from "./report.js";
 import { VERSION } from "../version.js";
 
-const COMMANDS: Command[] = [compressCommand, evalCommand, inspectCommand, simulateCommand, demoCommand, benchCommand];
+const COMMANDS: Command[] = [compressCommand, evalCommand, inspectCommand, simulateCommand, reportCommand, demoCommand, benchCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
