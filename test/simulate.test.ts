@@ -274,9 +274,11 @@ test("simulate command (run): --json prints the issue's shape; the table has a r
     const values: OptionValues = { json: true, formats: "fp16,int8,ssvq", preset: "ethos-u55-256" };
     assert.equal(await simulateCommand.run(values, [path], ctx), 0);
     const doc = JSON.parse(out.join("\n"));
-    assert.deepEqual(Object.keys(doc), ["preset", "config", "layers", "totals", "speedup"]);
+    assert.deepEqual(Object.keys(doc), ["preset", "config", "layers", "totals", "speedup", "gemms"]);
     assert.equal(doc.preset, "ethos-u55-256");
     assert.equal(doc.layers.length, 3 * 3);
+    // The GEMM shapes simulated, one per layer, to re-simulate on other presets without the model.
+    assert.deepEqual(doc.gemms.map((g: { name: string; M: number; K: number; N: number }) => [g.M, g.K, g.N]), [[1, 256, 256], [1, 256, 256], [1, 256, 256]]);
     const l = doc.layers[0];
     assert.deepEqual(Object.keys(l).slice(0, 10), ["name", "M", "K", "N", "format", "computeCycles", "dramBytes", "decodeCycles", "latencyCycles", "bound"]);
     assert.deepEqual(Object.keys(l.dramBytes), ["weights", "ifmap", "ofmap"]);
@@ -351,8 +353,9 @@ test("ssvq simulate (bundled CLI): JSON on stdout, exit 0", { skip: skipCli }, (
     const r = ssvq(["simulate", path, "--shape", "tokens=1,1,64", "--formats", "int8,ssvq", "--k", "16", "--d", "8", "--json"]);
     assert.equal(r.status, 0, r.stderr);
     const doc = JSON.parse(r.stdout);
-    assert.deepEqual(Object.keys(doc), ["preset", "config", "layers", "totals", "speedup"]);
+    assert.deepEqual(Object.keys(doc), ["preset", "config", "layers", "totals", "speedup", "gemms"]);
     assert.equal(doc.layers.length, 2 * (2 * 6 + 1));
+    assert.equal(doc.gemms.length, 2 * 6 + 1);
     const table = ssvq(["simulate", fixture("scalesim", "topology_resnet18_first5.csv"), "--cfg", fixture("scalesim", "os32_calc", "scale.cfg")]);
     assert.equal(table.status, 0, table.stderr);
     assert.match(table.stdout, /^Conv1 .* 158,421 C/m);

@@ -15,7 +15,7 @@ export async function runJob(spec: CompressJobSpec, ctx: CliContext): Promise<Jo
   try {
     const outcome = await job.outcome;
     if (outcome.type === "result") return outcome;
-    if (outcome.type === "inspection") throw new Error("a compress job ended with an inspection");
+    if (outcome.type !== "error") throw new Error(`a compress job ended with ${outcome.type}`);
     if (outcome.kind === "cancelled") throw new CancelledError();
     if (outcome.kind === "input") throw new InputError(outcome.message);
     const err = new Error(outcome.message);

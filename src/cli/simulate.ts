@@ -6,6 +6,7 @@
 import { FORMATS, type Format } from "../core/accel/params.js";
 import { DEFAULT_PRESET, presetNames } from "../core/accel/presets.js";
 import type { Bound } from "../core/accel/simulate.js";
+import { reportKD } from "../core/accel/report-latency.js";
 import {
   DEFAULT_FORMATS,
   perLayerFromReport,
@@ -103,7 +104,8 @@ export const simulateCommand: Command = {
     "  --shape NAME=DIMS  shape of a model input with dynamic dimensions, e.g. input=1,3,224,224 (repeatable)",
     `  --formats LIST     comma-separated, of ${FORMATS.join(", ")} (default ${DEFAULT_FORMATS.join(",")})`,
     "  --k K --d D        VQ/SSVQ codebook size and sub-vector length (default 16 and 8: 1.5 bits/weight SSVQ)",
-    "  --report FILE      take the VQ/SSVQ bits of each layer from a compression report (<name>.ssvq.json);",
+    "  --report FILE      take the VQ/SSVQ bits of each layer from a compression report (<name>.ssvq.json),",
+    "                     VQ's from its --compare vq run, and (k, d) for the rest from the report;",
     "                     a .ssvq.onnx model gives them by itself (its ssvq.* metadata)",
     "  --json             print the results as JSON",
   ].join("\n"),
@@ -121,9 +123,11 @@ export const simulateCommand: Command = {
   positionals: [1, 1],
   async run(values, [path], ctx: CliContext) {
     const report = typeof values["report"] === "string" ? readReport(values["report"]) : undefined;
-    const run = await runSimulate(values, path!, report ? { perLayer: perLayerFromReport(report) } : {});
+    // A report gives the per-layer bits, and its own (k, d) for layers and formats it does not cover.
+    const kd = report && values["k"] === undefined && values["d"] === undefined ? reportKD(report) : undefined;
+    const run = await runSimulate(kd ? { ...values, k: String(kd.k), d: String(kd.d) } : values, path!, report ? { perLayer: perLayerFromReport(report) } : {});
     for (const w of run.warnings) ctx.err(`ssvq simulate: ${w}`);
-    ctx.out(values["json"] ? JSON.stringify(simulationJson(run.result), null, 2) : renderSimulation(run));
+    ctx.out(values["json"] ? JSON.stringify(simulationJson(run.result, run.gemms), null, 2) : renderSimulation(run));
     return 0;
   },
 };

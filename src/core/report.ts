@@ -143,6 +143,11 @@ export interface Report {
     speedup: { vsInt8: Record<string, number>; vsFp16: Record<string, number> };
     [more: string]: unknown;
   };
+  /**
+   * The `ssvq compress` arguments that reproduce this run (the model first, paths absolute; without
+   * --force, --threads and --json, which do not change the result). Absent when run through the library.
+   */
+  command?: string[];
   /** Seconds per stage. */
   timings: Record<string, number>;
   warnings: string[];

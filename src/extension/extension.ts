@@ -1,11 +1,13 @@
 /**
- * VS Code entry point: wires the commands, the status bar, the job registry and the inspector
- * (DESIGN.md section 6b). Activation loads no engine and no onnxruntime: compressing and inspecting run
+ * VS Code entry point: wires the commands, the status bar, the job registry, the inspector and the
+ * panels (DESIGN.md section 6b). Activation loads no engine and no onnxruntime: compressing and inspecting run
  * in the background job process, and the argument parser is loaded on first use.
  */
 import * as vscode from "vscode";
 import { compressCommand } from "./commands/compress.js";
 import { cancelCommand, showJobCommand } from "./commands/showJob.js";
+import { openPanelCommand } from "./commands/openPanel.js";
+import { PanelManager } from "./panel/panelManager.js";
 import { targetModel } from "./commands/targetModel.js";
 import { INSPECTOR_VIEW_TYPE, InspectorProvider } from "./inspector/inspectorProvider.js";
 import { JobRegistry } from "./jobRegistry.js";
@@ -17,7 +19,8 @@ let registry: JobRegistry | undefined;
 export function activate(context: vscode.ExtensionContext): void {
   registry = new JobRegistry(context.extensionPath);
   const jobs = registry;
-  const deps = { registry: jobs, extensionPath: context.extensionPath };
+  const panels = new PanelManager(context, jobs);
+  const deps = { registry: jobs, panels, extensionPath: context.extensionPath };
   // A command that fails unexpectedly says so and logs the stack (VS Code would only log it).
   const command = (id: string, run: (arg: unknown) => unknown) =>
     vscode.commands.registerCommand(id, async (arg: unknown) => {
@@ -32,6 +35,7 @@ export function activate(context: vscode.ExtensionContext): void {
     });
   context.subscriptions.push(
     jobs,
+    panels,
     new JobStatusBar(jobs),
     InspectorProvider.register(context, jobs),
     command("ssvq.compress", (arg) => compressCommand(deps, arg, { chooseSettings: false })),
@@ -41,7 +45,8 @@ export function activate(context: vscode.ExtensionContext): void {
       if (model) await vscode.commands.executeCommand("vscode.openWith", model, INSPECTOR_VIEW_TYPE);
     }),
     command("ssvq.cancel", (arg) => cancelCommand(jobs, arg)),
-    command("ssvq.showJob", (arg) => showJobCommand(jobs, arg)),
+    command("ssvq.showJob", (arg) => showJobCommand(jobs, panels, arg)),
+    command("ssvq.openPanel", (arg) => openPanelCommand(jobs, panels, arg)),
     command("ssvq.showLog", () => ssvqLog().show()),
     { dispose: disposeLog },
   );

@@ -3,7 +3,7 @@
  * stage's and the whole run's fraction, and every event in order (a panel opened late replays them).
  * No VS Code import: the status bar, the notification and the panel read it.
  */
-import type { CompressJobSpec, WorkerEvent } from "../job/protocol.js";
+import type { CompressJobSpec, LayerPosition, WorkerEvent } from "../job/protocol.js";
 
 /** Relative cost of each stage, for the whole run's fraction (measured on the fixtures, roughly). */
 const STAGE_WEIGHTS: Record<string, number> = {
@@ -33,12 +33,6 @@ export function plannedStages(spec: CompressJobSpec): string[] {
   ];
 }
 
-export interface LayerPosition {
-  index: number;
-  count: number;
-  name: string;
-}
-
 export class JobProgress {
   readonly stages: string[];
   stage = "starting";
@@ -48,13 +42,19 @@ export class JobProgress {
   /** Every event but the outcome, in order. */
   readonly events: WorkerEvent[] = [];
   warnings: string[] = [];
+  /** Fine-tuning: iterations per layer, the layers quantized, and how far each layer's checks have come. */
+  private readonly iters: number;
+  private layersQuantized = 0;
+  private readonly iterationByLayer = new Map<string, number>();
 
   constructor(spec: CompressJobSpec) {
     this.stages = plannedStages(spec);
+    // Resolved by the argument parser whenever fine-tuning runs.
+    this.iters = spec.config.finetuning?.iters ?? 0;
   }
 
   add(e: WorkerEvent): void {
-    if (e.type === "result" || e.type === "inspection" || e.type === "error") return;
+    if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "error") return;
     this.events.push(e);
     if (e.type === "stage") {
       this.stage = e.stage;
@@ -65,8 +65,16 @@ export class JobProgress {
         this.stage = e.stage;
         this.layer = undefined;
       }
-      this.stageFraction = Math.min(1, Math.max(0, e.fraction));
+      this.stageFraction = Math.max(this.stage === "finetune" ? this.stageFraction : 0, Math.min(1, Math.max(0, e.fraction)));
       if (e.layer) this.layer = e.layer;
+      if (e.stage === "quantize" && e.layer) this.layersQuantized = e.layer.count;
+    } else if (e.type === "freezeCheck" && this.stage === "finetune") {
+      // Between layers' ends, fine-tuning moves with the checks: the layers' iterations done over all of them.
+      this.iterationByLayer.set(e.layer, Math.max(this.iterationByLayer.get(e.layer) ?? 0, e.iteration));
+      const layers = Math.max(this.layersQuantized, this.iterationByLayer.size);
+      let done = 0;
+      for (const it of this.iterationByLayer.values()) done += this.iters > 0 ? Math.min(1, it / this.iters) : 0;
+      this.stageFraction = Math.max(this.stageFraction, Math.min(1, done / layers));
     } else if (e.type === "log" && e.level === "warning") this.warnings.push(e.text);
   }
 

@@ -5,7 +5,7 @@
 import * as vscode from "vscode";
 import { randomBytes } from "node:crypto";
 
-export type WebviewEntry = "inspector";
+export type WebviewEntry = "inspector" | "panel";
 
 /** The folders a webview may load from. */
 export const webviewRoots = (extensionUri: vscode.Uri): vscode.Uri[] => [vscode.Uri.joinPath(extensionUri, "dist", "webview")];

@@ -42,6 +42,8 @@ export interface CompressFileOptions extends CompressRun {
   data?: DataOptions;
   /** "vq": also compress with conventional VQ at the nearest size not larger, and report both. */
   compare?: "vq";
+  /** The `ssvq compress` arguments of this run, for the report. */
+  command?: string[];
 }
 
 /** One data source as the command line gives it; no path means random inputs shaped from the model. */
@@ -237,10 +239,11 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     const formats = [...new Set(["fp16", "int8", "int4", mode])].join(",");
     const values = { ...o.simulate, formats, ...(mode === "ssvq" || mode === "vq" ? { k: String(o.config.k), d: String(o.config.d) } : {}) };
     const sim = await runSimulate(values, loaded.path, { perLayer: perLayerFromReport(result.report) });
-    result.report.simulation = simulationJson(sim.result) as Report["simulation"];
+    result.report.simulation = simulationJson(sim.result, sim.gemms) as Report["simulation"];
     result.report.warnings.push(...sim.warnings.map((w) => `simulate: ${w}`));
     result.report.timings["simulate"] = (performance.now() - t0) / 1000;
   }
+  if (o.command) result.report.command = o.command;
   if (o.dryRun) return { report: result.report };
   result.report.output = { path: outPath, format: o.config.format };
   // Both files are written to temporary names first; only then, after a last cancel check, renamed.

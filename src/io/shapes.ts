@@ -34,6 +34,8 @@ export interface ShapeRun {
   dims: Map<string, number[]>;
   /** The shapes the inputs were fed with. */
   inputs: Record<string, number[]>;
+  /** With `dynamicAsOne`: the inputs whose dynamic dimensions were taken as 1. */
+  assumed: string[];
 }
 
 /**
@@ -69,8 +71,15 @@ function declaredShape(v: ValueInfoProto): { elemType: number; dims: DeclaredDim
 
 const showDims = (d: readonly DeclaredDim[]): string => `[${d.map((x) => (x === null ? "?" : String(x))).join(", ")}]`;
 
-/** The shape each real graph input is fed with: given, or fully fixed in the model; else an InputError. */
-export function inputShapes(model: ModelProto, given: Readonly<Record<string, number[]>>): Record<string, { elemType: number; dims: number[] }> {
+/**
+ * The shape each real graph input is fed with: given, or fully fixed in the model; else an InputError, or
+ * with `assume` each dynamic dimension taken as 1 (recorded in `assume`, one line per input).
+ */
+export function inputShapes(
+  model: ModelProto,
+  given: Readonly<Record<string, number[]>>,
+  assume?: string[],
+): Record<string, { elemType: number; dims: number[] }> {
   const g = model.graph!;
   const initNames = new Set(g.initializer.map((t) => t.name));
   const real = g.input.filter((i) => !initNames.has(i.name));
@@ -102,6 +111,11 @@ export function inputShapes(model: ModelProto, given: Readonly<Record<string, nu
     if (!decl.dims || decl.dims.some((d) => typeof d !== "number" || d <= 0)) {
       const shown = decl.dims ? showDims(decl.dims) : "of unknown rank";
       const example = decl.dims ? decl.dims.map((d) => (typeof d === "number" && d > 0 ? d : 1)).join(",") : "1,3,224,224";
+      if (assume && decl.dims) {
+        out[input.name] = { elemType: decl.elemType, dims: example.split(",").map(Number) };
+        assume.push(`input ${JSON.stringify(input.name)} has dynamic dimensions ${shown}: simulated as ${input.name}=${example}`);
+        continue;
+      }
       throw new InputError(
         `input ${JSON.stringify(input.name)} has dynamic dimensions ${shown}; give its shape with --shape ${input.name}=${example}`,
       );
@@ -163,6 +177,8 @@ const INLINE_LIMIT = 2 ** 31 - 2 ** 24;
 export interface ShapeOptions {
   /** For models with external data (src/io/model-file.ts loadModel's `readExternal`). */
   readExternal?: ExternalDataReader;
+  /** Take dynamic dimensions not given as 1 (batch 1) instead of refusing; `ShapeRun.assumed` says which. */
+  dynamicAsOne?: boolean;
 }
 
 /**
@@ -177,7 +193,8 @@ export async function measureShapes(
 ): Promise<ShapeRun> {
   const g = model.graph;
   if (!g) throw new InputError("the model has no graph");
-  const feeds = inputShapes(model, given);
+  const assumed: string[] = [];
+  const feeds = inputShapes(model, given, opts.dynamicAsOne ? assumed : undefined);
   const dims = new Map<string, number[]>();
   for (const t of g.initializer) dims.set(t.name, tensorDims(t));
   for (const [name, f] of Object.entries(feeds)) dims.set(name, [...f.dims]);
@@ -232,7 +249,7 @@ export async function measureShapes(
   }
   const inputs: Record<string, number[]> = {};
   for (const [name, f] of Object.entries(feeds)) inputs[name] = f.dims;
-  return { dims, inputs };
+  return { dims, inputs, assumed };
 }
 
 const firstLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.trim();

@@ -14,6 +14,9 @@ import { DEFAULT_PRESET, getPreset } from "../core/accel/presets.js";
 import { readScaleSimConfig, readScaleSimTopology } from "../core/accel/scalesim.js";
 import { simulate, type SimulateOptions, type SimulationResult } from "../core/accel/simulate.js";
 import type { Report } from "../core/report.js";
+import { perLayerFromReport } from "../core/accel/report-latency.js";
+
+export { perLayerFromReport };
 import type { ModelProto } from "../core/onnx/proto.js";
 import { loadModel } from "./model-file.js";
 import { measureShapes, parseShapeSpecs } from "./shapes.js";
@@ -88,6 +91,8 @@ export function resolveParams(values: SimulateValues, topology: boolean): { pres
 
 export interface SimulateRun {
   result: SimulationResult;
+  /** The GEMM layers simulated (shapes measured once; the report keeps them to re-simulate on other presets). */
+  gemms: GemmLayer[];
   warnings: string[];
   k: number;
   d: number;
@@ -96,6 +101,8 @@ export interface SimulateRun {
 /** What a caller can add to the command-line options: the per-layer figures of an actual compression. */
 export interface SimulateExtras {
   perLayer?: SimulateOptions["perLayer"];
+  /** Take dynamic input dimensions not given by --shape as 1 (with a warning) instead of refusing. */
+  dynamicAsOne?: boolean;
 }
 
 /** Everything `ssvq simulate` does short of printing. */
@@ -117,7 +124,8 @@ export async function runSimulate(values: SimulateValues, path: string, extras: 
   } else {
     const loaded = loadModel(path);
     perLayer ??= perLayerFromMetadata(loaded.model);
-    const measured = await measureShapes(loaded.model, parseShapeSpecs(shapes), { readExternal: loaded.readExternal });
+    const measured = await measureShapes(loaded.model, parseShapeSpecs(shapes), { readExternal: loaded.readExternal, dynamicAsOne: extras.dynamicAsOne === true });
+    warnings.push(...measured.assumed);
     const lowered = lowerModel(loaded.model, measured.dims);
     for (const s of lowered.skipped) warnings.push(`layer ${s.name} (${s.opType}) not simulated: ${s.reason}`);
     layers = lowered.layers;
@@ -130,20 +138,14 @@ export async function runSimulate(values: SimulateValues, path: string, extras: 
     }
   }
   const result = simulate(layers, params, { formats, k, d, preset, perLayer });
-  return { result, warnings, k, d };
+  return { result, gemms: layers, warnings, k, d };
 }
 
-export function simulationJson(r: SimulationResult): object {
-  return { preset: r.preset, config: r.config, layers: r.layers, totals: r.totals, speedup: r.speedup };
+/** `ssvq simulate --json` and the report's `simulation`; `gemms` are the shapes simulated, for re-simulating. */
+export function simulationJson(r: SimulationResult, gemms?: readonly GemmLayer[]): object {
+  return { preset: r.preset, config: r.config, layers: r.layers, totals: r.totals, speedup: r.speedup, ...(gemms ? { gemms } : {}) };
 }
 
-
-/** Per-layer bits of an actual SSVQ or VQ compression, from its report, for `SimulateExtras.perLayer`. */
-export function perLayerFromReport(r: Pick<Report, "config" | "layers">): SimulateOptions["perLayer"] {
-  const mode = r.config.mode;
-  if (mode !== "ssvq" && mode !== "vq") return undefined;
-  return { [mode]: Object.fromEntries(r.layers.map((l) => [l.name, { bitsPerWeight: l.bits.bitsPerWeight, k: l.k!, d: l.d! }])) };
-}
 
 /** The per-layer bits a `.ssvq.onnx` records in its metadata (`ssvq.config`, `ssvq.layers`), if any. */
 export function perLayerFromMetadata(model: ModelProto): SimulateOptions["perLayer"] {

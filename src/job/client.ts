@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
 import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
 
-export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "error" }>;
+export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "error" }>;
 
 export interface JobOptions {
   onEvent?: (e: WorkerEvent) => void;
@@ -59,7 +59,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     let disconnected = !child.connected;
     child.on("message", (e: WorkerEvent) => {
       if (e.type === "stage") lastStage = e.stage;
-      if (e.type === "result" || e.type === "inspection" || e.type === "error") outcome = e;
+      if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "error") outcome = e;
       else opts.onEvent?.(e);
     });
     child.on("error", (err) => {

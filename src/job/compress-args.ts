@@ -202,11 +202,35 @@ export const compressCommandOptions = {
   shape: { type: "string", multiple: true },
 } as const;
 
+/** Options whose values are paths (made absolute in the command a report records). */
+const PATH_OPTIONS = new Set(["calib", "eval", "labels", "out", "accel-config"]);
+/** Options that are choices of one run, not of the result: left out of the recorded command. */
+const RUN_ONLY_OPTIONS = new Set(["force", "json", "dry-run", "threads"]);
+
+/**
+ * The arguments after `ssvq compress` that reproduce a run, in a canonical order with absolute paths:
+ * what the report records (`command`), so a report from anywhere gives its command line back.
+ */
+export function canonicalArgs(values: OptionValues, input: string): string[] {
+  const out = [resolve(input)];
+  for (const name of Object.keys(compressCommandOptions)) {
+    const v = values[name];
+    if (v === undefined || RUN_ONLY_OPTIONS.has(name)) continue;
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (one === false) continue;
+      if (one === true) out.push(`--${name}`);
+      else out.push(`--${name}`, PATH_OPTIONS.has(name) ? resolve(String(one)) : String(one));
+    }
+  }
+  return out;
+}
+
 /** The job that `ssvq compress INPUT` with these option values runs; relative paths from the working directory. */
 export function compressSpec(values: OptionValues, input: string): CompressJobSpec {
   const dryRun = values["dry-run"] === true;
   return {
     kind: "compress",
+    command: canonicalArgs(values, input),
     input: resolve(input),
     out: typeof values["out"] === "string" ? resolve(values["out"]) : undefined,
     force: values["force"] === true,

@@ -6,8 +6,10 @@ import { isCancelledError, isInputError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
 import { compressFile } from "../io/compress-file.js";
 import { inspectFile } from "../io/inspect-file.js";
+import { runSimulate, simulationJson } from "../io/simulate-model.js";
+import { LATENCY_FORMATS, perLayerFromReport, reportKD } from "../core/accel/report-latency.js";
 import { createThreadPool } from "../io/pool.js";
-import type { ClientMessage, CompressJobSpec, JobSpec, WorkerEvent } from "./protocol.js";
+import type { ClientMessage, CompressJobSpec, JobSpec, SimulationJson, WorkerEvent } from "./protocol.js";
 
 const controller = new AbortController();
 let lastStage = "starting";
@@ -24,6 +26,15 @@ async function run(spec: JobSpec): Promise<void> {
   if (spec.kind === "inspect") {
     lastStage = "inspect";
     await send({ type: "inspection", inspection: inspectFile(spec.input) });
+    return;
+  }
+  if (spec.kind === "simulate") {
+    lastStage = "simulate";
+    const { k, d } = reportKD(spec.report);
+    const values = { preset: spec.preset, formats: LATENCY_FORMATS.join(","), k: String(k), d: String(d), ...(spec.shape?.length ? { shape: spec.shape } : {}) };
+    // The panel shows batch 1 when the model leaves a dimension open and no ssvq.shape says otherwise.
+    const run = await runSimulate(values, spec.input, { perLayer: perLayerFromReport(spec.report), dynamicAsOne: true });
+    await send({ type: "simulation", simulation: simulationJson(run.result, run.gemms) as SimulationJson, warnings: run.warnings });
     return;
   }
   await compress(spec);
@@ -47,7 +58,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
           stage: lastStage,
           // Quantizing announces a layer as it starts, fine-tuning as it ends.
           fraction: (e.index + (lastStage === "quantize" ? 0 : 1)) / e.count,
-          layer: { index: e.index, count: e.count, name: e.name },
+          layer: { index: e.index, count: e.count, name: e.name, rows: e.rows, cols: e.cols },
         });
     };
     const result = await compressFile({
@@ -59,6 +70,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
       simulate: spec.simulate,
       data: spec.data,
       compare: spec.compare,
+      command: spec.command,
       map: pool,
       signal: controller.signal,
       onProgress,

@@ -24,10 +24,13 @@ export function header(o: { fileName: string; inspection: ModelInspection | unde
         h("vscode-progress-ring", { "aria-hidden": "true" }),
         h("span", { class: "running-text", role: "status" }, `Compressing: ${o.compression.text ?? ""}`),
         h("vscode-button", { id: "cancel", secondary: true }, "Cancel"),
+        h("vscode-button", { id: "open-panel", secondary: true }, "Show Progress"),
         h("vscode-button", { id: "show-log", secondary: true }, "Show Log"),
       )
     : !o.canCompress
-      ? null
+      ? c
+        ? h("div", { class: "actions" }, h("vscode-button", { id: "open-panel", title: "The report of this compression, in the SSVQ panel" }, "Open SSVQ Panel"))
+        : null
       : h(
         "div",
         { class: "actions" },

@@ -96,6 +96,9 @@ app.addEventListener("click", (ev) => {
     case "show-log":
       post({ type: "showLog" });
       break;
+    case "open-panel":
+      post({ type: "openPanel" });
+      break;
   }
 });
 

@@ -17,10 +17,11 @@ import type { JobRegistry, RunningJob } from "../jobRegistry.js";
 import { ensureTrusted } from "../trust.js";
 import { targetModel } from "./targetModel.js";
 import { logEvent, logOutcome } from "./jobLog.js";
-import { revealJob } from "./showJob.js";
+import type { PanelManager } from "../panel/panelManager.js";
 
 export interface CompressDeps {
   registry: JobRegistry;
+  panels: PanelManager;
   extensionPath: string;
 }
 
@@ -37,7 +38,7 @@ export async function compressCommand(deps: CompressDeps, arg: unknown, options:
       show,
       cancel,
     );
-    if (a === show) revealJob(deps.registry, model);
+    if (a === show) deps.panels.showJob(running);
     if (a === cancel) running.cancel();
     return;
   }
@@ -85,6 +86,8 @@ export async function compressCommand(deps: CompressDeps, arg: unknown, options:
   log.info(`  (this extension's copy of ssvq: node ${shellQuote([cli])} compress ...; ${spec.threads} threads)`);
   for (const i of ignored) log.info(`setting not used: ${i}`);
   const job = deps.registry.start(model, args, spec);
+  // The panel follows the run; the editor keeps the focus.
+  deps.panels.showJob(job, true);
   const events = deps.registry.onEvent(({ job: j, event }) => {
     if (j === job) logEvent(log, event);
   });

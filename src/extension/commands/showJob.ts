@@ -1,11 +1,12 @@
 /**
- * "Show SSVQ Compression" (the status-bar item's command) and "Cancel SSVQ Compression": for the model
- * given, the only running job, or one the user picks.
+ * "Show SSVQ Compression" (the status-bar item's command: the job's panel) and "Cancel SSVQ Compression":
+ * for the model given, the only running job, or one the user picks.
  */
 import * as vscode from "vscode";
 import { basename } from "node:path";
 import type { JobRegistry, RunningJob } from "../jobRegistry.js";
 import { ssvqLog } from "../log.js";
+import type { PanelManager } from "../panel/panelManager.js";
 
 async function pickJob(registry: JobRegistry, arg: unknown, verb: string): Promise<RunningJob | undefined> {
   if (arg instanceof vscode.Uri) return registry.get(arg);
@@ -18,15 +19,11 @@ async function pickJob(registry: JobRegistry, arg: unknown, verb: string): Promi
   return pick?.job;
 }
 
-/** Shows a running job: its log (the live panel takes this over once it exists). */
-export function revealJob(_registry: JobRegistry, _model: vscode.Uri): void {
-  ssvqLog().show(true);
-}
-
-export async function showJobCommand(registry: JobRegistry, arg: unknown): Promise<void> {
+/** Shows a running job in its model's panel. */
+export async function showJobCommand(registry: JobRegistry, panels: PanelManager, arg: unknown): Promise<void> {
   const job = await pickJob(registry, arg, "show");
   if (!job) return void ssvqLog().show(true);
-  revealJob(registry, job.model);
+  panels.showJob(job);
 }
 
 export async function cancelCommand(registry: JobRegistry, arg: unknown): Promise<void> {

@@ -72,6 +72,9 @@ export class InspectorProvider implements vscode.CustomReadonlyEditorProvider<In
           case "showLog":
             ssvqLog().show(true);
             break;
+          case "openPanel":
+            void vscode.commands.executeCommand("ssvq.openPanel", document.uri);
+            break;
         }
       }),
       document.onDidChangeFile(() => void sendInspection(Date.now())),
