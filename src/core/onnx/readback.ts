@@ -11,9 +11,10 @@
 import type { Mode } from "../ssvq/quantize.js";
 import { dtypeBits, dtypeName } from "./dtype.js";
 import type { ExternalDataReader } from "./external.js";
-import { create, TensorProto_DataType as DT, TensorProtoSchema, type ModelProto, type NodeProto, type TensorProto } from "./proto.js";
+import { TensorProto_DataType as DT, type ModelProto, type NodeProto, type TensorProto } from "./proto.js";
+import { buildScope, isDefaultDomain, lookup, type Producer, type Scope } from "./scopes.js";
 import { declaredBytes, elementCount, rawBytes, tensorDims, tensorToFloat32 } from "./tensor-data.js";
-import { nodeLabel, walkGraphs, type GraphVisit } from "./walk.js";
+import { nodeLabel, walkGraphs } from "./walk.js";
 import { rowLayout } from "./weights.js";
 
 /** What a stored tensor of a decode subgraph holds. */
@@ -173,67 +174,8 @@ export interface CompressionReadback {
 const MODES: readonly string[] = ["ssvq", "vq", "int4", "int8"];
 const TARGETS = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 
-// ---------------------------------------------------------------------------------------------------
-// Scopes: every name a graph can read, with what produces it.
+const isOp = (n: NodeProto, op: string): boolean => isDefaultDomain(n) && n.opType === op;
 
-interface Scope {
-  visit: GraphVisit;
-  parent?: Scope;
-  names: Map<string, Producer>;
-}
-
-type Producer =
-  | { kind: "initializer"; tensor: TensorProto; scope: Scope }
-  | { kind: "constant"; tensor: TensorProto; node: NodeProto; scope: Scope }
-  | { kind: "node"; node: NodeProto; scope: Scope }
-  | { kind: "input"; scope: Scope };
-
-const isDefault = (n: NodeProto): boolean => n.domain === "" || n.domain === "ai.onnx";
-const isOp = (n: NodeProto, op: string): boolean => isDefault(n) && n.opType === op;
-
-/** The tensor a Constant node yields, in any of its attribute forms. */
-function constantValue(n: NodeProto): TensorProto | undefined {
-  for (const a of n.attribute) {
-    switch (a.name) {
-      case "value":
-        return a.t;
-      case "value_int":
-        return create(TensorProtoSchema, { dims: [], dataType: DT.INT64, int64Data: [a.i] });
-      case "value_ints":
-        return create(TensorProtoSchema, { dims: [BigInt(a.ints.length)], dataType: DT.INT64, int64Data: a.ints });
-      case "value_float":
-        return create(TensorProtoSchema, { dims: [], dataType: DT.FLOAT, floatData: [a.f] });
-      case "value_floats":
-        return create(TensorProtoSchema, { dims: [BigInt(a.floats.length)], dataType: DT.FLOAT, floatData: a.floats });
-    }
-  }
-  return undefined;
-}
-
-function buildScope(visit: GraphVisit, parent: Scope | undefined): Scope {
-  const scope: Scope = { visit, parent, names: new Map() };
-  const g = visit.graph;
-  for (const i of g.input) scope.names.set(i.name, { kind: "input", scope });
-  for (const t of g.initializer) scope.names.set(t.name, { kind: "initializer", tensor: t, scope });
-  for (const n of g.node) {
-    const value = isOp(n, "Constant") ? constantValue(n) : undefined;
-    for (const o of n.output) {
-      if (!o) continue;
-      scope.names.set(o, value ? { kind: "constant", tensor: value, node: n, scope } : { kind: "node", node: n, scope });
-    }
-  }
-  return scope;
-}
-
-function lookup(scope: Scope | undefined, name: string): Producer | undefined {
-  for (let s = scope; s; s = s.parent) {
-    const p = s.names.get(name);
-    if (p) return p;
-  }
-  return undefined;
-}
-
-/** lookup, through Identity nodes; `name` is the value the producer writes. */
 function resolveNamed(scope: Scope, name: string): { producer: Producer; name: string } | undefined {
   let p = lookup(scope, name);
   for (let hops = 0; p && p.kind === "node" && isOp(p.node, "Identity") && hops < 64; hops++) {
@@ -262,7 +204,7 @@ function findCandidates(model: ModelProto): Candidate[] {
     const scope = buildScope(visit, visit.parent ? scopes.get(visit.parent.graph) : undefined);
     scopes.set(visit.graph, scope);
     visit.graph.node.forEach((n, index) => {
-      if (!isDefault(n) || !TARGETS.has(n.opType) || !n.input[1]) return;
+      if (!isDefaultDomain(n) || !TARGETS.has(n.opType) || !n.input[1]) return;
       const r = resolveNamed(scope, n.input[1]);
       if (!r || r.producer.kind === "input") return;
       const p = r.producer;

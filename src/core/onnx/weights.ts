@@ -8,7 +8,8 @@ import { COMPRESSIBLE_TYPES, dtypeName } from "./dtype.js";
 import { externalRef, type ExternalDataRef } from "./external.js";
 import type { GraphProto, ModelProto, NodeProto, TensorProto } from "./proto.js";
 import { elementCount, tensorDims } from "./tensor-data.js";
-import { nodeLabel, walkGraphs, type GraphPath, type GraphVisit } from "./walk.js";
+import { nodeLabel, walkGraphs, type GraphPath } from "./walk.js";
+import { buildScope, lookup, type Producer, type Scope } from "./scopes.js";
 
 export type WeightStorage = "initializer" | "constant";
 export type LayoutKind = "conv" | "convtranspose" | "gemm" | "matmul";
@@ -70,18 +71,6 @@ export interface WeightScan {
   skipped: SkippedWeight[];
 }
 
-type Producer =
-  | { kind: "initializer"; tensor: TensorProto; scope: Scope; alsoGraphInput: boolean }
-  | { kind: "constant"; tensor: TensorProto; node: NodeProto; scope: Scope }
-  | { kind: "node"; node: NodeProto; scope: Scope }
-  | { kind: "input"; scope: Scope };
-
-interface Scope {
-  visit: GraphVisit;
-  parent?: Scope;
-  names: Map<string, Producer>;
-}
-
 const RECURRENT = new Set(["LSTM", "GRU", "RNN"]);
 const QUANTIZED = new Set([
   "QLinearConv",
@@ -96,30 +85,6 @@ const QUANTIZED = new Set([
 const DEQUANTIZE = new Set(["DequantizeLinear", "DynamicQuantizeLinear", "DequantizeBFP"]);
 const TARGETS = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 
-function buildScope(visit: GraphVisit, parent: Scope | undefined): Scope {
-  const scope: Scope = { visit, parent, names: new Map() };
-  const g: GraphProto = visit.graph;
-  const inputNames = new Set(g.input.map((i) => i.name));
-  for (const i of g.input) scope.names.set(i.name, { kind: "input", scope });
-  for (const t of g.initializer)
-    scope.names.set(t.name, { kind: "initializer", tensor: t, scope, alsoGraphInput: inputNames.has(t.name) });
-  for (const n of g.node) {
-    const value = n.opType === "Constant" && n.domain === "" ? n.attribute.find((a) => a.name === "value")?.t : undefined;
-    for (const o of n.output) {
-      if (!o) continue;
-      scope.names.set(o, value ? { kind: "constant", tensor: value, node: n, scope } : { kind: "node", node: n, scope });
-    }
-  }
-  return scope;
-}
-
-function lookup(scope: Scope | undefined, name: string): Producer | undefined {
-  for (let s = scope; s; s = s.parent) {
-    const p = s.names.get(name);
-    if (p) return p;
-  }
-  return undefined;
-}
 
 const attrInt = (n: NodeProto, name: string, dflt: number): number => {
   const a = n.attribute.find((x) => x.name === name);
