@@ -7,12 +7,12 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Frame, Page } from "playwright-core";
-import { cliPath, fixture, repoRoot } from "../helpers/paths.js";
+import { cliPath, fixture } from "../helpers/paths.js";
 import { argmaxRows, fashionImages, runModel } from "../helpers/ort.js";
 import { ssvq } from "../helpers/cli.js";
 import {
@@ -32,39 +32,29 @@ import {
   waitForNotification,
   type CodeServer,
 } from "./harness.js";
+import { makeWorkspace, packageVsix, sleep, tableColumn, tableRows } from "./ssvq-page.js";
 
 const skip = process.env["SSVQ_E2E"] === "0" ? "SSVQ_E2E=0" : false;
 const MODEL = "fashion_lenet5.onnx";
 const OUT = "fashion_lenet5.ssvq.onnx";
 const REPORT = "fashion_lenet5.ssvq.json";
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const work = mkdtempSync(join(tmpdir(), "ssvq-e2e-ext-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 let vsix = "";
 
 /** A folder as a user has it: the model, its data, the settings pointing at them (relative to the model). */
-function makeWorkspace(name: string): string {
-  const ws = join(work, name);
-  mkdirSync(join(ws, ".vscode"), { recursive: true });
-  for (const f of [MODEL, "fashion_tinyvit.onnx", "fashion_test2000_x_u8.npy", "fashion_test2000_y_u8.npy"]) copyFileSync(fixture(f), join(ws, f));
+function workspace(name: string): string {
+  const ws = makeWorkspace(join(work, name), [MODEL, "fashion_tinyvit.onnx", "fashion_test2000_x_u8.npy", "fashion_test2000_y_u8.npy"], {
+    "ssvq.calib": "${workspaceFolder}/fashion_test2000_x_u8.npy",
+    "ssvq.calibRange": "0:512",
+    "ssvq.scale": "1/255",
+    "ssvq.eval": "fashion_test2000_x_u8.npy",
+    "ssvq.evalRange": "512:2000",
+    "ssvq.labels": "fashion_test2000_y_u8.npy",
+  });
   // A damaged model: the first 700 bytes of a real one.
   writeFileSync(join(ws, "damaged.onnx"), readFileSync(fixture(MODEL)).subarray(0, 700));
-  writeFileSync(
-    join(ws, ".vscode", "settings.json"),
-    JSON.stringify(
-      {
-        "ssvq.calib": "${workspaceFolder}/fashion_test2000_x_u8.npy",
-        "ssvq.calibRange": "0:512",
-        "ssvq.scale": "1/255",
-        "ssvq.eval": "fashion_test2000_x_u8.npy",
-        "ssvq.evalRange": "512:2000",
-        "ssvq.labels": "fashion_test2000_y_u8.npy",
-      },
-      null,
-      2,
-    ),
-  );
   return ws;
 }
 
@@ -136,28 +126,10 @@ async function inspectorFrame(page: Page, file: string, selector: string): Promi
   }
 }
 
-/** What page elements are to this test (the test compiles without the DOM's types). */
-interface Cell {
-  dataset: Record<string, string | undefined>;
-  innerText: string;
-}
-interface Row {
-  children: ArrayLike<Cell>;
-}
-
-/** A table column: each cell's exact value (data-value) or its text. */
-const cellValues = (frame: Frame, table: string, column: number) =>
-  frame.locator(`${table} tbody tr`).evaluateAll((rows, c) => rows.map((r) => {
-    const cell = (r as unknown as Row).children[c]!;
-    return cell.dataset["value"] ?? cell.innerText;
-  }), column);
-
 describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
   before(() => {
     // The vsix as users get it.
-    vsix = join(work, "ssvq.vsix");
-    const r = spawnSync("npm", ["run", "package", "--silent", "--", "--out", vsix], { cwd: repoRoot, encoding: "utf8", timeout: 300_000 });
-    if (r.status !== 0) throw new Error(`npm run package failed:\n${r.stdout}\n${r.stderr}`);
+    vsix = packageVsix(join(work, "ssvq.vsix"));
   });
 
   describe("a trusted workspace", () => {
@@ -165,7 +137,7 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
     let page: Page;
     let ws: string;
     before(async () => {
-      ws = makeWorkspace("trusted");
+      ws = workspace("trusted");
       server = await startCodeServer({ workspace: ws, vsix, theme: "Default Dark Modern" });
       ({ page } = await openWorkbench(server));
     });
@@ -294,11 +266,11 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
       };
       const frame = await inspectorFrame(page, MODEL, "#weights-table");
       assert.equal(Number(await frame.locator("#parameter-count").getAttribute("data-value")), expected.parameters.count);
-      assert.deepEqual(await cellValues(frame, "#weights-table", 0), expected.weights.map((w) => w.name));
-      assert.deepEqual(await cellValues(frame, "#weights-table", 4), expected.weights.map((w) => `${w.rows}x${w.cols}`));
-      assert.deepEqual(await cellValues(frame, "#weights-table", 6), expected.weights.map((w) => String(w.elements)));
-      assert.deepEqual(await cellValues(frame, "#ops-table", 0), Object.keys(expected.opCounts));
-      assert.deepEqual((await cellValues(frame, "#ops-table", 1)).map(Number), Object.values(expected.opCounts));
+      assert.deepEqual(await tableColumn(frame, "#weights-table", 0), expected.weights.map((w) => w.name));
+      assert.deepEqual(await tableColumn(frame, "#weights-table", 4), expected.weights.map((w) => `${w.rows}x${w.cols}`));
+      assert.deepEqual(await tableColumn(frame, "#weights-table", 6), expected.weights.map((w) => String(w.elements)));
+      assert.deepEqual(await tableColumn(frame, "#ops-table", 0), Object.keys(expected.opCounts));
+      assert.deepEqual((await tableColumn(frame, "#ops-table", 1)).map(Number), Object.values(expected.opCounts));
       assert.equal(await frame.locator("#compress").count(), 1, "a Compress with SSVQ button");
 
       // The page's HTML: a CSP with a nonce, every script carries it, no inline script or handler.
@@ -326,11 +298,10 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
       };
       const cframe = await inspectorFrame(page, OUT, "#codebooks");
       const layers = compressed.compression.layers;
-      assert.deepEqual(await cellValues(cframe, "#compressed-layers-table", 0), layers.map((l) => l.name));
-      assert.deepEqual((await cellValues(cframe, "#compressed-layers-table", 7)).map(Number), layers.map((l) => l.bits!.bitsPerWeight));
+      assert.deepEqual(await tableColumn(cframe, "#compressed-layers-table", 0), layers.map((l) => l.name));
+      assert.deepEqual((await tableColumn(cframe, "#compressed-layers-table", 7)).map(Number), layers.map((l) => l.bits!.bitsPerWeight));
       const first = layers.find((l) => l.codebook)!;
-      const table = cframe.locator(`.codebook-table[data-layer="${first.name}"]`);
-      const rows = await table.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => Array.from((tr as unknown as Row).children).slice(1, -1).map((td) => Number(td.dataset["value"]))));
+      const rows = (await tableRows(cframe, `.codebook-table[data-layer="${first.name}"]`)).map((r) => r.slice(1, -1).map(Number));
       assert.deepEqual(rows, first.codebook);
       assert.equal(await cframe.locator(`.layer-card[data-layer="${first.name}"] canvas`).count(), 2, "a heatmap and a usage chart");
       await screenshot(page, "inspector-compressed-dark");
@@ -366,7 +337,7 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
     let page: Page;
     let ws: string;
     before(async () => {
-      ws = makeWorkspace("untrusted");
+      ws = workspace("untrusted");
       server = await startCodeServer({ workspace: ws, vsix, trust: false });
       ({ page } = await openWorkbench(server));
     });

@@ -7,58 +7,36 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Frame, Page } from "playwright-core";
 import type { Report } from "../../src/core/report.js";
-import { fixture, repoRoot } from "../helpers/paths.js";
 import { ssvq } from "../helpers/cli.js";
+import { makeWorkspace, packageVsix, sleep, tableRows } from "./ssvq-page.js";
 import { explorerContextMenu, openWorkbench, pickQuickItem, runCommand, screenshot, screenState, startCodeServer, type CodeServer } from "./harness.js";
 
 const skip = process.env["SSVQ_E2E"] === "0" ? "SSVQ_E2E=0" : false;
 const MODEL = "fashion_lenet5.onnx";
 const REPORT = "fashion_lenet5.ssvq.json";
 const SHAPE = "input=1,1,28,28";
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const work = mkdtempSync(join(tmpdir(), "ssvq-e2e-panel-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
-interface Cell {
-  dataset: Record<string, string | undefined>;
-  innerText: string;
-}
-interface Row {
-  dataset: Record<string, string | undefined>;
-  children: ArrayLike<Cell>;
-}
-
-function makeWorkspace(): string {
-  const ws = join(work, "ws");
-  mkdirSync(join(ws, ".vscode"), { recursive: true });
-  for (const f of [MODEL, "fashion_tinyvit.onnx", "fashion_test2000_x_u8.npy", "fashion_test2000_y_u8.npy"]) copyFileSync(fixture(f), join(ws, f));
-  writeFileSync(
-    join(ws, ".vscode", "settings.json"),
-    JSON.stringify(
-      {
-        "ssvq.calib": "fashion_test2000_x_u8.npy",
-        "ssvq.calibRange": "0:512",
-        "ssvq.scale": "1/255",
-        "ssvq.eval": "fashion_test2000_x_u8.npy",
-        "ssvq.evalRange": "512:2000",
-        "ssvq.labels": "fashion_test2000_y_u8.npy",
-        // Long enough to watch the sign-flip chart grow.
-        "ssvq.iters": 3000,
-        "ssvq.preset": "ethos-u55-256",
-        "ssvq.shape": [SHAPE],
-      },
-      null,
-      2,
-    ),
-  );
-  return ws;
+function workspace(): string {
+  return makeWorkspace(join(work, "ws"), [MODEL, "fashion_tinyvit.onnx", "fashion_test2000_x_u8.npy", "fashion_test2000_y_u8.npy"], {
+    "ssvq.calib": "fashion_test2000_x_u8.npy",
+    "ssvq.calibRange": "0:512",
+    "ssvq.scale": "1/255",
+    "ssvq.eval": "fashion_test2000_x_u8.npy",
+    "ssvq.evalRange": "512:2000",
+    "ssvq.labels": "fashion_test2000_y_u8.npy",
+    // Long enough to watch the sign-flip chart grow.
+    "ssvq.iters": 3000,
+    "ssvq.preset": "ethos-u55-256",
+    "ssvq.shape": [SHAPE],
+  });
 }
 
 /** The panel's frame (a webview showing #tabs), for the model named in its header. */
@@ -79,11 +57,6 @@ async function selectTab(frame: Frame, index: number): Promise<void> {
   await frame.locator(`vscode-tab-header[data-tab="${index}"]`).click();
   await sleep(150);
 }
-
-const tableRows = (frame: Frame, selector: string) =>
-  frame.locator(`${selector} tbody tr`).evaluateAll((rows) =>
-    rows.map((r) => Array.from((r as unknown as Row).children).map((c) => c.dataset["value"] ?? c.innerText.trim())),
-  );
 
 /** Waits until the page shows the finished report. */
 async function waitForReport(frame: Frame, timeout = 240_000): Promise<string> {
@@ -123,10 +96,8 @@ describe("the SSVQ panel in code-server", { skip, timeout: 20 * 60_000 }, () => 
   let page: Page;
   let ws: string;
   before(async () => {
-    vsix = join(work, "ssvq.vsix");
-    const r = spawnSync("npm", ["run", "package", "--silent", "--", "--out", vsix], { cwd: repoRoot, encoding: "utf8", timeout: 300_000 });
-    if (r.status !== 0) throw new Error(`npm run package failed:\n${r.stdout}\n${r.stderr}`);
-    ws = makeWorkspace();
+    vsix = packageVsix(join(work, "ssvq.vsix"));
+    ws = workspace();
     server = await startCodeServer({ workspace: ws, vsix, theme: "Default Dark Modern" });
     ({ page } = await openWorkbench(server));
   });
