@@ -8,6 +8,7 @@ import { runQualityBench } from "./bench-quality.js";
 import { runFinetuneKernelBench } from "./bench-finetune.js";
 import { measurePipeline, runPipelineBench } from "./bench-pipeline.js";
 import { runInspectBench } from "./bench-inspect.js";
+import { runPanelBench } from "./bench-panel.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -20,7 +21,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -40,6 +41,11 @@ export const benchCommand: Command = {
     "  inspect  the SSVQ Inspector's summary of a generated model of --mb megabytes (default 100): the",
     "           inspect job from request to summary message (--runs 5), and the extension's activation in",
     "           a fresh process with a stand-in vscode module (time, modules loaded: no onnxruntime)",
+    "  panel    the SSVQ panel's page in headless Chromium (/usr/bin/chromium, playwright-core): a real",
+    "           report of a generated 200-layer model posted into it, each tab drawn (in-page ms); then a",
+    "           real job's 10,000 freezeCheck events forwarded through the extension's EventBatcher",
+    "           (messages, the busiest second, checks shown before the report against those sent);",
+    "           --screenshots DIR saves the views as PNG",
   ].join("\n"),
   options: {
     mb: { type: "string" },
@@ -56,6 +62,7 @@ export const benchCommand: Command = {
     models: { type: "string" },
     runs: { type: "string" },
     "no-kernels": { type: "boolean" },
+    screenshots: { type: "string" },
   },
   positionals: [1, 1],
   async run(values, [which], ctx) {
@@ -118,6 +125,22 @@ export const benchCommand: Command = {
         return 0;
       case "simulate":
         ctx.out(JSON.stringify(await runSimulateBench()));
+        return 0;
+      case "panel":
+        ctx.out(
+          JSON.stringify(
+            await runPanelBench({
+              renderLayers: 200,
+              renderIters: 60,
+              streamLayers: 20,
+              streamChecks: 500,
+              ...(values["threads"] !== undefined ? { threads: num(values["threads"], "threads", 2) } : {}),
+              ...(typeof values["screenshots"] === "string" ? { screenshots: values["screenshots"] } : {}),
+              log: (line) => ctx.err(line),
+              signal: ctx.signal,
+            }),
+          ),
+        );
         return 0;
     }
     throw new InputError(`unknown benchmark ${JSON.stringify(which)}; see 'ssvq bench --help'`);

@@ -274,9 +274,11 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
       assert.equal(await frame.locator("#compress").count(), 1, "a Compress with SSVQ button");
 
       // The page's HTML: a CSP with a nonce, every script carries it, no inline script or handler.
-      const html = await frame.content();
+      // The live document as the page holds it (Frame.content() can see a blank document while VS Code
+      // swaps the webview's inner frame).
+      const html = await frame.locator("html").evaluate((el) => (el as unknown as { outerHTML: string }).outerHTML);
       const csp = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]+)"/)?.[1];
-      assert.ok(csp, "a CSP meta tag");
+      assert.ok(csp, `a CSP meta tag in ${html.slice(0, 1500)}`);
       const nonce = csp!.match(/script-src 'nonce-([^']+)'/)?.[1];
       assert.ok(nonce && nonce.length >= 16, `a nonce in ${csp}`);
       assert.match(csp!, /default-src 'none'/);

@@ -69,17 +69,37 @@ function draw(i: number): void {
 
 let frame = 0;
 let pendingAll = false;
-/** Redraws at most once per frame: the header and the visible view, the others when shown. */
+let lastLiveDraw = 0;
+let liveTimer: ReturnType<typeof setTimeout> | undefined;
+/** A live view (a table of hundreds of checks) is redrawn at most this often while a job streams. */
+const LIVE_REDRAW_MS = 400;
+
+/**
+ * Redraws at most once per frame: the header and the visible view, the others when shown. While a job
+ * streams, the visible view itself at most every LIVE_REDRAW_MS (the header at every batch).
+ */
 function schedule(all: boolean): void {
   pendingAll ||= all;
   if (frame) return;
   frame = requestAnimationFrame(() => {
     frame = 0;
     replaceChildren(headerBox, header(model));
+    const full = pendingAll;
     if (pendingAll) for (let i = 0; i < TABS.length; i++) dirty.add(i);
     else for (const i of LIVE_TABS) dirty.add(i);
     pendingAll = false;
-    if (dirty.has(model.ui.tab)) draw(model.ui.tab);
+    if (!dirty.has(model.ui.tab)) return;
+    const wait = lastLiveDraw + LIVE_REDRAW_MS - performance.now();
+    if (full || wait <= 0) {
+      if (liveTimer) clearTimeout(liveTimer);
+      liveTimer = undefined;
+      lastLiveDraw = performance.now();
+      draw(model.ui.tab);
+    } else liveTimer ??= setTimeout(() => {
+      liveTimer = undefined;
+      lastLiveDraw = performance.now();
+      if (dirty.has(model.ui.tab)) draw(model.ui.tab);
+    }, wait);
   });
 }
 

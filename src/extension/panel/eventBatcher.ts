@@ -48,6 +48,23 @@ export class EventBatcher<T> {
     this.deliver(batch);
   }
 
+  /**
+   * At the end of a stream: waits out the interval, delivers what is pending, and resolves when the next
+   * message may go (so an outcome posted then still keeps the rate).
+   */
+  async drain(): Promise<void> {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, Math.ceil(ms))));
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.pending.length) {
+      while (this.now() < this.last + this.minIntervalMs) await sleep(this.last + this.minIntervalMs - this.now());
+      this.flush();
+    }
+    while (this.now() < this.last + this.minIntervalMs) await sleep(this.last + this.minIntervalMs - this.now());
+  }
+
   /** Counts a message sent outside the batcher (a snapshot), so the next batch keeps its distance. */
   markSent(): void {
     this.last = this.now();

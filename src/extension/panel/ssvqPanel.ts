@@ -115,9 +115,11 @@ export class SsvqPanel extends Disposable {
     this.job = undefined;
   }
 
-  private jobEnded(job: RunningJob, outcome: JobOutcome): void {
+  private async jobEnded(job: RunningJob, outcome: JobOutcome): Promise<void> {
     if (this.job !== job) return;
-    this.batcher?.flush();
+    // The last events, then the outcome, still at most ten messages a second.
+    await this.batcher?.drain();
+    if (this.job !== job) return;
     const command = commandOf(job.args);
     this.detachJob();
     if (outcome.type === "result") {
