@@ -143,13 +143,20 @@ export function createThreadPool(threads: number): ThreadPool {
       slots.clear();
       for (const slot of workers) if (slot.job) fail(slot.job.run, error);
       // Referenced again, so the event loop waits for the workers' exit (an idle worker is unreferenced,
-      // and terminate() resolves on its exit event).
-      await Promise.all(
-        workers.map((slot) => {
-          slot.worker.ref();
-          return slot.worker.terminate();
-        }),
-      );
+      // and terminate() resolves on its exit event). A worker still starting up may hold no reference of
+      // its own yet: a timer keeps the loop alive meanwhile, and a worker that never reports its exit is
+      // given up on after a few seconds rather than hanging the caller.
+      const keepAlive = setInterval(() => {}, 1000);
+      try {
+        await Promise.all(
+          workers.map((slot) => {
+            slot.worker.ref();
+            return Promise.race([slot.worker.terminate(), new Promise((r) => setTimeout(r, 5000).unref())]);
+          }),
+        );
+      } finally {
+        clearInterval(keepAlive);
+      }
     },
   };
 }
