@@ -34,7 +34,7 @@ import { openData } from "../src/io/calib-files.js";
 import { loadModel } from "../src/io/model-file.js";
 import { captureActivations, OrtGram, splitPasses, type CaptureData, type LayerCapture } from "../src/io/capture.js";
 import { modelInputs } from "../src/io/ort.js";
-import { generateCaptureCnn } from "../src/cli/bench-capture.js";
+import { generateCaptureCnn } from "../src/bench/capture.js";
 import { Rng } from "../src/core/rng.js";
 import { repoRoot, fixture } from "./helpers/paths.js";
 import { DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";

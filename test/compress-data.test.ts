@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseNpy } from "../src/core/calib/npy.js";
 import type { Report } from "../src/core/report.js";
-import { generateCaptureCnn } from "../src/cli/bench-capture.js";
+import { generateCaptureCnn } from "../src/bench/capture.js";
 import { compressFile } from "../src/io/compress-file.js";
 import { startJob } from "../src/job/client.js";
 import type { WorkerEvent } from "../src/job/protocol.js";

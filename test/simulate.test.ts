@@ -18,7 +18,7 @@ import { getPreset } from "../src/core/accel/presets.js";
 import { simulate, type SimulationResult } from "../src/core/accel/simulate.js";
 import { encodeModel, type ModelProto } from "../src/core/onnx/proto.js";
 import { measureShapes, parseShapeSpecs } from "../src/io/shapes.js";
-import { buildLinearStack, buildTransformer, DEIT_TINY } from "../src/cli/bench-simulate.js";
+import { buildLinearStack, buildTransformer, DEIT_TINY } from "../src/bench/simulate.js";
 import { simulateCommand } from "../src/cli/simulate.js";
 import type { CliContext, OptionValues } from "../src/cli/command.js";
 

@@ -1,14 +1,14 @@
 import { InputError } from "../core/errors.js";
 import type { Command } from "./command.js";
-import { measureDecode, runIoBench, writeMatMulChain } from "./bench-io.js";
-import { runKmeansBench } from "./bench-kmeans.js";
-import { runSimulateBench } from "./bench-simulate.js";
-import { runCaptureBench } from "./bench-capture.js";
-import { runQualityBench } from "./bench-quality.js";
-import { runFinetuneKernelBench } from "./bench-finetune.js";
-import { measurePipeline, runPipelineBench } from "./bench-pipeline.js";
-import { runInspectBench } from "./bench-inspect.js";
-import { runPanelBench } from "./bench-panel.js";
+import { measureDecode, runIoBench, writeMatMulChain } from "../bench/io.js";
+import { runKmeansBench } from "../bench/kmeans.js";
+import { runSimulateBench } from "../bench/simulate.js";
+import { runCaptureBench } from "../bench/capture.js";
+import { runQualityBench } from "../bench/quality.js";
+import { runFinetuneKernelBench } from "../bench/finetune.js";
+import { measurePipeline, runPipelineBench } from "../bench/pipeline.js";
+import { runInspectBench } from "../bench/inspect.js";
+import { runPanelBench } from "../bench/panel.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;

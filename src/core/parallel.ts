@@ -20,7 +20,7 @@
  *    count with Atomics first; what the caller reads there must never change a result;
  *  - outputs are moved back (their non-shared buffers are transferred, not copied).
  */
-import type { TaskName } from "./tasks.js";
+import type { TaskName } from "./task-names.js";
 
 export interface ParallelMap {
   /** How many tasks may run at the same time (1 for `serialMap`). */

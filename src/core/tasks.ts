@@ -1,10 +1,11 @@
 /**
  * The registry of task functions a `ParallelMap` can run (see `parallel.ts` for the rules they follow).
  * A task is a pure function of one plain object (numbers, strings, typed arrays) returning another.
- * To add one: export the function next to its algorithm and add a line here; the thread pool's worker
+ * To add one: export the function next to its algorithm, add its name to `task-names.ts` and a line here; the thread pool's worker
  * loads this module, so every registered task is available on every thread.
  */
 import type { ParallelMap } from "./parallel.js";
+import type { TaskName } from "./task-names.js";
 import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.js";
 import { finetuneLayerTask } from "./ssvq/finetune.js";
 
@@ -13,9 +14,9 @@ export const tasks = {
   "kmeans.sse": kmeansSseTask,
   "kmeans.worst": kmeansWorstTask,
   "finetune.layer": finetuneLayerTask,
-} satisfies Record<string, (input: never) => unknown>;
+} satisfies Record<TaskName, (input: never) => unknown>;
 
-export type TaskName = keyof typeof tasks;
+export type { TaskName };
 
 /** Runs one task by name; throws for a name that is not registered. */
 export function runTask(name: string, input: unknown): unknown {

@@ -227,7 +227,7 @@ export function applyFinetune(q: VqQuantized, r: FinetuneResult): VqQuantized {
  * How P = E H is computed for a layer, per group of rows (E, P [rows, cols]; H `groups` blocks).
  * `finetuneLayer` uses `defaultProduct`: the WebAssembly SIMD kernel (`gemm-wasm.ts`), or `jsProduct`
  * (`symmMulBlocked`) where WebAssembly SIMD is missing or the layer does not fit its 4 GB memory. A
- * caller outside core may pass another engine (onnxruntime's MatMul: see `src/cli/bench-finetune.ts`)
+ * caller outside core may pass another engine (onnxruntime's MatMul: see `src/bench/finetune.ts`)
  * to `finetuneLayerWith`.
  */
 export interface ProductEngine {

@@ -7,7 +7,7 @@
  *  - `symmMulPlain`: the textbook triple loop (out[i, j] = sum_c E[i, c] H[c, j]), the reference;
  *  - `symmMulBlocked`: uses H's symmetry so both operands are read along rows (out[i, j] = E row i . H
  *    row j), in 4 x 4 register tiles (8 loads feed 16 multiply-adds), optionally over blocks of `kc`
- *    columns of the reduction. `npm run bench -- finetune` (src/cli/bench-finetune.ts) times both, the
+ *    columns of the reduction. `npm run bench -- finetune` (src/bench/finetune.ts) times both, the
  *    WebAssembly SIMD kernel (`gemm-wasm.ts`, about 4x faster, what fine-tuning uses where available) and
  *    onnxruntime's MatMul.
  *

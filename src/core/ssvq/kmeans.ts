@@ -29,7 +29,7 @@
 import { InputError } from "../errors.js";
 import { chunkRanges, sharedArray, sharedCopy, type ParallelMap } from "../parallel.js";
 import { Rng } from "../rng.js";
-import type { TaskName } from "../tasks.js";
+import type { TaskName } from "../task-names.js";
 
 /** k-means++ runs on a random sample of at most this many points per centroid. */
 export const SAMPLE_PER_CENTROID = 256;

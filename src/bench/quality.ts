@@ -15,7 +15,7 @@ import { evaluateModels } from "../io/evaluate.js";
 import { loadModel } from "../io/model-file.js";
 import { modelInputs } from "../io/ort.js";
 import { createThreadPool } from "../io/pool.js";
-import { fixturesDir } from "./demo.js";
+import { fixturesDir } from "../cli/demo.js";
 
 interface Method {
   label: string;

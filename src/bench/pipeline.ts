@@ -11,8 +11,8 @@ import { join } from "node:path";
 import { resolveFinetuneOptions } from "../core/ssvq/finetune.js";
 import { compressFile } from "../io/compress-file.js";
 import { createThreadPool } from "../io/pool.js";
-import { generateCaptureCnn } from "./bench-capture.js";
-import { fixturesDir } from "./demo.js";
+import { generateCaptureCnn } from "./capture.js";
+import { fixturesDir } from "../cli/demo.js";
 
 export interface PipelineMeasure {
   model: string;
