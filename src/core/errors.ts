@@ -19,3 +19,12 @@ export class CancelledError extends Error {
 
 export const isInputError = (e: unknown): e is InputError => e instanceof Error && e.name === "InputError";
 export const isCancelledError = (e: unknown): e is CancelledError => e instanceof Error && e.name === "CancelledError";
+
+/**
+ * A name from a file, quoted for a one-line message: at most `max` characters of it (a hostile file may
+ * carry names of megabytes), with the full length said when cut.
+ */
+export function quoted(name: string, max = 100): string {
+  if (name.length <= max) return JSON.stringify(name);
+  return `${JSON.stringify(name.slice(0, max))}... (${name.length} characters)`;
+}

@@ -5,6 +5,7 @@
 import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { defaultOpset } from "../core/onnx/proto.js";
+import { checkModelStructure } from "../core/onnx/validate.js";
 import { MIN_OPSET } from "../core/onnx/decode-graph.js";
 import { compressModel, nearestVqConfig, selectWeights, withDenseWeights, type CompressRun } from "../core/compress.js";
 import { sequentialEvaluator, sequentialTarget } from "../core/calib/sequential.js";
@@ -95,6 +96,8 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
     if (!statSync(dir).isDirectory()) throw new InputError(`the output folder ${dir} is not a folder`);
     for (const p of [outPath, reportPath]) if (existsSync(p) && statSync(p).isDirectory()) throw new InputError(`${p} is a folder`);
   }
+  // A model onnxruntime would refuse is refused here, so an output is only written when it can run.
+  checkModelStructure(loaded.model);
   const opset = defaultOpset(loaded.model) ?? 0;
   if (!o.dryRun && o.config.format === "ssvq" && opset < MIN_OPSET)
     throw new InputError(

@@ -20,8 +20,12 @@ export const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = Object.freez
   interOpNumThreads: 1,
   executionMode: "sequential",
   graphOptimizationLevel: "all",
-  logSeverityLevel: 3,
+  // Fatal only: onnxruntime's own (coloured) log lines must not reach the user's terminal; its errors
+  // come back as exceptions and are said in our one line.
+  logSeverityLevel: 4,
 });
+
+ort.env.logLevel = "fatal";
 
 export interface CreateSessionOptions {
   /** Names the model in error messages (default "the model"). */
@@ -102,6 +106,24 @@ export function tensorValues(t: ort.Tensor): Float32Array | Float64Array | undef
 }
 
 function firstLine(e: unknown): string {
+  return ortMessage(e);
+}
+
+/**
+ * onnxruntime's error as one readable line: its first line, without the "[ONNXRuntimeError] : 2 :
+ * INVALID_ARGUMENT :" prefix, C++ function signatures and source locations, at most 200 characters.
+ */
+export function ortMessage(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
-  return msg.split("\n")[0]!.replace(/^\[[^\]]*\]\s*/, "").trim() || msg;
+  let line = msg.split("\n").find((l) => l.trim() !== "") ?? msg;
+  line = line
+    .replace(/^\s*\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/, "")
+    .replace(/^\s*\[[^\]]*\]\s*/, "")
+    // "onnxruntime::Status onnxruntime::Foo::Bar(const T&) " and "/onnxruntime_src/x.cc:123"
+    .replace(/(?:[\w:<>]+\s+)?(?:\w+::)+[\w~<>]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*(?:const\s*)?/g, "")
+    .replace(/\S*\/[\w./-]+\.(?:cc|cpp|h|hpp):\d+\s*/g, "")
+    .replace(/\s+/g, " ")
+    .trim();
+  if (line === "") line = "it reported an error with no message";
+  return line.length > 200 ? `${line.slice(0, 197)}...` : line;
 }

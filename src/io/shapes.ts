@@ -8,6 +8,7 @@
  * give.
  */
 import * as ort from "onnxruntime-node";
+import { ortMessage } from "./ort.js";
 import { create } from "@bufbuild/protobuf";
 import { InputError } from "../core/errors.js";
 import { valuesToMeasure } from "../core/accel/lower.js";
@@ -223,7 +224,7 @@ export async function measureShapes(
     try {
       session = await ort.InferenceSession.create(encodeModel(copy), {
         graphOptimizationLevel: "disabled",
-        logSeverityLevel: 3,
+        logSeverityLevel: 4,
       });
     } catch (e) {
       throw new InputError(`onnxruntime cannot load the model to measure its shapes: ${firstLine(e)}`, { cause: e });
@@ -252,4 +253,4 @@ export async function measureShapes(
   return { dims, inputs, assumed };
 }
 
-const firstLine = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.trim();
+const firstLine = (e: unknown): string => ortMessage(e);

@@ -2,7 +2,7 @@
  * ONNX external data: tensors whose bytes live in another file, named relative to the model's folder.
  * This file only reads and checks the description; the file system side is in src/io/model-file.ts.
  */
-import { InputError } from "../errors.js";
+import { InputError, quoted } from "../errors.js";
 import { TensorProto_DataLocation, type TensorProto } from "./proto.js";
 
 export interface ExternalDataRef {
@@ -26,7 +26,7 @@ export function externalRef(t: TensorProto): ExternalDataRef | undefined {
   const kv = new Map(t.externalData.map((e) => [e.key, e.value]));
   const location = kv.get("location");
   if (location === undefined || location === "")
-    throw new InputError(`tensor ${JSON.stringify(t.name)} is stored externally but names no location`);
+    throw new InputError(`tensor ${quoted(t.name)} is stored externally but names no location`);
   const offset = parseCount(kv.get("offset") ?? "0", "offset", t.name);
   const lengthText = kv.get("length");
   const length = lengthText === undefined ? undefined : parseCount(lengthText, "length", t.name);
@@ -35,7 +35,7 @@ export function externalRef(t: TensorProto): ExternalDataRef | undefined {
 
 function parseCount(text: string, what: string, tensor: string): number {
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)))
-    throw new InputError(`tensor ${JSON.stringify(tensor)} has an external-data ${what} of ${JSON.stringify(text)}`);
+    throw new InputError(`tensor ${quoted(tensor)} has an external-data ${what} of ${quoted(text, 40)}`);
   return Number(text);
 }
 
@@ -47,7 +47,7 @@ function parseCount(text: string, what: string, tensor: string): number {
 export function checkRelativeLocation(location: string, tensor: string): string[] {
   const refuse = (why: string): never => {
     throw new InputError(
-      `tensor ${JSON.stringify(tensor)} has external data at ${JSON.stringify(location)}, ${why}; ` +
+      `tensor ${quoted(tensor)} has external data at ${quoted(location)}, ${why}; ` +
         `external data must stay inside the model's folder`,
     );
   };

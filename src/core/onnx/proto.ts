@@ -77,6 +77,8 @@ function whyUnreadable(bytes: Uint8Array, e: unknown): string {
   const printable = head.every((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127) || b >= 0xc0 || (b >= 0x80 && b < 0xc0));
   if (printable) return "it is a text file, not a binary ONNX protobuf";
   const msg = e instanceof Error ? e.message : String(e);
+  if (/maximum recursion depth/i.test(msg))
+    return "it nests messages deeper than the reader's limit of 100 levels (subgraphs inside subgraphs about 30 deep), which is refused";
   if (/premature EOF|out of range/i.test(msg)) return "it ends in the middle of a field (truncated?)";
   return "its bytes are not a valid protobuf message (damaged, or another kind of file)";
 }

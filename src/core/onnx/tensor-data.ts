@@ -7,9 +7,15 @@ import { TensorProto_DataType as DT, type TensorProto } from "./proto.js";
 
 export const tensorDims = (t: TensorProto): number[] => t.dims.map(Number);
 
+/** The largest typed array Node.js can allocate (4 GiB): a tensor read or converted whole must fit. */
+export const TYPED_ARRAY_MAX_BYTES = 2 ** 32;
+
 export function elementCount(dims: readonly number[]): number {
   return dims.reduce((a, b) => a * b, 1);
 }
+
+/** Dims for a message: a damaged file may declare thousands. */
+const shortDims = (dims: readonly number[]): string => (dims.length > 8 ? `${dims.slice(0, 8).join(", ")}, ... (${dims.length} dims)` : dims.join(", "));
 
 /** Number of elements of a tensor's values stored in a typed field (not raw_data). */
 function typedFieldLength(t: TensorProto): number {
@@ -35,14 +41,18 @@ export function declaredBytes(t: TensorProto): number | undefined {
 export function checkTensorSize(t: TensorProto, where: string, memoryLimit: number): void {
   const dims = tensorDims(t);
   if (dims.some((d) => d < 0 || !Number.isSafeInteger(d)))
-    throw new InputError(`tensor ${where} has an invalid shape [${dims.join(", ")}]`);
+    throw new InputError(`tensor ${where} has an invalid shape [${shortDims(dims)}]`);
   const count = elementCount(dims);
   const bits = dtypeBits(t.dataType);
   const bytes = bits === undefined ? 0 : Math.ceil((count * bits) / 8);
   if (!Number.isSafeInteger(count) || bytes > memoryLimit)
     throw new InputError(
-      `tensor ${where} declares shape [${dims.join(", ")}] of ${dtypeName(t.dataType)}, ` +
+      `tensor ${where} declares shape [${shortDims(dims)}] of ${dtypeName(t.dataType)}, ` +
         `${formatBytes(bytes)}, more than this machine can hold (${formatBytes(memoryLimit)})`,
+    );
+  if (bytes > TYPED_ARRAY_MAX_BYTES)
+    throw new InputError(
+      `tensor ${where} is ${formatBytes(bytes)}; a single tensor over 4 GiB is not supported (Node.js arrays stop at 4 GiB)`,
     );
   const ext = externalRef(t);
   if (ext) {
@@ -55,7 +65,7 @@ export function checkTensorSize(t: TensorProto, where: string, memoryLimit: numb
   if (t.rawData.length > 0) {
     if (t.rawData.length !== bytes)
       throw new InputError(
-        `tensor ${where} declares shape [${dims.join(", ")}] of ${dtypeName(t.dataType)} (${bytes} bytes) ` +
+        `tensor ${where} declares shape [${shortDims(dims)}] of ${dtypeName(t.dataType)} (${bytes} bytes) ` +
           `but carries ${t.rawData.length} bytes: the model is damaged or truncated`,
       );
     return;
@@ -85,6 +95,10 @@ export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uin
 /** Values of a float32, float16, bfloat16 or float64 tensor as float32. */
 export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReader): Float32Array {
   const count = elementCount(tensorDims(t));
+  if (count * 4 > TYPED_ARRAY_MAX_BYTES)
+    throw new InputError(
+      `tensor ${JSON.stringify(t.name.slice(0, 200))} has ${count} values: as float32 that is over 4 GiB, more than one Node.js array holds; such a layer is not supported yet`,
+    );
   const raw = rawBytes(t, readExternal);
   const out = new Float32Array(count);
   if (raw) {
