@@ -73,7 +73,7 @@ test("without shapes in the report, the simulate job measures them once and give
   const reportPath = join(work, "plain.ssvq.json");
   const report = JSON.parse(readFileSync(reportPath, "utf8")) as Report;
   assert.equal(report.simulation, undefined);
-  const outcome = await startJob({ kind: "simulate", input: lenet, preset: "ethos-u65-512", report }).outcome;
+  const outcome = await startJob({ kind: "simulate", input: lenet, options: { preset: "ethos-u65-512" }, report, dynamicAsOne: true }).outcome;
   assert.equal(outcome.type, "simulation", JSON.stringify(outcome).slice(0, 300));
   if (outcome.type !== "simulation") return;
   // Batch 1 where the model leaves it open, and a warning that says so.
@@ -84,7 +84,7 @@ test("without shapes in the report, the simulate job measures them once and give
   const again = simulateReport(report, outcome.simulation.gemms!, "ethos-u55-256");
   const cli2 = JSON.parse(ssvq(["simulate", lenet, "--preset", "ethos-u55-256", "--report", reportPath, "--shape", "input=1,1,28,28", "--json"]).stdout) as { totals: unknown };
   assert.deepEqual(again.totals, cli2.totals);
-  const bad = await startJob({ kind: "simulate", input: join(work, "missing.onnx"), preset: "ethos-u65-512", report }).outcome;
+  const bad = await startJob({ kind: "simulate", input: join(work, "missing.onnx"), options: { preset: "ethos-u65-512" }, report, dynamicAsOne: true }).outcome;
   assert.equal(bad.type, "error");
   if (bad.type === "error") assert.equal(bad.kind, "input");
 });

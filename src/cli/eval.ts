@@ -3,11 +3,8 @@ import { dataOptionSpecs } from "../job/compress-args.js";
 import { pickOptions } from "../job/option-values.js";
 import { parsePreprocess } from "../core/calib/preprocess.js";
 import type { EvaluationReport } from "../core/calib/eval-metrics.js";
-import { openData } from "../io/calib-files.js";
-import { evaluateModels } from "../io/evaluate.js";
-import { loadModel } from "../io/model-file.js";
-import { modelInputs } from "../io/ort.js";
 import type { Command, OptionValues } from "./command.js";
+import { runWorkerJob } from "./run-job.js";
 import { int, shape, table } from "./format.js";
 
 const str = (v: OptionValues[string]): string | undefined => (typeof v === "string" ? v : undefined);
@@ -54,34 +51,29 @@ export const evalCommand: Command = {
   async run(values, [modelPath], ctx) {
     const evalPath = str(values["eval"]);
     if (evalPath === undefined) throw new InputError("--eval PATH is required: the samples to evaluate on");
-    const preprocess = parsePreprocess({
-      scale: str(values["scale"]),
-      mean: str(values["mean"]),
-      std: str(values["std"]),
-      size: str(values["size"]),
-      layout: str(values["layout"]),
-    });
+    const rawPreprocess = { scale: str(values["scale"]), mean: str(values["mean"]), std: str(values["std"]), size: str(values["size"]), layout: str(values["layout"]) };
+    // Bad options fail here, before the worker starts.
+    parsePreprocess(rawPreprocess);
     const batchSize = positiveInt(values["batch"], "--batch");
     const count = positiveInt(values["eval-count"], "--eval-count");
     const comparePath = str(values["compare"]);
-    const loaded = loadModel(modelPath!);
-    const compareModel = comparePath !== undefined ? loadModel(comparePath) : undefined;
-    const inputs = modelInputs(loaded.model);
-    const data = await openData(inputs, {
-      path: evalPath,
-      role: "eval",
-      preprocess,
-      ...(str(values["eval-range"]) !== undefined ? { range: str(values["eval-range"]) } : {}),
-      ...(count !== undefined ? { count } : {}),
-      ...(str(values["labels"]) !== undefined ? { labels: str(values["labels"]) } : {}),
-      ...(batchSize !== undefined ? { batchSize } : {}),
-    });
-    if (values["json"]) for (const w of data.info.warnings) ctx.err(`warning: ${w}`);
-    const ref = (m: typeof loaded) => (m.externalFiles.length > 0 ? m.path : m.bytes);
-    const report = await evaluateModels(ref(loaded), compareModel ? ref(compareModel) : undefined, data, {
-      names: { original: modelPath!, ...(comparePath !== undefined ? { compressed: comparePath } : {}) },
-      signal: ctx.signal,
-    });
+    const range = str(values["eval-range"]);
+    const labels = str(values["labels"]);
+    // onnxruntime runs in the background worker: a model that crashes it cannot take the CLI down.
+    const outcome = await runWorkerJob(
+      {
+        kind: "evaluate",
+        model: modelPath!,
+        ...(comparePath !== undefined ? { compare: comparePath } : {}),
+        data: { path: evalPath, ...(range !== undefined ? { range } : {}), ...(count !== undefined ? { count } : {}), ...(labels !== undefined ? { labels } : {}) },
+        preprocess: rawPreprocess,
+        ...(batchSize !== undefined ? { batchSize } : {}),
+      },
+      { ...ctx, errIsTTY: false, err: () => {} },
+    );
+    if (outcome.type !== "evaluation") throw new Error(`an evaluate job ended with ${outcome.type}`);
+    const report = outcome.report;
+    if (values["json"]) for (const w of outcome.warnings) ctx.err(`warning: ${w}`);
     if (values["json"]) ctx.out(JSON.stringify(report, null, 2));
     else ctx.out(renderEvaluation(report));
     return 0;

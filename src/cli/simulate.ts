@@ -6,16 +6,10 @@
 import { FORMATS, type Format } from "../core/accel/params.js";
 import { DEFAULT_PRESET, presetNames } from "../core/accel/presets.js";
 import type { Bound } from "../core/accel/simulate.js";
-import { reportKD } from "../core/accel/report-latency.js";
-import {
-  DEFAULT_FORMATS,
-  perLayerFromReport,
-  readReport,
-  runSimulate,
-  SCALESIM_PRESET,
-  simulationJson,
-  type SimulateRun,
-} from "../io/simulate-model.js";
+import { resolve } from "node:path";
+import { DEFAULT_FORMATS, readReport, SCALESIM_PRESET } from "../io/simulate-model.js";
+import type { SimulationJson } from "../job/protocol.js";
+import { runWorkerJob } from "./run-job.js";
 import type { CliContext, Command } from "./command.js";
 import { int, table } from "./format.js";
 
@@ -30,7 +24,7 @@ function formatSeconds(s: number): string {
 const formatBandwidth = (b: number): string => (b >= 1e9 ? `${+(b / 1e9).toFixed(3)} GB/s` : `${+(b / 1e6).toFixed(3)} MB/s`);
 const kib = (b: number): string => (b % 1024 === 0 ? `${b / 1024}` : `${(b / 1024).toFixed(1)}`);
 
-export function renderSimulation(run: SimulateRun): string {
+export function renderSimulation(run: { result: SimulationJson; k: number; d: number }): string {
   const { result: r, k, d } = run;
   const p = r.config;
   const formats = [...new Set(r.layers.map((l) => l.format))];
@@ -123,11 +117,18 @@ export const simulateCommand: Command = {
   positionals: [1, 1],
   async run(values, [path], ctx: CliContext) {
     const report = typeof values["report"] === "string" ? readReport(values["report"]) : undefined;
-    // A report gives the per-layer bits, and its own (k, d) for layers and formats it does not cover.
-    const kd = report && values["k"] === undefined && values["d"] === undefined ? reportKD(report) : undefined;
-    const run = await runSimulate(kd ? { ...values, k: String(kd.k), d: String(kd.d) } : values, path!, report ? { perLayer: perLayerFromReport(report) } : {});
-    for (const w of run.warnings) ctx.err(`ssvq simulate: ${w}`);
-    ctx.out(values["json"] ? JSON.stringify(simulationJson(run.result, run.gemms), null, 2) : renderSimulation(run));
+    // onnxruntime measures the shapes in the background worker: a model that crashes it cannot take the CLI down.
+    const options: Record<string, string | string[]> = {};
+    for (const k of ["cfg", "preset", "config", "formats", "k", "d"] as const)
+      if (typeof values[k] === "string") options[k] = k === "cfg" || k === "config" ? resolve(values[k] as string) : (values[k] as string);
+    if (Array.isArray(values["shape"])) options["shape"] = values["shape"] as string[];
+    const outcome = await runWorkerJob(
+      { kind: "simulate", input: resolve(path!), options, ...(report ? { report: { config: report.config, layers: report.layers, ...(report.comparison ? { comparison: report.comparison } : {}) } } : {}) },
+      { ...ctx, errIsTTY: false, err: () => {} },
+    );
+    if (outcome.type !== "simulation") throw new Error(`a simulate job ended with ${outcome.type}`);
+    for (const w of outcome.warnings) ctx.err(`ssvq simulate: ${w}`);
+    ctx.out(values["json"] ? JSON.stringify(outcome.simulation, null, 2) : renderSimulation({ result: outcome.simulation, k: outcome.k, d: outcome.d }));
     return 0;
   },
 };

@@ -10,7 +10,8 @@
 import * as ort from "onnxruntime-node";
 import { ortMessage } from "./ort.js";
 import { create } from "@bufbuild/protobuf";
-import { InputError } from "../core/errors.js";
+import { InputError, quoted } from "../core/errors.js";
+import { totalmem } from "node:os";
 import { valuesToMeasure } from "../core/accel/lower.js";
 import type { ExternalDataReader } from "../core/onnx/external.js";
 import { externalRef } from "../core/onnx/external.js";
@@ -24,8 +25,8 @@ import {
   type TensorProto,
   type ValueInfoProto,
 } from "../core/onnx/proto.js";
-import { dtypeName } from "../core/onnx/dtype.js";
-import { tensorDims } from "../core/onnx/tensor-data.js";
+import { dtypeBits, dtypeName } from "../core/onnx/dtype.js";
+import { formatBytes, tensorDims, TYPED_ARRAY_MAX_BYTES } from "../core/onnx/tensor-data.js";
 
 /** A declared dimension: a number, a symbolic name, or unknown. */
 type DeclaredDim = number | string | null;
@@ -128,6 +129,13 @@ export function inputShapes(
 
 function zeroTensor(name: string, elemType: number, dims: number[]): ort.Tensor {
   const n = dims.reduce((a, b) => a * b, 1);
+  // The zeros fed, and onnxruntime's activations of the same order, must fit: refuse before allocating.
+  const bytes = n * Math.max(1, (dtypeBits(elemType) ?? 8) / 8);
+  const limit = Math.min(TYPED_ARRAY_MAX_BYTES, totalmem() / 4);
+  if (!Number.isSafeInteger(n) || bytes > limit)
+    throw new InputError(
+      `input ${quoted(name)} of shape [${dims.length > 8 ? `${dims.slice(0, 8).join(", ")}, ...` : dims.join(", ")}] would take ${formatBytes(bytes)} to run the model once; give a smaller shape with --shape`,
+    );
   switch (elemType) {
     case DT.FLOAT:
       return new ort.Tensor("float32", new Float32Array(n), dims);

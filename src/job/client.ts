@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
 import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
 
-export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "error" }>;
+export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "evaluation" | "error" }>;
 
 export interface JobOptions {
   onEvent?: (e: WorkerEvent) => void;
@@ -20,7 +20,15 @@ export interface JobOptions {
   cancelGraceMs?: number;
   /** Extra Node flags for the worker (for example a heap limit). */
   execArgv?: string[];
+  /** An onnxruntime stage that reports nothing for this long is stopped (default 10 minutes, or $SSVQ_ORT_STALL_SECONDS). */
+  stallMs?: number;
 }
+
+/** The stages in which the worker runs onnxruntime. */
+const ORT_STAGES = new Set(["capture", "evaluate", "compare", "simulate"]);
+/** Signals of a native crash (a bug or a hostile model in onnxruntime's C++), not of a kill. */
+const NATIVE_CRASH = new Set<string>(["SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"]);
+const DEFAULT_STALL_MS = 1000 * (Number(process.env["SSVQ_ORT_STALL_SECONDS"]) > 0 ? Number(process.env["SSVQ_ORT_STALL_SECONDS"]) : 600);
 
 export interface Job {
   readonly pid: number | undefined;
@@ -49,6 +57,24 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     stderrTail = (stderrTail + d.toString("utf8")).slice(-4000);
     outOfMemory ||= /heap out of memory|Allocation failed|Last few GCs/i.test(stderrTail);
   });
+  // A stage that runs onnxruntime and reports nothing for `stallMs` (a runaway session creation on a
+  // hostile graph) is stopped: the worker is killed and the outcome says why.
+  const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+  let stalled = false;
+  let stallTimer: ReturnType<typeof setTimeout> | undefined;
+  const watchStall = () => {
+    if (stallTimer) clearTimeout(stallTimer);
+    stallTimer = undefined;
+    if (!ORT_STAGES.has(lastStage) || child.exitCode !== null || child.signalCode !== null) return;
+    stallTimer = setTimeout(() => {
+      stalled = true;
+      child.kill("SIGKILL");
+    }, stallMs);
+    stallTimer.unref();
+  };
+  child.once("exit", () => {
+    if (stallTimer) clearTimeout(stallTimer);
+  });
   const sendToWorker = (m: ClientMessage) => {
     if (child.connected) child.send(m);
   };
@@ -59,7 +85,8 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     let disconnected = !child.connected;
     child.on("message", (e: WorkerEvent) => {
       if (e.type === "stage") lastStage = e.stage;
-      if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "error") outcome = e;
+      watchStall();
+      if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "evaluation" || e.type === "error") outcome = e;
       else opts.onEvent?.(e);
     });
     child.on("error", (err) => {
@@ -82,7 +109,17 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
       settled = true;
       if (!outcome || (cancelled && outcome.type === "error")) {
         if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
-        else {
+        else if (stalled) {
+          outcome = {
+            type: "error",
+            kind: "input",
+            message: `onnxruntime could not run this model: it made no progress for ${Math.round(stallMs / 1000)} s during ${lastStage} and was stopped`,
+            lastStage,
+          };
+        } else if (signal && NATIVE_CRASH.has(signal) && ORT_STAGES.has(lastStage) && !outOfMemory) {
+          // Only onnxruntime's native code can crash the worker this way while it runs a model.
+          outcome = { type: "error", kind: "input", message: `onnxruntime could not run this model: it crashed (${signal}) during ${lastStage}`, lastStage };
+        } else {
           const oom = outOfMemory;
           const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
           outcome = {

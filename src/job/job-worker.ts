@@ -7,7 +7,8 @@ import type { ProgressEvent } from "../core/compress.js";
 import { compressFile } from "../io/compress-file.js";
 import { inspectFile } from "../io/inspect-file.js";
 import { runSimulate, simulationJson } from "../io/simulate-model.js";
-import { LATENCY_FORMATS, perLayerFromReport, reportKD } from "../core/accel/report-latency.js";
+import { perLayerFromReport, reportKD } from "../core/accel/report-latency.js";
+import { evaluateFile } from "../io/evaluate-file.js";
 import { createThreadPool } from "../io/pool.js";
 import type { ClientMessage, CompressJobSpec, JobSpec, SimulationJson, WorkerEvent } from "./protocol.js";
 
@@ -30,11 +31,22 @@ async function run(spec: JobSpec): Promise<void> {
   }
   if (spec.kind === "simulate") {
     lastStage = "simulate";
-    const { k, d } = reportKD(spec.report);
-    const values = { preset: spec.preset, formats: LATENCY_FORMATS.join(","), k: String(k), d: String(d), ...(spec.shape?.length ? { shape: spec.shape } : {}) };
-    // The panel shows batch 1 when the model leaves a dimension open and no ssvq.shape says otherwise.
-    const run = await runSimulate(values, spec.input, { perLayer: perLayerFromReport(spec.report), dynamicAsOne: true });
-    await send({ type: "simulation", simulation: simulationJson(run.result, run.gemms) as SimulationJson, warnings: run.warnings });
+    await send({ type: "stage", stage: "simulate" });
+    const o = spec.options;
+    const kd = spec.report && o["k"] === undefined && o["d"] === undefined ? reportKD(spec.report) : undefined;
+    const values = { ...o, ...(kd ? { k: String(kd.k), d: String(kd.d) } : {}) };
+    const run = await runSimulate(values, spec.input, {
+      ...(spec.report ? { perLayer: perLayerFromReport(spec.report) } : {}),
+      dynamicAsOne: spec.dynamicAsOne === true,
+    });
+    await send({ type: "simulation", simulation: simulationJson(run.result, run.gemms) as SimulationJson, warnings: run.warnings, k: run.k, d: run.d });
+    return;
+  }
+  if (spec.kind === "evaluate") {
+    lastStage = "evaluate";
+    await send({ type: "stage", stage: "evaluate" });
+    const { report, warnings } = await evaluateFile(spec, controller.signal);
+    await send({ type: "evaluation", report, warnings });
     return;
   }
   await compress(spec);

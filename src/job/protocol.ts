@@ -6,6 +6,8 @@ import type { CompressConfig, Report } from "../core/report.js";
 import type { FreezeCheck } from "../core/ssvq/finetune.js";
 import type { DataOptions } from "../io/compress-file.js";
 import type { ModelInspection } from "../io/inspect-file.js";
+import type { EvaluationReport } from "../core/calib/eval-metrics.js";
+import type { RawPreprocess } from "../core/calib/preprocess.js";
 import type { GemmLayer } from "../core/accel/gemm.js";
 import type { SimulationResult } from "../core/accel/simulate.js";
 
@@ -38,22 +40,34 @@ export interface InspectJobSpec {
 }
 
 /**
- * Simulate a compression's latency on a preset (the panel's latency view, for a report that carries no
- * GEMM shapes yet): the model is run once to measure its shapes; the outcome keeps them (`gemms`), so
- * other presets are then computed without a job.
+ * `ssvq simulate` in the worker (onnxruntime measures the model's shapes there, away from the CLI and
+ * the extension host): the panel's latency view and the command line. The outcome keeps the GEMM
+ * shapes (`gemms`), so other presets are then computed without a job.
  */
 export interface SimulateJobSpec {
   kind: "simulate";
-  /** The source model (the report's `source.path`). */
+  /** An ONNX model (for a report, its `source.path`) or a SCALE-Sim topology CSV. */
   input: string;
-  preset: string;
-  /** The compression whose per-layer bits are simulated. */
-  report: Pick<Report, "config" | "layers" | "comparison">;
-  /** NAME=DIMS for inputs with dynamic dimensions, as `--shape` takes them. */
-  shape?: string[];
+  /** `ssvq simulate` options as the command line spells them: preset, cfg, config, shape, formats, k, d. */
+  options: Record<string, string | string[]>;
+  /** A compression whose per-layer bits are simulated (SSVQ's, VQ's from its comparison; its (k, d) for the rest). */
+  report?: Pick<Report, "config" | "layers" | "comparison">;
+  /** Take dynamic input dimensions no shape gives as 1, with a warning, instead of refusing. */
+  dynamicAsOne?: boolean;
 }
 
-export type JobSpec = CompressJobSpec | InspectJobSpec | SimulateJobSpec;
+/** `ssvq eval` in the worker: a model (and another to compare) on evaluation data, in onnxruntime. */
+export interface EvaluateJobSpec {
+  kind: "evaluate";
+  model: string;
+  compare?: string;
+  /** The samples, as --eval/--eval-range/--eval-count/--labels give them. */
+  data: { path: string; range?: string; count?: number; labels?: string };
+  preprocess: RawPreprocess;
+  batchSize?: number;
+}
+
+export type JobSpec = CompressJobSpec | InspectJobSpec | SimulateJobSpec | EvaluateJobSpec;
 
 /** Client -> worker. */
 export type ClientMessage = { type: "start"; spec: JobSpec } | { type: "cancel" };
@@ -90,8 +104,10 @@ export type WorkerEvent =
   | { type: "result"; report: Report; outPath?: string; reportPath?: string }
   /** An inspect job's outcome. */
   | { type: "inspection"; inspection: ModelInspection }
-  /** A simulate job's outcome: `ssvq simulate --json`'s object, with the GEMM shapes. */
-  | { type: "simulation"; simulation: SimulationJson; warnings: string[] }
+  /** A simulate job's outcome: `ssvq simulate --json`'s object, with the GEMM shapes, and the (k, d) used. */
+  | { type: "simulation"; simulation: SimulationJson; warnings: string[]; k: number; d: number }
+  /** An evaluate job's outcome, with the data source's warnings. */
+  | { type: "evaluation"; report: EvaluationReport; warnings: string[] }
   | {
       type: "error";
       /** "input": bad input (exit 2); "cancelled"; "internal": a bug or a crash (exit 1). */

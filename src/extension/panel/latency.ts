@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { DEFAULT_PRESET, PRESETS } from "../../core/accel/presets.js";
-import { gemmsOf, simulateReport } from "../../core/accel/report-latency.js";
+import { gemmsOf, LATENCY_FORMATS, simulateReport } from "../../core/accel/report-latency.js";
 import type { GemmLayer } from "../../core/accel/gemm.js";
 import type { Report } from "../../core/report.js";
 import { startJob } from "../../job/client.js";
@@ -40,9 +40,9 @@ export async function latencyFor(report: Report, preset: string, opts: { extensi
     {
       kind: "simulate",
       input: report.source.path,
-      preset,
+      options: { preset, formats: LATENCY_FORMATS.join(","), ...(opts.shape?.length ? { shape: opts.shape } : {}) },
       report: { config: report.config, layers: report.layers, ...(report.comparison ? { comparison: report.comparison } : {}) },
-      ...(opts.shape?.length ? { shape: opts.shape } : {}),
+      dynamicAsOne: true,
     },
     { workerPath: join(opts.extensionPath, "dist", "job-worker.js") },
   );

@@ -1,0 +1,185 @@
+/**
+ * Regression tests for what a hostile or damaged file did to the command line (issue 13): each finding
+ * as a small generated file, run through `ssvq` as a process. The promise: exit 0 or 2 with one clear
+ * line, never a crash, a hang or exit 1; nothing left behind; the input unchanged.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, ftruncateSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { encodeModel, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
+import { attr, DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
+import { listing, ssvq, type CliResult } from "./helpers/cli.js";
+
+const work = mkdtempSync(join(tmpdir(), "ssvq-hardening-"));
+process.on("exit", () => rmSync(work, { recursive: true, force: true }));
+let n = 0;
+const folder = (): string => {
+  const d = join(work, `case${n++}`);
+  mkdirSync(d);
+  return d;
+};
+
+/** Exit 2 with exactly one short line on stderr, matching `pattern`, nothing left behind. */
+function refused(r: CliResult, pattern: RegExp, dir?: string, before?: string[]): void {
+  assert.equal(r.status, 2, `exit ${r.status}: ${r.stderr}`);
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `one line, not:\n${r.stderr}`);
+  assert.ok(lines[0]!.length < 400, `a short line, not ${lines[0]!.length} characters`);
+  assert.doesNotMatch(lines[0]!, /::|\.cc:\d+|\x1b\[/, "no C++ signature, source location or terminal colour");
+  assert.match(lines[0]!, pattern);
+  if (dir && before) assert.deepEqual(listing(dir), before, "no file left behind");
+}
+
+const run3 = (path: string, dir: string) => ({
+  inspect: ssvq(["inspect", path], { timeout: 60_000 }),
+  compress: ssvq(["compress", path, "--no-finetune", "--out", join(dir, "out.ssvq.onnx")], { timeout: 60_000 }),
+  simulate: ssvq(["simulate", path, "--shape", "x=1,3,8,8"], { timeout: 60_000 }),
+});
+
+/** smallCnn with its first Conv weight stored externally at `location`. */
+function withExternal(dir: string, location: string, length?: number): string {
+  const m = smallCnn();
+  const w = m.graph!.initializer[0]!;
+  const ext: TensorProto = create(TensorProtoSchema, {
+    name: w.name,
+    dims: w.dims,
+    dataType: w.dataType,
+    dataLocation: TensorProto_DataLocation.EXTERNAL,
+    externalData: [
+      create(StringStringEntryProtoSchema, { key: "location", value: location }),
+      ...(length !== undefined ? [create(StringStringEntryProtoSchema, { key: "length", value: String(length) })] : []),
+    ],
+  });
+  m.graph!.initializer[0] = ext;
+  const path = join(dir, "model.onnx");
+  writeFileSync(path, encodeModel(m));
+  return path;
+}
+
+test("external data that is a FIFO (no length): refused at once by all three commands, no hang", () => {
+  const dir = folder();
+  execFileSync("mkfifo", [join(dir, "w.bin")]);
+  const path = withExternal(dir, "w.bin");
+  const before = listing(dir);
+  const r = run3(path, dir);
+  for (const [cmd, res] of Object.entries(r)) refused(res, /is a named pipe \(FIFO\); external data must be a regular file/, dir, before), void cmd;
+});
+
+test("external data that is a folder: exit 2 for all three (was EISDIR, exit 1, and inspect exit 0)", () => {
+  const dir = folder();
+  mkdirSync(join(dir, "w.bin"));
+  const path = withExternal(dir, "w.bin");
+  for (const res of Object.values(run3(path, dir))) refused(res, /"w\.bin", which is a folder; external data must be a regular file/);
+});
+
+test("a short external file without a length is refused by inspect too (a hostile file was accepted)", () => {
+  const dir = folder();
+  writeFileSync(join(dir, "w.bin"), new Uint8Array(100));
+  const path = withExternal(dir, "w.bin");
+  for (const res of Object.values(run3(path, dir))) refused(res, /reads bytes 0 to 864 of "w\.bin", which has only 100 bytes/);
+});
+
+test("a very long external location: one short line that says the name is too long", () => {
+  const dir = folder();
+  const path = withExternal(dir, "a".repeat(200_000));
+  const r = ssvq(["inspect", path]);
+  refused(r, /"a{100}"\.\.\. \(200000 characters\), whose name is too long/);
+});
+
+test("an external tensor over 4 GiB (under the machine's memory) is refused clearly, not at allocation", () => {
+  const dir = folder();
+  const cols = 32769;
+  const big = 2 ** 15 * cols; // float32: just over 4 GiB
+  const fd = openSync(join(dir, "big.bin"), "w");
+  ftruncateSync(fd, big * 4); // sparse
+  closeSync(fd);
+  const m = model(
+    graph({
+      nodes: [node("MatMul", ["x", "w"], ["y"])],
+      inputs: [valueInfo("x", [1, 2 ** 15])],
+      outputs: [valueInfo("y", [1, cols])],
+      initializers: [
+        create(TensorProtoSchema, {
+          name: "w",
+          dims: [BigInt(2 ** 15), BigInt(cols)],
+          dataType: DT.FLOAT,
+          dataLocation: TensorProto_DataLocation.EXTERNAL,
+          externalData: [create(StringStringEntryProtoSchema, { key: "location", value: "big.bin" })],
+        }),
+      ],
+    }),
+  );
+  const path = join(dir, "big.onnx");
+  writeFileSync(path, encodeModel(m));
+  refused(ssvq(["inspect", path]), /tensor .*"w".* is 4\.00 GiB; a single tensor over 4 GiB is not supported/);
+  refused(ssvq(["compress", path, "--no-finetune"]), /a single tensor over 4 GiB is not supported/);
+});
+
+test("simulate on a declared input of [1, 65536, 65536, 65536] is refused before allocating (was exit 1)", () => {
+  const dir = folder();
+  const m = model(
+    graph({
+      nodes: [node("Conv", ["x", "w"], ["y"])],
+      inputs: [valueInfo("x", [1, 65536, 65536, 65536])],
+      outputs: [valueInfo("y", [1, 4, 65536, 65536])],
+      initializers: [randomTensor("w", [4, 65536, 1, 1], 1)],
+    }),
+  );
+  const path = join(dir, "huge.onnx");
+  writeFileSync(path, encodeModel(m));
+  refused(ssvq(["simulate", path]), /input "x" of shape \[1, 65536, 65536, 65536\] would take .* to run the model once; give a smaller shape/);
+});
+
+test("a model nested deeper than the reader's limit is called what it is, not damaged", () => {
+  const dir = folder();
+  let g = graph({ nodes: [node("Identity", ["x"], ["y"])], inputs: [], outputs: [valueInfo("y", [1])] });
+  for (let i = 0; i < 40; i++) g = graph({ nodes: [node("If", ["c"], ["y"], { then_branch: g, else_branch: graph({ nodes: [], inputs: [], outputs: [] }) })], inputs: [], outputs: [valueInfo("y", [1])] });
+  const path = join(dir, "deep.onnx");
+  writeFileSync(path, encodeModel(model(g)));
+  refused(ssvq(["inspect", path]), /nests messages deeper than the reader's limit/);
+});
+
+/** A model onnxruntime refuses, for compress to refuse before writing anything. */
+function broken(mutate: (m: ModelProto) => void): { path: string; dir: string; before: string[]; bytes: Uint8Array } {
+  const dir = folder();
+  const m = smallCnn();
+  mutate(m);
+  const path = join(dir, "broken.onnx");
+  const bytes = encodeModel(m);
+  writeFileSync(path, bytes);
+  return { path, dir, before: listing(dir), bytes };
+}
+
+for (const [what, mutate, pattern] of [
+  ["a graph cycle", (m: ModelProto) => void (m.graph!.node[0]!.input[0] = "r1"), /node "conv1" is on a cycle/],
+  ["a missing node input", (m: ModelProto) => void (m.graph!.node[1]!.input[0] = "nowhere"), /reads "nowhere", which nothing defines/],
+  ["a duplicate initializer name", (m: ModelProto) => void (m.graph!.initializer[1]!.name = "w1"), /the initializer name "w1" is used twice/],
+  ["an attribute without its value", (m: ModelProto) => void (m.graph!.node[0]!.attribute.push(Object.assign(attr("group", 1), { type: 5 }))), /attribute "group" is of type graph but holds none/],
+  ["an output nothing computes", (m: ModelProto) => void (m.graph!.output[0]!.name = "ghost"), /the graph output "ghost" is not computed/],
+] as const)
+  test(`compress refuses a model onnxruntime would refuse: ${what}, and writes nothing`, () => {
+    const b = broken(mutate);
+    refused(ssvq(["compress", b.path, "--no-finetune"]), pattern, b.dir, b.before);
+    assert.ok(readFileSync(b.path).equals(Buffer.from(b.bytes)), "the input is unchanged");
+  });
+
+test("onnxruntime's refusal reaches the user as one clean line (no C++ signature, no log line of its own)", () => {
+  const dir = folder();
+  // A Max with an empty second input: onnxruntime refuses or crashes on it; either way exit 2 in one line.
+  const m = model(
+    graph({
+      nodes: [node("MatMul", ["x", "w"], ["h"]), node("Max", ["h", ""], ["y"])],
+      inputs: [valueInfo("x", [1, 64])],
+      outputs: [valueInfo("y", [1, 64])],
+      initializers: [randomTensor("w", [64, 64], 2)],
+    }),
+  );
+  const path = join(dir, "max.onnx");
+  writeFileSync(path, encodeModel(m));
+  const r = ssvq(["simulate", path], { timeout: 60_000 });
+  refused(r, /onnxruntime could not run this model|onnxruntime cannot (load|run)/);
+});
