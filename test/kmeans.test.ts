@@ -13,6 +13,7 @@ import {
   type SseInput as SseIn,
   type SseOutput as SseOut,
 } from "../src/core/ssvq/kmeans.js";
+import { disableKernel, kernelAvailable } from "../src/core/ssvq/kmeans-kernel.js";
 import { serialMap, type TaskName } from "../src/core/tasks.js";
 import { createThreadPool } from "../src/io/pool.js";
 
@@ -100,11 +101,14 @@ describe("kmeans", () => {
   });
 
   describe("is deterministic", () => {
-    // One case per search method (see `Method` in kmeans.ts), each over several chunks.
+    // Each search of the SIMD kernel (kmeans-kernel.ts: every centroid four points at a time for k <= 64,
+    // groups with boxes above), unrolled and generic distances, each over several chunks and tasks.
     const cases = [
-      { n: 50000, d: 4, k: 32 }, // neighbour lists
-      { n: 20000, d: 3, k: 600 }, // sorted axis (k^2 > 16n)
-      { n: 12000, d: 12, k: 20 }, // scan (d > 8)
+      { n: 50000, d: 4, k: 32 }, // scan
+      { n: 20000, d: 3, k: 600 }, // groups
+      { n: 12000, d: 12, k: 20 }, // scan, generic d
+      { n: 30000, d: 8, k: 700 }, // groups
+      { n: 40000, d: 8, k: 12 }, // scan, every point every pass (k <= 16)
     ];
     for (const { n, d, k } of cases) {
       it(`n=${n} d=${d} k=${k}: same seed, same bytes, with any map and thread count`, async () => {
@@ -190,9 +194,10 @@ describe("kmeans", () => {
 });
 
 describe("assignNearest", () => {
-  // Every search method (neighbour lists when k^2 <= 16n and d <= 8, else sorted axis for d <= 4, else
-  // scan), unrolled and generic distances.
+  // Both searches of the kernel (scan for k <= 64, groups above), unrolled and generic distances.
   const cases = [
+    { n: 4000, d: 4, k: 4096 },
+    { n: 5000, d: 8, k: 1024 },
     { n: 3000, d: 1, k: 1 },
     { n: 3000, d: 1, k: 50 },
     { n: 3000, d: 2, k: 7 },
@@ -227,10 +232,13 @@ describe("assignNearest", () => {
 
   it("equals brute force at every Lloyd pass, ties included", async () => {
     for (const { n, d, k } of [
-      { n: 20000, d: 4, k: 64 }, // neighbour lists
-      { n: 4000, d: 2, k: 40 }, // neighbour lists
-      { n: 2000, d: 3, k: 200 }, // sorted axis
-      { n: 2000, d: 5, k: 200 }, // scan
+      { n: 20000, d: 4, k: 64 }, // scan
+      { n: 20000, d: 4, k: 16 }, // scan, every point every pass
+      { n: 4000, d: 2, k: 40 }, // scan
+      { n: 2000, d: 3, k: 200 }, // groups
+      { n: 2000, d: 5, k: 200 }, // groups
+      { n: 20000, d: 4, k: 1024 }, // groups
+      { n: 8000, d: 8, k: 512 }, // groups
     ]) {
       const rng = new Rng(d);
       // Points on a coarse grid, so that many are exactly as far from two centroids.
@@ -245,6 +253,70 @@ describe("assignNearest", () => {
         assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `n=${n} d=${d} k=${k} pass ${pass}`);
         lloyd.update();
       }
+    }
+  });
+});
+
+describe("the SIMD kernel's float32 answers", () => {
+  it("are taken only when provably exact: extreme magnitudes go to the float64 search", async () => {
+    // Squares of 1e20 overflow float32 and squares of 1e-25 underflow it: the kernel's error bound does
+    // not hold there, so every such point must be searched again exactly, with the brute-force answer.
+    for (const [scale, d, k] of [[1e20, 4, 16], [1e-25, 4, 300], [1e20, 8, 300], [1e-25, 8, 16]] as const) {
+      const n = 6000;
+      const points = normalPoints(n, d, 31).map((v) => v * scale);
+      const init = points.slice(0, k * d);
+      const lloyd = new Lloyd(points, n, d, k, init, pool2);
+      for (let pass = 0; pass < 4; pass++) {
+        await lloyd.assign();
+        // All but the k points that are the initial centroids (distance exactly 0, every other one provably
+        // positive) are searched again exactly.
+        if (pass === 0 && kernelAvailable(d)) assert.ok(lloyd.stats.exact >= n - k, `scale ${scale}: ${lloyd.stats.exact} exact`);
+        const want = bruteNearest(points, n, d, lloyd.centroids(), k);
+        assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `scale ${scale} d=${d} k=${k} pass ${pass}`);
+        lloyd.update();
+      }
+    }
+  });
+
+  it("settle nearly every searched point on ordinary data (few exact re-searches)", async () => {
+    const n = 40000;
+    const points = normalPoints(n, 4, 32);
+    const lloyd = new Lloyd(points, n, 4, 256, points.slice(0, 256 * 4));
+    await lloyd.assign();
+    assert.equal(lloyd.stats.searched, n);
+    // The first pass starts on sample points: those 256 are settled without the float64 search too.
+    if (kernelAvailable(4)) assert.ok(lloyd.stats.exact < n / 1000, `exact ${lloyd.stats.exact}`);
+  });
+
+  it("give the same bytes as the float64 search alone (WebAssembly off), in this thread and in a pool", async () => {
+    const runs: KmeansResult[] = [];
+    const cases = [
+      { n: 30000, d: 4, k: 16 },
+      { n: 20000, d: 8, k: 300 },
+      { n: 6000, d: 2, k: 40, grid: true },
+    ];
+    for (const off of [false, true]) {
+      disableKernel(off);
+      if (off) process.env["SSVQ_KMEANS_NO_WASM"] = "1"; // read by the new pool's workers
+      const pool = createThreadPool(2);
+      try {
+        for (const { n, d, k, grid } of cases) {
+          let points = normalPoints(n, d, 33);
+          if (grid) points = points.map((v) => Math.round(v * 4) / 2);
+          for (const map of [undefined, pool]) runs.push(await kmeans(points, n, d, k, { seed: 3, maxIters: 15, map }));
+        }
+      } finally {
+        delete process.env["SSVQ_KMEANS_NO_WASM"];
+        disableKernel(false);
+        await pool.close();
+      }
+    }
+    const half = runs.length / 2;
+    for (let r = 0; r < half; r++) {
+      const [a, b] = [runs[r], runs[half + r]];
+      assert.deepEqual(Buffer.from(b.centroids.buffer), Buffer.from(a.centroids.buffer), `run ${r}: centroids`);
+      assert.deepEqual(differences(b.assignments, a.assignments), [], `run ${r}: assignments`);
+      assert.equal(b.sse, a.sse, `run ${r}: sse`);
     }
   });
 });

@@ -1,72 +1,319 @@
 /**
- * `ssvq bench kmeans`: times the engine's Lloyd iterations against a plain single-threaded loop.
+ * `ssvq bench kmeans`: times the engine's Lloyd iterations against a plain single-threaded JavaScript
+ * loop (`--compare plain`) or against scikit-learn's KMeans (`--compare sklearn`), on the same points and
+ * the same start, in the same run.
  *
- * Data: n points of dimension d, float32 standard normal values from `new Rng(seed).fillNormal`; the same
- * Rng then picks k distinct point indices (`sampleIndices`) as the initial centroids. Both runs then do
- * exactly `iters` Lloyd iterations (assign every point to its nearest centroid, move every centroid to
- * the mean of its points, summed in float64 and stored as float32; an empty cluster keeps its centroid,
- * no re-seeding, no early stop), then a final assignment and its sum of squared distances (SSE).
- * Timed: from the start of the iterations to the SSE (thread start-up included, data generation not).
- * The two SSEs must agree to a relative 1e-6, or the benchmark throws.
+ * Data, per shape n x d x k: n points of dimension d, float32 standard normal values from
+ * `new Rng(seed).fillNormal`; the same Rng then picks k distinct point indices (`sampleIndices`) as the
+ * initial centroids. Every side does exactly `iters` Lloyd iterations (assign every point to its nearest
+ * centroid, move every centroid to the mean of its points; an empty cluster keeps its centroid here, no
+ * re-seeding, no early stop), then a final assignment and its sum of squared distances (SSE).
+ *
+ * Timing (the same rules for both sides): warm. The engine's thread pool is started, and its code
+ * compiled, by an untimed run on the first 20,000 points before the timed runs (`warmupSeconds` says how
+ * long that took, worker start-up included); scikit-learn is likewise imported and its OpenMP threads
+ * started by an untimed fit on a subset (`sklearn.importSeconds` is the import alone). Timed: from the Lloyd object's
+ * construction (the copy of the points into shared memory included) to the SSE, and for scikit-learn
+ * `KMeans(k, init=<the same k points>, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(X)` on the
+ * float32 points. Best of `repeat` runs each (all are listed).
+ *
+ * scikit-learn runs on all its OpenMP threads (its default; the JSON lists them) and the engine on
+ * `threads` workers. scikit-learn computes in float32 (distances as |x|^2 - 2 x.c + |c|^2), so its SSE
+ * is recomputed here from its centroids and labels in float64 the way the engine's is (`sklearnSse`;
+ * its own float32 `inertia_` is listed too); `n_iter_` must equal `iters` (tol=0 stops earlier only when
+ * no label changes, and then both sides sit at the same fixed point). The engine's SSE must not exceed
+ * scikit-learn's by more than a relative 1e-6 (`sseOk`). Untimed, scikit-learn also fits the points widened
+ * to float64 (`sklearnFloat64`): its float32 sums and distances are what separate its trajectory from an
+ * exact Lloyd's, and in float64 the two agree. With `--compare plain` the plain loop must
+ * agree with the engine to a relative 1e-6, or the benchmark throws.
  */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseNpy, writeNpy } from "../core/calib/npy.js";
 import { InputError } from "../core/errors.js";
 import { Rng } from "../core/rng.js";
 import { Lloyd } from "../core/ssvq/kmeans.js";
-import { createThreadPool } from "../io/pool.js";
+import { dist2 } from "../core/ssvq/kmeans-assign.js";
+import { createThreadPool, type ThreadPool } from "../io/pool.js";
 
-export interface KmeansBenchOptions {
+export interface KmeansShape {
   n: number;
   d: number;
   k: number;
+}
+
+/** The shapes of the `--bits` table (d 4 and 8; k 16, 64, 256, 4096) at n = 500k (d 4) and 250k (d 8). */
+export const TABLE_SHAPES: readonly KmeansShape[] = [4, 8].flatMap((d) =>
+  [16, 64, 256, 4096].map((k) => ({ n: d === 4 ? 500000 : 250000, d, k })),
+);
+
+export type KmeansCompare = "plain" | "sklearn" | "none";
+
+export interface KmeansBenchOptions {
+  shapes: readonly KmeansShape[];
   iters: number;
   seed: number;
   threads: number;
+  compare: KmeansCompare;
+  /** Timed runs per side and shape (the best is reported). */
+  repeat: number;
+  /** The Python with scikit-learn (default: /usr/bin/python3, then python3 on PATH). */
+  python?: string;
 }
 
-export interface KmeansBenchResult extends KmeansBenchOptions {
-  /** Engine: wall-clock seconds, and the final SSE. */
+export interface KmeansShapeResult extends KmeansShape {
+  /** Engine: best wall-clock seconds, every run's, and the final SSE. */
   seconds: number;
+  runs: number[];
   sse: number;
-  /** The plain loop, same data and start, same process. */
-  baselineSeconds: number;
+  /** Points the bounds did not settle, as a share of all points, averaged over the passes. */
+  searchedShare: number;
+  /** Empty clusters met by the engine's updates (scikit-learn relocates them, so runs would differ). */
+  emptyClusters: number;
+  /** `--compare plain`: the plain loop, same data and start, same process. */
+  baselineSeconds?: number;
+  /** `--compare sklearn`. */
+  sklearnSeconds?: number;
+  sklearnRuns?: number[];
+  sklearnSse?: number;
+  sklearnInertia?: number;
+  sklearnIterations?: number;
+  /** scikit-learn's seconds over the engine's. */
+  speedup?: number;
+  /** (engine SSE - scikit-learn SSE) / scikit-learn SSE; <= 1e-6 passes (`sseOk`). */
+  sseRelativeDifference?: number;
+  sseOk?: boolean;
+  /** Points whose final label differs between the two. */
+  labelsDiffer?: number;
+  /**
+   * An untimed reference: scikit-learn's same fit on the points widened to float64 (its float32 arithmetic
+   * makes its trajectory drift from an exact one; in float64 the two should agree).
+   */
+  sklearnFloat64?: { sse: number; iterations: number; seconds: number; sseRelativeDifference: number; sseOk: boolean; labelsDiffer: number };
 }
+
+export interface KmeansBenchResult {
+  bench: "kmeans";
+  iters: number;
+  seed: number;
+  threads: number;
+  repeat: number;
+  compare: KmeansCompare;
+  timing: string;
+  /** Seconds of the untimed warm-up run (thread pool start-up included). */
+  warmupSeconds: number;
+  sklearn?: { python: string; version: string; numpy: string; importSeconds: number; threadpools: Array<{ api: string; internal: string; threads: number }> };
+  shapes: KmeansShapeResult[];
+}
+
+const TIMING_ENGINE =
+  "warm: the engine's pool started and its code compiled by an untimed run; timed from the Lloyd object's " +
+  "construction to the final SSE; best of `repeat`";
+const TIMING_SKLEARN =
+  "warm on both sides: the engine's pool started and compiled by an untimed run, scikit-learn imported and " +
+  "its OpenMP threads started by an untimed fit; timed from the Lloyd object's construction to the final SSE, " +
+  "and KMeans(...).fit(X); best of `repeat` each";
 
 export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBenchResult> {
-  const { n, d, k, iters, seed, threads } = o;
-  const limits = [["n", n, 1], ["d", d, 1], ["k", k, 1], ["iters", iters, 0], ["threads", threads, 1]] as const;
-  for (const [name, v, min] of limits) {
+  const { iters, seed, threads, repeat, compare } = o;
+  for (const [name, v, min] of [["iters", iters, 0], ["threads", threads, 1], ["repeat", repeat, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
   }
-  if (k > n) throw new InputError(`--k (${k}) must not exceed --n (${n})`);
-  const rng = new Rng(seed);
-  const points = rng.fillNormal(new Float32Array(n * d));
-  const init = new Float32Array(k * d);
-  rng.sampleIndices(n, k).forEach((p, j) => init.set(points.subarray(p * d, p * d + d), j * d));
-
-  const pool = createThreadPool(threads);
-  let seconds: number;
-  let sse: number;
-  try {
-    const t0 = performance.now();
-    const lloyd = new Lloyd(points, n, d, k, init, pool);
-    for (let it = 0; it < iters; it++) {
-      await lloyd.assign();
-      lloyd.update();
+  if (o.shapes.length === 0) throw new InputError("no shapes to measure");
+  for (const { n, d, k } of o.shapes) {
+    for (const [name, v] of [["n", n], ["d", d], ["k", k]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new InputError(`--${name} must be an integer >= 1, got ${v}`);
     }
-    await lloyd.assign();
-    sse = await lloyd.sse();
-    seconds = (performance.now() - t0) / 1000;
+    if (k > n) throw new InputError(`k (${k}) must not exceed n (${n})`);
+  }
+  const python = compare === "sklearn" ? findPython(o.python) : undefined;
+  const pool = createThreadPool(threads);
+  const shapes: KmeansShapeResult[] = [];
+  const data: Array<{ points: Float32Array; init: Float32Array; assignments: Uint32Array }> = [];
+  let warmupSeconds = 0;
+  try {
+    for (const shape of o.shapes) {
+      const { points, init } = generate(shape, seed);
+      // Untimed: starts the workers and compiles the code paths this shape takes.
+      const w0 = performance.now();
+      const wn = Math.min(shape.n, Math.max(20000, shape.k));
+      await lloydRun(points.subarray(0, wn * shape.d), { ...shape, n: wn }, init, Math.min(iters, 2), pool);
+      warmupSeconds += (performance.now() - w0) / 1000;
+      const runs: number[] = [];
+      let last: Awaited<ReturnType<typeof lloydRun>> | undefined;
+      for (let r = 0; r < repeat; r++) {
+        const t0 = performance.now();
+        last = await lloydRun(points, shape, init, iters, pool);
+        runs.push((performance.now() - t0) / 1000);
+      }
+      const { sse, assignments, searched, empty } = last!;
+      shapes.push({
+        ...shape,
+        seconds: Math.min(...runs),
+        runs,
+        sse,
+        searchedShare: searched / ((iters + 1) * shape.n),
+        emptyClusters: empty,
+      });
+      data.push({ points, init, assignments });
+    }
   } finally {
     await pool.close();
   }
 
-  const t1 = performance.now();
-  const baselineSse = plainLloyd(points, n, d, k, init, iters);
-  const baselineSeconds = (performance.now() - t1) / 1000;
-  if (!(Math.abs(sse - baselineSse) <= 1e-6 * Math.abs(baselineSse))) {
-    throw new Error(`k-means benchmark: engine SSE ${sse} differs from the plain loop's ${baselineSse}`);
+  if (compare === "plain") {
+    o.shapes.forEach((shape, s) => {
+      const t1 = performance.now();
+      const baselineSse = plainLloyd(data[s].points, shape.n, shape.d, shape.k, data[s].init, iters);
+      shapes[s].baselineSeconds = (performance.now() - t1) / 1000;
+      const sse = shapes[s].sse;
+      if (!(Math.abs(sse - baselineSse) <= 1e-6 * Math.abs(baselineSse))) {
+        throw new Error(`k-means benchmark: engine SSE ${sse} differs from the plain loop's ${baselineSse}`);
+      }
+    });
   }
-  return { seconds, sse, baselineSeconds, n, d, k, iters, seed, threads };
+
+  let sklearn: KmeansBenchResult["sklearn"];
+  if (compare === "sklearn") {
+    const dir = mkdtempSync(join(tmpdir(), "ssvq-kmeans-bench-"));
+    try {
+      const files = o.shapes.map((shape, s) => {
+        const f = { points: join(dir, `points${s}.npy`), init: join(dir, `init${s}.npy`), centers: join(dir, `centers${s}.npy`), labels: join(dir, `labels${s}.npy`), labels64: join(dir, `labels64${s}.npy`) };
+        writeFileSync(f.points, writeNpy({ elemType: "float32", shape: [shape.n, shape.d], data: data[s].points }));
+        writeFileSync(f.init, writeNpy({ elemType: "float32", shape: [shape.k, shape.d], data: data[s].init }));
+        return f;
+      });
+      const out = runSklearn(python!, { iters, repeat, shapes: files });
+      sklearn = { python: python!, version: out.version, numpy: out.numpy, importSeconds: out.importSeconds, threadpools: out.threadpools };
+      o.shapes.forEach((shape, s) => {
+        const r = out.shapes[s];
+        const centers = parseNpy(readFileSync(files[s].centers), files[s].centers).data as Float32Array;
+        const labels = parseNpy(readFileSync(files[s].labels), files[s].labels).data as Int32Array;
+        const c64 = Float64Array.from(centers);
+        let sse = 0;
+        let differ = 0;
+        for (let i = 0; i < shape.n; i++) {
+          sse += dist2(data[s].points, i * shape.d, c64, labels[i] * shape.d, shape.d);
+          if (labels[i] !== data[s].assignments[i]) differ++;
+        }
+        const res = shapes[s];
+        res.sklearnSeconds = Math.min(...r.seconds);
+        res.sklearnRuns = r.seconds;
+        res.sklearnSse = sse;
+        res.sklearnInertia = r.inertia;
+        res.sklearnIterations = r.nIter;
+        res.speedup = res.sklearnSeconds / res.seconds;
+        res.sseRelativeDifference = (res.sse - sse) / sse;
+        res.sseOk = res.sseRelativeDifference <= 1e-6 && r.nIter === iters;
+        res.labelsDiffer = differ;
+        const labels64 = parseNpy(readFileSync(files[s].labels64), files[s].labels64).data as Int32Array;
+        let differ64 = 0;
+        for (let i = 0; i < shape.n; i++) if (labels64[i] !== data[s].assignments[i]) differ64++;
+        const rel64 = (res.sse - r.inertia64) / r.inertia64;
+        res.sklearnFloat64 = { sse: r.inertia64, iterations: r.nIter64, seconds: r.seconds64, sseRelativeDifference: rel64, sseOk: rel64 <= 1e-6, labelsDiffer: differ64 };
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return { bench: "kmeans", iters, seed, threads, repeat, compare, timing: compare === "sklearn" ? TIMING_SKLEARN : TIMING_ENGINE, warmupSeconds, ...(sklearn ? { sklearn } : {}), shapes };
+}
+
+function generate({ n, d, k }: KmeansShape, seed: number): { points: Float32Array; init: Float32Array } {
+  const rng = new Rng(seed);
+  const points = rng.fillNormal(new Float32Array(n * d));
+  const init = new Float32Array(k * d);
+  rng.sampleIndices(n, k).forEach((p, j) => init.set(points.subarray(p * d, p * d + d), j * d));
+  return { points, init };
+}
+
+/** `iters` Lloyd iterations with the engine, then the final assignment and its SSE. */
+async function lloydRun(
+  points: Float32Array,
+  { n, d, k }: KmeansShape,
+  init: Float32Array,
+  iters: number,
+  pool: ThreadPool,
+): Promise<{ sse: number; assignments: Uint32Array; searched: number; empty: number }> {
+  const lloyd = new Lloyd(points, n, d, k, init, pool);
+  let searched = 0;
+  let empty = 0;
+  for (let it = 0; it < iters; it++) {
+    await lloyd.assign();
+    searched += lloyd.stats.searched;
+    empty += lloyd.update().length;
+  }
+  await lloyd.assign();
+  searched += lloyd.stats.searched;
+  const sse = await lloyd.sse();
+  return { sse, assignments: lloyd.assignments(), searched, empty };
+}
+
+/** The Python to run scikit-learn with: the given one, else /usr/bin/python3, else python3 on PATH. */
+function findPython(given: string | undefined): string {
+  const candidates = given ? [given] : ["/usr/bin/python3", "python3"];
+  for (const py of candidates) {
+    const r = spawnSync(py, ["-c", "import sklearn, numpy, threadpoolctl"], { encoding: "utf8" });
+    if (r.status === 0) return py;
+  }
+  throw new InputError(
+    `--compare sklearn needs a Python with scikit-learn (tried ${candidates.join(", ")}); ` +
+      `on Debian: apt-get install python3-sklearn, or name one with --python`,
+  );
+}
+
+/** scikit-learn's side, in one Python process: warm-up, then `repeat` timed fits per shape. */
+const SKLEARN_SCRIPT = String.raw`
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import sklearn
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_info
+import_s = time.perf_counter() - t0
+args = json.loads(sys.argv[1])
+out = []
+for shape in args["shapes"]:
+    X = np.load(shape["points"])
+    init = np.load(shape["init"])
+    assert X.dtype == np.float32 and X.flags["C_CONTIGUOUS"] and init.dtype == np.float32
+    k = init.shape[0]
+    m = min(len(X), max(20000, k))
+    KMeans(n_clusters=k, init=init, n_init=1, max_iter=2, tol=0.0, algorithm="lloyd").fit(X[:m])
+    seconds = []
+    for r in range(args["repeat"]):
+        t = time.perf_counter()
+        km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=args["iters"], tol=0.0, algorithm="lloyd").fit(X)
+        seconds.append(time.perf_counter() - t)
+    assert km.cluster_centers_.dtype == np.float32
+    np.save(shape["centers"], km.cluster_centers_)
+    np.save(shape["labels"], km.labels_.astype(np.int32))
+    # Untimed reference: the same fit in float64 (sklearn's float32 arithmetic, not the algorithm, is what
+    # separates its trajectory from an exact one).
+    t = time.perf_counter()
+    km64 = KMeans(n_clusters=k, init=init.astype(np.float64), n_init=1, max_iter=args["iters"], tol=0.0, algorithm="lloyd").fit(X.astype(np.float64))
+    seconds64 = time.perf_counter() - t
+    np.save(shape["labels64"], km64.labels_.astype(np.int32))
+    out.append({"seconds": seconds, "nIter": int(km.n_iter_), "inertia": float(km.inertia_),
+                "inertia64": float(km64.inertia_), "nIter64": int(km64.n_iter_), "seconds64": seconds64})
+pools = [{"api": i["user_api"], "internal": i["internal_api"], "threads": i["num_threads"]} for i in threadpool_info()]
+print(json.dumps({"version": sklearn.__version__, "numpy": np.__version__, "importSeconds": import_s, "threadpools": pools, "shapes": out}))
+`;
+
+interface SklearnOut {
+  version: string;
+  numpy: string;
+  importSeconds: number;
+  threadpools: Array<{ api: string; internal: string; threads: number }>;
+  shapes: Array<{ seconds: number[]; nIter: number; inertia: number; inertia64: number; nIter64: number; seconds64: number }>;
+}
+
+function runSklearn(python: string, args: { iters: number; repeat: number; shapes: unknown[] }): SklearnOut {
+  const r = spawnSync(python, ["-c", SKLEARN_SCRIPT, JSON.stringify(args)], { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`scikit-learn benchmark failed (exit ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!) as SklearnOut;
 }
 
 /** The reference: the textbook double loop, one thread. Returns the SSE of the final assignment. */
@@ -108,4 +355,14 @@ function plainLloyd(points: Float32Array, n: number, d: number, k: number, init:
     }
   }
   return assign();
+}
+
+/** Parses `--shapes`: "table" (TABLE_SHAPES) or a comma-separated list of NxDxK. */
+export function parseShapes(text: string): KmeansShape[] {
+  if (text === "table") return [...TABLE_SHAPES];
+  return text.split(",").map((s) => {
+    const m = /^\s*(\d+)x(\d+)x(\d+)\s*$/.exec(s);
+    if (!m) throw new InputError(`--shapes takes "table" or NxDxK,NxDxK,... (like 500000x4x256), not ${JSON.stringify(s)}`);
+    return { n: Number(m[1]), d: Number(m[2]), k: Number(m[3]) };
+  });
 }

@@ -1,0 +1,746 @@
+/**
+ * The assignment pass of k-means as a WebAssembly module (SIMD for the distances): the nearest-centroid
+ * search in float32, fast and approximate, with an error bound under which its answer is accepted only
+ * when it is provably the exact one; every other point is searched again exactly, in float64.
+ *
+ * Three functions, assembled below for each d:
+ *  - `pass()`: a whole chunk of points (kmeans-assign.ts gives the steps): Hamerly's test on each point,
+ *    one of the two searches below for those it does not settle, the acceptance test or else the exact
+ *    float64 search over all centroids (the brute-force loop's own arithmetic), the new bounds, and the
+ *    chunk's float64 sums in point order;
+ *  - `search()` (k > 64): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
+ *    the squared distance from x to each group's bounding box, then the squared distances to the
+ *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
+ *    every other group whose box is not farther than the best distance so far (times 1 + 5 rho). It
+ *    returns the best centroid (as a lane index), its approximate squared distance a1, and a2: the
+ *    smallest of the approximate squared distances to every other centroid examined and of the boxes of
+ *    the groups skipped, so a2 bounds from below (up to rho) the distance to every centroid but the best;
+ *  - `scan4()` (k <= 64): every centroid for four points at once (one point per lane), the same outputs.
+ *
+ * Error bound. Every quantity is a sum of squares of float32 differences, so float32 rounding makes a
+ * relative error only (no cancellation): |approx - exact| <= rho * exact with rho = (d + 3) 2^-24, as
+ * long as the values stay between 2^-100 and 1e37 (no underflow, no overflow), which `pass()` checks.
+ *
+ * Layout (four centroids side by side, so one f32x4 holds a coordinate of four centroids): block b of
+ * the centroids is d vectors, coordinate t of lanes 0..3 at blocks + (b d + t) 16; group g owns blocks
+ * groupStart[g] .. groupStart[g + 1] - 1 (padding lanes are +Infinity, never the nearest); the boxes of
+ * groups 4r .. 4r + 3 are 2d vectors at boxes + r 2d 16: lo of coordinate t, then hi (padding groups are
+ * +Infinity). WebAssembly arithmetic is IEEE without fused multiply-add: the same bits on every machine,
+ * and the float64 parts compute exactly what the TypeScript code computes.
+ *
+ * The module (a few KB) is assembled below byte by byte, so no build step or binary file is needed;
+ * `nearestKernel(d)` returns null when this runtime lacks WebAssembly SIMD (kmeans-assign.ts then runs
+ * the exact float64 search alone, with the same results).
+ */
+
+// ---- a minimal WebAssembly assembler -----------------------------------------------------------------
+
+const uleb = (n: number): number[] => {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    out.push(b);
+  } while (n);
+  return out;
+};
+const sleb = (n: number): number[] => {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+};
+const name = (s: string): number[] => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
+const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.length), ...bytes];
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const f32Bytes = (v: number): number[] => [...new Uint8Array(Float32Array.of(v).buffer)];
+
+const I32 = 0x7f;
+const F32 = 0x7d;
+const V128 = 0x7b;
+
+/** Instruction encoders (each returns its bytes). */
+const op = {
+  get: (l: number) => [0x20, ...uleb(l)],
+  set: (l: number) => [0x21, ...uleb(l)],
+  tee: (l: number) => [0x22, ...uleb(l)],
+  i32: (v: number) => [0x41, ...sleb(v)],
+  f32: (v: number) => [0x43, ...f32Bytes(v)],
+  add: [0x6a],
+  sub: [0x6b],
+  mul: [0x6c],
+  shl: [0x74],
+  ltS: [0x48],
+  geS: [0x4e],
+  ne: [0x47],
+  f32Lt: [0x5d],
+  f32Le: [0x5f],
+  f32Mul: [0x94],
+  select: [0x1b],
+  i32Load: (offset = 0) => [0x28, 2, ...uleb(offset)],
+  f32Load: (offset = 0) => [0x2a, 2, ...uleb(offset)],
+  i32Store: (offset = 0) => [0x36, 2, ...uleb(offset)],
+  f32Store: (offset = 0) => [0x38, 2, ...uleb(offset)],
+  block: [0x02, 0x40],
+  loop: [0x03, 0x40],
+  if: [0x04, 0x40],
+  else: [0x05],
+  end: [0x0b],
+  br: (depth: number) => [0x0c, ...uleb(depth)],
+  brIf: (depth: number) => [0x0d, ...uleb(depth)],
+  call: (f: number) => [0x10, ...uleb(f)],
+  eq: [0x46],
+  eqz: [0x45],
+  gtS: [0x4a],
+  and: [0x71],
+  or: [0x72],
+  f64: (x: number) => [0x44, ...new Uint8Array(Float64Array.of(x).buffer)],
+  f64Load: (offset = 0) => [0x2b, 3, ...uleb(offset)],
+  f64Store: (offset = 0) => [0x39, 3, ...uleb(offset)],
+  f64Add: [0xa0],
+  f64Sub: [0xa1],
+  f64Mul: [0xa2],
+  f64Sqrt: [0x9f],
+  f64Eq: [0x61],
+  f64Lt: [0x63],
+  f64Gt: [0x64],
+  f64Le: [0x65],
+  f64Ge: [0x66],
+  demote: [0xb6],
+  promote: [0xbb],
+};
+const simd = (code: number, ...imm: number[]): number[] => [0xfd, ...uleb(code), ...imm];
+const v = {
+  load: (offset = 0) => simd(0x00, 4, ...uleb(offset)),
+  load32Splat: (offset = 0) => simd(0x09, 2, ...uleb(offset)),
+  store: (offset = 0) => simd(0x0b, 4, ...uleb(offset)),
+  const: (bytes: number[]) => simd(0x0c, ...bytes),
+  shuffle: (lanes: number[]) => simd(0x0d, ...lanes),
+  i32Splat: simd(0x11),
+  f32Splat: simd(0x13),
+  f32Replace: (lane: number) => simd(0x20, lane),
+  f32Extract: (lane: number) => simd(0x1f, lane),
+  i32Extract: (lane: number) => simd(0x1b, lane),
+  f32Lt: simd(0x43),
+  bitselect: simd(0x52),
+  i32Add: simd(0xae),
+  f32Add: simd(0xe4),
+  f32Sub: simd(0xe5),
+  f32Mul: simd(0xe6),
+  f32Pmin: simd(0xea),
+  f32Pmax: simd(0xeb),
+};
+const i32x4 = (a: number, b: number, c: number, d: number): number[] =>
+  v.const([...new Uint8Array(Int32Array.of(a, b, c, d).buffer)]);
+const f32x4 = (x: number): number[] => v.const([...new Uint8Array(Float32Array.of(x, x, x, x).buffer)]);
+/** Byte shuffles that swap the halves of a vector, and neighbouring lanes. */
+const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
+const SWAP_PAIRS = [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11];
+
+/** Relative slack on every pruning test and bound: float64 rounding errors are below 1e-13 for d < 1e3. */
+export const SLACK = 1e-9;
+/** Bounds are stored as float32, rounded outwards by this relative amount (float32 rounds by <= 2^-24). */
+export const F32_OUTWARD = 2 ** -20;
+/** The squared distances the kernel reports are trusted down to this (float32 stays normal above) ... */
+export const KERNEL_MIN = 2 ** -100;
+/** ... and up to this (no float32 overflow below). */
+export const KERNEL_MAX = 1e37;
+const PASS_CONSTANTS: PassConstants = { slack: SLACK, f32Outward: F32_OUTWARD, kernelMin: KERNEL_MIN, kernelMax: KERNEL_MAX };
+
+/** Relative error bound of the kernel's squared distances for dimension d (see the file comment). */
+export const kernelRho = (d: number): number => (d + 3) * 2 ** -24;
+
+// Parameters of `search(m, pts, hints, outIdx, outA1, outA2, blocks, groupStart, boxes, groups, boxBlocks,
+// scratch)`: byte addresses and counts (see `NearestKernel` for the layout), then the locals.
+const [M, PTS, HINTS, OUT_IDX, OUT_A1, OUT_A2, BLOCKS, GSTART, BOXES, G, GB, SCRATCH] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const [P, PX, R, BP, SP, F, GI, B, BEND, CP, IDX, IQ] = [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23];
+const I32_LOCALS = 12;
+const [THR, SKIPPED, BV, A1, A2, S] = [24, 25, 26, 27, 28, 29];
+const F32_LOCALS = 6;
+const [BEST, SEC, IDXV, LI, ACC, DV] = [30, 31, 32, 33, 34, 35];
+const X = 36; // d locals: the point's coordinates, splat
+
+function body(d: number): number[] {
+  const { get, set, tee, i32, f32 } = op;
+  const c: number[] = [];
+  const blockBytes = d * 16;
+  const factor = 1 + 5 * kernelRho(d);
+  /** The horizontal minimum of v128 local `l` (no NaN here, so pmin is the minimum), as an f32. */
+  const hmin = (l: number): number[] => [
+    ...get(l), ...get(l), ...get(l), ...v.shuffle(SWAP_HALVES), ...v.f32Pmin,
+    ...tee(DV), ...get(DV), ...get(DV), ...v.shuffle(SWAP_PAIRS), ...v.f32Pmin, ...v.f32Extract(0),
+  ];
+  /** Scans the blocks of group `GI`, updating BEST, SEC and IDXV per lane. */
+  const scan = (): number[] => {
+    const s: number[] = [];
+    s.push(...get(GSTART), ...get(GI), ...i32(2), ...op.shl, ...op.add, ...tee(CP), ...op.i32Load(0), ...set(B));
+    s.push(...get(CP), ...op.i32Load(4), ...set(BEND));
+    s.push(...get(BLOCKS), ...get(B), ...i32(blockBytes), ...op.mul, ...op.add, ...set(CP));
+    s.push(...get(B), ...i32(2), ...op.shl, ...v.i32Splat, ...i32x4(0, 1, 2, 3), ...v.i32Add, ...set(LI));
+    s.push(...op.block, ...op.loop);
+    s.push(...get(B), ...get(BEND), ...op.geS, ...op.brIf(1));
+    for (let t = 0; t < d; t++) {
+      s.push(...get(X + t), ...get(CP), ...v.load(16 * t), ...v.f32Sub, ...tee(DV), ...get(DV), ...v.f32Mul);
+      if (t > 0) s.push(...get(ACC), ...v.f32Add);
+      s.push(...set(ACC));
+    }
+    // second = min(second, max(best, acc)); best = min(best, acc); index where acc < best.
+    s.push(...get(SEC), ...get(BEST), ...get(ACC), ...v.f32Pmax, ...v.f32Pmin, ...set(SEC));
+    s.push(...get(LI), ...get(IDXV), ...get(ACC), ...get(BEST), ...v.f32Lt, ...v.bitselect, ...set(IDXV));
+    s.push(...get(BEST), ...get(ACC), ...v.f32Pmin, ...set(BEST));
+    s.push(...get(LI), ...i32x4(4, 4, 4, 4), ...v.i32Add, ...set(LI));
+    s.push(...get(CP), ...i32(blockBytes), ...op.add, ...set(CP));
+    s.push(...get(B), ...i32(1), ...op.add, ...set(B), ...op.br(0));
+    s.push(...op.end, ...op.end);
+    return s;
+  };
+
+  c.push(...i32(0), ...set(P));
+  c.push(...op.block, ...op.loop);
+  c.push(...get(P), ...get(M), ...op.geS, ...op.brIf(1));
+  // The point, each coordinate splat to four lanes.
+  c.push(...get(PTS), ...get(P), ...i32(4 * d), ...op.mul, ...op.add, ...set(PX));
+  for (let t = 0; t < d; t++) c.push(...get(PX), ...v.load32Splat(4 * t), ...set(X + t));
+  // Squared distances to the boxes, four groups at a time, into scratch.
+  c.push(...get(BOXES), ...set(BP), ...get(SCRATCH), ...set(SP), ...i32(0), ...set(R));
+  c.push(...op.block, ...op.loop);
+  c.push(...get(R), ...get(GB), ...op.geS, ...op.brIf(1));
+  c.push(...get(SP));
+  for (let t = 0; t < d; t++) {
+    // e = max(lo - x, x - hi, 0); acc += e^2
+    c.push(...get(BP), ...v.load(16 * t), ...get(X + t), ...v.f32Sub);
+    c.push(...get(X + t), ...get(BP), ...v.load(16 * (d + t)), ...v.f32Sub, ...v.f32Pmax);
+    c.push(...f32x4(0), ...v.f32Pmax, ...tee(DV), ...get(DV), ...v.f32Mul);
+    if (t > 0) c.push(...v.f32Add);
+  }
+  c.push(...v.store(0));
+  c.push(...get(BP), ...i32(2 * blockBytes), ...op.add, ...set(BP));
+  c.push(...get(SP), ...i32(16), ...op.add, ...set(SP));
+  c.push(...get(R), ...i32(1), ...op.add, ...set(R), ...op.br(0));
+  c.push(...op.end, ...op.end);
+  // The first group: the hint, or the group with the nearest box.
+  c.push(...get(HINTS), ...get(P), ...i32(2), ...op.shl, ...op.add, ...op.i32Load(0), ...set(F));
+  c.push(...get(F), ...i32(0), ...op.ltS, ...op.if);
+  c.push(...i32(0), ...set(F), ...get(SCRATCH), ...op.f32Load(0), ...set(BV), ...i32(1), ...set(GI));
+  c.push(...op.block, ...op.loop);
+  c.push(...get(GI), ...get(G), ...op.geS, ...op.brIf(1));
+  c.push(...get(SCRATCH), ...get(GI), ...i32(2), ...op.shl, ...op.add, ...op.f32Load(0), ...tee(A1), ...get(BV), ...op.f32Lt, ...op.if);
+  c.push(...get(A1), ...set(BV), ...get(GI), ...set(F));
+  c.push(...op.end);
+  c.push(...get(GI), ...i32(1), ...op.add, ...set(GI), ...op.br(0));
+  c.push(...op.end, ...op.end);
+  c.push(...op.end);
+  c.push(...f32x4(Infinity), ...set(BEST), ...f32x4(Infinity), ...set(SEC), ...i32x4(0, 0, 0, 0), ...set(IDXV));
+  c.push(...get(F), ...set(GI), ...scan());
+  c.push(...hmin(BEST), ...f32(factor), ...op.f32Mul, ...set(THR));
+  c.push(...f32(Infinity), ...set(SKIPPED));
+  // Every other group whose box is within reach.
+  c.push(...i32(0), ...set(GI));
+  c.push(...op.block, ...op.loop);
+  c.push(...get(GI), ...get(G), ...op.geS, ...op.brIf(1));
+  c.push(...get(GI), ...get(F), ...op.ne, ...op.if);
+  c.push(...get(SCRATCH), ...get(GI), ...i32(2), ...op.shl, ...op.add, ...op.f32Load(0), ...tee(BV), ...get(THR), ...op.f32Le, ...op.if);
+  c.push(...scan(), ...hmin(BEST), ...f32(factor), ...op.f32Mul, ...set(THR));
+  c.push(...op.else);
+  // skipped = min(skipped, box)
+  c.push(...get(BV), ...get(SKIPPED), ...get(BV), ...get(SKIPPED), ...op.f32Lt, ...op.select, ...set(SKIPPED));
+  c.push(...op.end);
+  c.push(...op.end);
+  c.push(...get(GI), ...i32(1), ...op.add, ...set(GI), ...op.br(0));
+  c.push(...op.end, ...op.end);
+  // The best lane (the lowest of equal ones), the second smallest lane, and a2.
+  c.push(...get(BEST), ...v.f32Extract(0), ...set(A1), ...get(IDXV), ...v.i32Extract(0), ...set(IDX), ...f32(Infinity), ...set(S));
+  for (let q = 1; q < 4; q++) {
+    c.push(...get(BEST), ...v.f32Extract(q), ...tee(BV), ...get(A1), ...op.f32Lt, ...op.if);
+    c.push(...get(A1), ...set(S), ...get(BV), ...set(A1), ...get(IDXV), ...v.i32Extract(q), ...set(IDX));
+    c.push(...op.else);
+    c.push(...get(BV), ...get(S), ...get(BV), ...get(S), ...op.f32Lt, ...op.select, ...set(S));
+    c.push(...op.end);
+  }
+  c.push(...hmin(SEC), ...tee(A2), ...get(S), ...get(A2), ...get(S), ...op.f32Lt, ...op.select, ...set(A2));
+  c.push(...get(SKIPPED), ...get(A2), ...get(SKIPPED), ...get(A2), ...op.f32Lt, ...op.select, ...set(A2));
+  c.push(...get(P), ...i32(2), ...op.shl, ...set(IQ));
+  c.push(...get(OUT_IDX), ...get(IQ), ...op.add, ...get(IDX), ...op.i32Store(0));
+  c.push(...get(OUT_A1), ...get(IQ), ...op.add, ...get(A1), ...op.f32Store(0));
+  c.push(...get(OUT_A2), ...get(IQ), ...op.add, ...get(A2), ...op.f32Store(0));
+  c.push(...get(P), ...i32(1), ...op.add, ...set(P), ...op.br(0));
+  c.push(...op.end, ...op.end);
+  return c;
+}
+
+// Parameters and locals of `scan4(m, pts, outIdx, outA1, outA2, cents, k)`: every centroid (float32,
+// row-major [k, d] at `cents`) for four points at a time (lanes = points), the output index being the
+// centroid itself. For small k, where it beats the group search. Reads and writes m rounded up to 4.
+function scan4Body(d: number): { locals: number[]; code: number[] } {
+  const { get, set, tee, i32 } = op;
+  const [SM, SPTS, SIDX, SA1, SA2, SCENT, SK] = [0, 1, 2, 3, 4, 5, 6];
+  const [SP, SJ, SCP, SPA] = [7, 8, 9, 10];
+  const [SBEST, SSEC, SIDXV, SJV, SACC, SDV] = [11, 12, 13, 14, 15, 16];
+  const SX = 17;
+  const c: number[] = [];
+  const e = (...parts: number[][]): void => {
+    for (const p of parts) c.push(...p);
+  };
+  e(i32(0), set(SP));
+  e(op.block, op.loop, get(SP), get(SM), op.geS, op.brIf(1));
+  e(get(SPTS), get(SP), i32(4 * d), op.mul, op.add, set(SPA));
+  for (let t = 0; t < d; t++) {
+    e(get(SPA), op.f32Load(4 * t), v.f32Splat);
+    for (let q = 1; q < 4; q++) e(get(SPA), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
+    e(set(SX + t));
+  }
+  e(f32x4(Infinity), set(SBEST), f32x4(Infinity), set(SSEC), i32x4(0, 0, 0, 0), set(SIDXV), i32x4(0, 0, 0, 0), set(SJV));
+  e(get(SCENT), set(SCP), i32(0), set(SJ));
+  e(op.block, op.loop, get(SJ), get(SK), op.geS, op.brIf(1));
+  for (let t = 0; t < d; t++) {
+    e(get(SX + t), get(SCP), v.load32Splat(4 * t), v.f32Sub, tee(SDV), get(SDV), v.f32Mul);
+    if (t > 0) e(get(SACC), v.f32Add);
+    e(set(SACC));
+  }
+  e(get(SSEC), get(SBEST), get(SACC), v.f32Pmax, v.f32Pmin, set(SSEC));
+  e(get(SJV), get(SIDXV), get(SACC), get(SBEST), v.f32Lt, v.bitselect, set(SIDXV));
+  e(get(SBEST), get(SACC), v.f32Pmin, set(SBEST));
+  e(get(SJV), i32x4(1, 1, 1, 1), v.i32Add, set(SJV));
+  e(get(SCP), i32(4 * d), op.add, set(SCP));
+  e(get(SJ), i32(1), op.add, set(SJ), op.br(0));
+  e(op.end, op.end);
+  e(get(SIDX), get(SP), i32(2), op.shl, op.add, get(SIDXV), v.store(0));
+  e(get(SA1), get(SP), i32(2), op.shl, op.add, get(SBEST), v.store(0));
+  e(get(SA2), get(SP), i32(2), op.shl, op.add, get(SSEC), v.store(0));
+  e(get(SP), i32(4), op.add, set(SP), op.br(0));
+  e(op.end, op.end);
+  return { locals: vec([[...uleb(4), I32], [...uleb(6 + d), V128]]), code: c };
+}
+
+/**
+ * The header the caller writes before `pass()`: i32 fields at 4 * index, then the two float64 shifts.
+ * Addresses are byte offsets into the instance's memory.
+ */
+export const HDR = {
+  count: 0, fresh: 1, points: 2, assignments: 3, upper: 4, lower: 5, centroids: 6, shift: 7, half: 8, groupOf: 9,
+  laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
+  qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
+  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31,
+} as const;
+/** Byte offsets of the float64 header fields, and the header's size. */
+export const HDR_MAX_SHIFT = 128;
+export const HDR_SECOND_SHIFT = 136;
+export const HDR_BYTES = 256;
+
+/**
+ * How `pass()` treats a point: "bounds" searches only those Hamerly's test does not settle; "rescan"
+ * searches every one (cheaper when most would be: small k, early passes) and "fresh" too, the first
+ * pass, where every point counts as changed.
+ */
+export type PassMode = "bounds" | "rescan" | "fresh";
+
+/** The numbers `pass()` shares with kmeans-assign.ts (the same bounds, the same acceptance test). */
+export interface PassConstants {
+  slack: number;
+  f32Outward: number;
+  kernelMin: number;
+  kernelMax: number;
+}
+
+/**
+ * `pass()`: one chunk of an assignment pass, all of it (kmeans-assign.ts describes the steps, and
+ * `assignJs` there is the same outline in TypeScript, with the exact search for every point it queues): Hamerly's test per point, the search of
+ * the points it does not settle (`search`, function 0), the acceptance test or the exact float64
+ * search over all centroids, the new bounds, and the chunk's sums in point order (float64 additions of
+ * the float32 coordinates, as TypeScript makes them).
+ */
+function passBody(d: number, c: PassConstants): { locals: number[]; code: number[] } {
+  const { get, set, tee, i32, f64 } = op;
+  const rho = kernelRho(d);
+  let next = 0;
+  const types: number[] = [];
+  const local = (type: number): number => {
+    types.push(type);
+    return next++;
+  };
+  const h = (f: number): number[] => [...i32(0), ...op.i32Load(4 * f)];
+  const [CNT, FRESH, PTSC, ASG, UP, LO, CEN, SHIFT, HALF, GOF, LANE, SUMS, CNTS, QUE, MAXAT, K] = Array.from({ length: 16 }, () => local(I32));
+  const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR] = Array.from({ length: 13 }, () => local(I32));
+  const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V] = Array.from({ length: 12 }, () => local(0x7c));
+  const code: number[] = [];
+  const e = (...parts: number[][]): void => {
+    for (const p of parts) code.push(...p);
+  };
+  for (const [l, f] of [[CNT, HDR.count], [FRESH, HDR.fresh], [PTSC, HDR.points], [ASG, HDR.assignments], [UP, HDR.upper], [LO, HDR.lower],
+    [CEN, HDR.centroids], [SHIFT, HDR.shift], [HALF, HDR.half], [GOF, HDR.groupOf], [LANE, HDR.laneCentroid], [SUMS, HDR.sums],
+    [CNTS, HDR.counts], [QUE, HDR.queued], [MAXAT, HDR.maxShiftAt], [K, HDR.k]] as const) e(h(f), set(l));
+  e(i32(0), op.f64Load(HDR_MAX_SHIFT), set(MAXS), i32(0), op.f64Load(HDR_SECOND_SHIFT), set(SECS));
+  /** Pushes dist2(point at byte address XA, centroid in local `j`) as float64, summed like `dist2`. */
+  const dist2 = (j: number): number[] => {
+    const out: number[] = [...get(j), ...i32(8 * d), ...op.mul, ...get(CEN), ...op.add, ...set(ADDR)];
+    for (let t = 0; t < d; t++) {
+      out.push(...get(XA), ...op.f32Load(4 * t), ...op.promote, ...get(ADDR), ...op.f64Load(8 * t), ...op.f64Sub, ...tee(V), ...get(V), ...op.f64Mul);
+      if (t > 0) out.push(...op.f64Add);
+    }
+    return out;
+  };
+  /** Stores the bounds of point I: upper from local `u` (times `upScale`), lower from local L. */
+  const storeBounds = (u: number[], upScale: number[]): number[] => [
+    ...get(UP), ...get(I), ...i32(2), ...op.shl, ...op.add, ...u, ...upScale, ...f64(1 + c.f32Outward), ...op.f64Mul, ...op.demote, ...op.f32Store(0),
+    ...get(LO), ...get(I), ...i32(2), ...op.shl, ...op.add,
+    ...get(L), ...f64(1 - c.f32Outward), ...op.f64Mul, ...op.demote, ...op.f32(0), ...get(L), ...f64(0), ...op.f64Gt, ...op.select, ...op.f32Store(0),
+  ];
+  const xa = [...get(PTSC), ...get(I), ...i32(4 * d), ...op.mul, ...op.add, ...set(XA)];
+
+  // 1. Hamerly's test; the points it does not settle are queued for the search.
+  e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT));
+  e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
+  e(xa, i32(-1), set(HINT));
+  e(op.block); // skip: br 0 out of this block goes to "queue"; settled points branch past the queueing
+  e(get(FRESH), op.brIf(0)); // fresh (1) or rescan (2): every point is searched
+  e(get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), set(FROM));
+  e(get(UP), get(I), i32(2), op.shl, op.add, op.f32Load(0), op.promote, get(SHIFT), get(FROM), i32(3), op.shl, op.add, op.f64Load(0), op.f64Add, f64(1 + c.slack), op.f64Mul, set(U));
+  e(get(LO), get(I), i32(2), op.shl, op.add, op.f32Load(0), op.promote, f64(1 - c.slack), op.f64Mul);
+  e(get(SECS), get(MAXS), get(FROM), get(MAXAT), op.eq, op.select, op.f64Sub, set(L));
+  e(get(HALF), get(FROM), i32(3), op.shl, op.add, op.f64Load(0), set(HH));
+  const settledTest = [...get(U), ...get(L), ...op.f64Lt, ...get(U), ...get(HH), ...op.f64Lt, ...op.or];
+  e(settledTest, op.eqz, op.if, dist2(FROM), op.f64Sqrt, f64(1 + c.slack), op.f64Mul, set(U), op.end);
+  e(settledTest, op.if);
+  e(storeBounds(get(U), []));
+  e(get(I), i32(1), op.add, set(I), op.br(2)); // continue the point loop
+  e(op.end);
+  e(get(GOF), get(FROM), i32(2), op.shl, op.add, op.i32Load(0), set(HINT));
+  e(op.end);
+  // queue point I
+  e(h(HDR.qpts), get(M), i32(4 * d), op.mul, op.add, set(ADDR));
+  for (let t = 0; t < d; t++) e(get(ADDR), get(XA), op.f32Load(4 * t), op.f32Store(4 * t));
+  e(h(HDR.hints), get(M), i32(2), op.shl, op.add, get(HINT), op.i32Store(0));
+  e(get(QUE), get(M), i32(2), op.shl, op.add, get(I), op.i32Store(0));
+  e(get(M), i32(1), op.add, set(M));
+  e(get(I), i32(1), op.add, set(I), op.br(0));
+  e(op.end, op.end);
+
+  // 2. The search.
+  e(get(M), op.if);
+  e(h(HDR.direct), op.if);
+  e(get(M), h(HDR.qpts), h(HDR.outIdx), h(HDR.outA1), h(HDR.outA2), h(HDR.cents32), get(K), op.call(2));
+  e(op.else);
+  for (const f of [HDR.qpts, HDR.hints, HDR.outIdx, HDR.outA1, HDR.outA2, HDR.blocks, HDR.groupStart, HDR.boxes, HDR.groups, HDR.boxBlocks, HDR.scratch]) {
+    if (f === HDR.qpts) e(get(M));
+    e(h(f));
+  }
+  e(op.call(0), op.end, op.end);
+
+  // 3. Accept its answer, or search exactly; then the new bounds.
+  e(i32(0), set(Q));
+  e(op.block, op.loop, get(Q), get(M), op.geS, op.brIf(1));
+  e(get(QUE), get(Q), i32(2), op.shl, op.add, op.i32Load(0), set(I), xa);
+  e(h(HDR.outA1), get(Q), i32(2), op.shl, op.add, op.f32Load(0), op.promote, set(A1));
+  // a2 = +Infinity means float32 overflow (or k = 1): the distances are above KERNEL_MAX, no more is known.
+  e(h(HDR.outA2), get(Q), i32(2), op.shl, op.add, op.f32Load(0), op.promote, tee(A2), f64(c.kernelMax), get(A2), f64(c.kernelMax), op.f64Lt, op.select, set(A2));
+  e(h(HDR.outIdx), get(Q), i32(2), op.shl, op.add, op.i32Load(0), set(LN));
+  e(h(HDR.direct), op.eqz, op.if, get(LANE), get(LN), i32(2), op.shl, op.add, op.i32Load(0), set(LN), op.end);
+  e(i32(0), set(DONE));
+  e(get(A1), f64(c.kernelMin), op.f64Ge, get(A1), f64(c.kernelMax), op.f64Le, op.and, get(A2), get(A1), f64(1 + 4 * rho), op.f64Mul, op.f64Gt, op.and, op.if);
+  e(get(LN), set(A), get(A1), f64(1 + 2 * rho), op.f64Mul, set(BSQ), get(A2), f64(1 - 2 * rho), op.f64Mul, op.f64Sqrt, f64(1 - c.slack), op.f64Mul, set(L), i32(1), set(DONE));
+  e(op.else);
+  e(get(A1), f64(c.kernelMin), op.f64Lt, get(A2), f64(c.kernelMin), op.f64Ge, op.and, get(LN), i32(0), op.geS, op.and, op.if);
+  e(dist2(LN), f64(0), op.f64Eq, op.if);
+  e(get(LN), set(A), f64(0), set(BSQ), get(A2), f64(1 - 2 * rho), op.f64Mul, op.f64Sqrt, f64(1 - c.slack), op.f64Mul, set(L), i32(1), set(DONE));
+  e(op.end, op.end, op.end);
+  e(get(DONE), op.eqz, op.if);
+  e(get(EXACT), i32(1), op.add, set(EXACT));
+  e(f64(Infinity), set(BEST), f64(Infinity), set(SEC), i32(0), set(A), i32(0), set(J));
+  e(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
+  e(dist2(J), set(DD));
+  e(get(DD), get(BEST), op.f64Lt, op.if);
+  e(get(BEST), set(SEC), get(DD), set(BEST), get(J), set(A));
+  e(op.else);
+  e(get(DD), get(SEC), get(DD), get(SEC), op.f64Lt, op.select, set(SEC));
+  e(op.end);
+  e(get(J), i32(1), op.add, set(J), op.br(0));
+  e(op.end, op.end);
+  e(get(BEST), set(BSQ), get(SEC), op.f64Sqrt, f64(1 - c.slack), op.f64Mul, set(L));
+  e(op.end);
+  // changed when fresh or moved
+  e(get(FRESH), i32(1), op.eq, get(A), get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), op.ne, op.or, op.if, get(CHANGED), i32(1), op.add, set(CHANGED), op.end);
+  e(get(ASG), get(I), i32(2), op.shl, op.add, get(A), op.i32Store(0));
+  e(storeBounds([...get(BSQ), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul], []));
+  e(get(Q), i32(1), op.add, set(Q), op.br(0));
+  e(op.end, op.end);
+
+  // 4. The chunk's sums and counts, in point order.
+  e(i32(0), set(I));
+  e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
+  e(xa, get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), set(A));
+  e(get(CNTS), get(A), i32(2), op.shl, op.add, tee(ADDR), get(ADDR), op.i32Load(0), i32(1), op.add, op.i32Store(0));
+  e(get(SUMS), get(A), i32(8 * d), op.mul, op.add, set(ADDR));
+  for (let t = 0; t < d; t++) e(get(ADDR), get(ADDR), op.f64Load(8 * t), get(XA), op.f32Load(4 * t), op.promote, op.f64Add, op.f64Store(8 * t));
+  e(get(I), i32(1), op.add, set(I), op.br(0));
+  e(op.end, op.end);
+  e(i32(0), get(CHANGED), op.i32Store(4 * HDR.changed), i32(0), get(M), op.i32Store(4 * HDR.searched), i32(0), get(EXACT), op.i32Store(4 * HDR.exact));
+  // local declarations: runs of equal types
+  const runs: number[][] = [];
+  for (let at = 0; at < types.length; ) {
+    let end = at;
+    while (end < types.length && types[end] === types[at]) end++;
+    runs.push([...uleb(end - at), types[at]!]);
+    at = end;
+  }
+  return { locals: vec(runs), code };
+}
+
+function moduleBytes(d: number, c: PassConstants): Uint8Array {
+  const params = new Array<number[]>(12).fill([I32]);
+  const type = section(1, vec([[0x60, ...vec(params), ...vec([])], [0x60, ...vec([]), ...vec([])], [0x60, ...vec(params.slice(0, 7)), ...vec([])]]));
+  const imports = section(2, vec([[...name("env"), ...name("memory"), 0x02, 0x00, ...uleb(1)]]));
+  const funcs = section(3, vec([uleb(0), uleb(1), uleb(2)]));
+  const exports = section(7, vec([[...name("search"), 0x00, ...uleb(0)], [...name("pass"), 0x00, ...uleb(1)], [...name("scan4"), 0x00, ...uleb(2)]]));
+  const locals = vec([[...uleb(I32_LOCALS), I32], [...uleb(F32_LOCALS), F32], [...uleb(X + d - BEST), V128]]);
+  const code = [...locals, ...body(d), ...op.end];
+  const pass = passBody(d, c);
+  const passCode = [...pass.locals, ...pass.code, ...op.end];
+  const scan4 = scan4Body(d);
+  const scan4Code = [...scan4.locals, ...scan4.code, ...op.end];
+  const codeSection = section(10, vec([[...uleb(code.length), ...code], [...uleb(passCode.length), ...passCode], [...uleb(scan4Code.length), ...scan4Code]]));
+  return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...type, ...imports, ...funcs, ...exports, ...codeSection]);
+}
+
+// ---- the instance ------------------------------------------------------------------------------------
+
+/** The part of the WebAssembly API used here (core's TypeScript library has no DOM types). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer; grow(pages: number): number };
+}
+
+const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+/** Compiled modules by d (null: not available). */
+const modules = new Map<number, object | null>();
+
+function wasmModule(d: number): object | null {
+  let mod = modules.get(d);
+  if (mod === undefined) {
+    try {
+      const bytes = moduleBytes(d, PASS_CONSTANTS);
+      mod = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
+    } catch {
+      mod = null;
+    }
+    modules.set(d, mod);
+  }
+  return mod;
+}
+
+type SearchFn = (...args: number[]) => void;
+
+/** The centroid data the kernel reads (see the file comment for the layout). */
+export interface KernelGeometry {
+  /** [blocks, d, 4] */
+  blocks: Float32Array;
+  blockCount: number;
+  /** [groups + 1] */
+  groupStart: Int32Array;
+  groups: number;
+  /** [ceil(groups / 4), 2, d, 4] */
+  boxes: Float32Array;
+}
+
+/** What `pass()` reads besides the geometry (kmeans-assign.ts's `AssignInput`). */
+export interface PassGeometry extends KernelGeometry {
+  k: number;
+  centroids: Float64Array;
+  shift: Float64Array;
+  half: Float64Array;
+  groupOf: Int32Array;
+  laneCentroid: Int32Array;
+}
+
+/**
+ * One thread's instance of the kernel for dimension d, with its own memory. `load` copies a pass's
+ * centroid data in and makes room for `capacity` points. Then either `run(m)` searches the first m
+ * points written into `pts` (first groups in `hints`; answers in `outIdx`, `outA1`, `outA2`), or
+ * `pass(...)` does a whole chunk whose points and per-point state the caller copied into `points`,
+ * `assignments`, `upper` and `lower` (copied back out after), leaving its sums in `sums` and `counts`.
+ */
+export class NearestKernel {
+  pts!: Float32Array;
+  hints!: Int32Array;
+  outIdx!: Int32Array;
+  outA1!: Float32Array;
+  outA2!: Float32Array;
+  points!: Float32Array;
+  assignments!: Uint32Array;
+  upper!: Float32Array;
+  lower!: Float32Array;
+  sums!: Float64Array;
+  counts!: Uint32Array;
+  capacity = 0;
+  private readonly search: SearchFn;
+  private readonly passFn: () => void;
+  private readonly memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  private header!: Int32Array;
+  private headerF64!: Float64Array;
+  private layout: Record<string, number> = {};
+  private groups = 0;
+  private boxBlocks = 0;
+
+  constructor(mod: object, readonly d: number) {
+    this.memory = new wasmApi!.Memory({ initial: 1 });
+    const instance = new wasmApi!.Instance(mod, { env: { memory: this.memory } });
+    this.search = instance.exports["search"] as SearchFn;
+    this.passFn = instance.exports["pass"] as () => void;
+  }
+
+  /** Copies the centroid data in (all of it with `PassGeometry`, else what `run` needs). */
+  load(g: KernelGeometry | PassGeometry, capacity: number, direct = false): void {
+    const { d } = this;
+    capacity = Math.ceil(capacity / 4) * 4;
+    const full = "centroids" in g;
+    const k = full ? g.k : 0;
+    const boxBlocks = Math.ceil(g.groups / 4);
+    let at = HDR_BYTES;
+    const l: Record<string, number> = {};
+    const take = (key: string, bytes: number): void => {
+      l[key] = at;
+      at = Math.ceil((at + bytes) / 16) * 16;
+    };
+    take("blocks", g.blockCount * d * 16);
+    take("groupStart", (g.groups + 1) * 4);
+    take("boxes", boxBlocks * 2 * d * 16);
+    take("scratch", boxBlocks * 16);
+    take("qpts", capacity * d * 4);
+    take("hints", capacity * 4);
+    take("outIdx", capacity * 4);
+    take("outA1", capacity * 4);
+    take("outA2", capacity * 4);
+    take("centroids", k * d * 8);
+    take("shift", k * 8);
+    take("half", k * 8);
+    take("groupOf", k * 4);
+    take("laneCentroid", full ? g.blockCount * 16 : 0);
+    take("points", full ? capacity * d * 4 : 0);
+    take("assignments", full ? capacity * 4 : 0);
+    take("upper", full ? capacity * 4 : 0);
+    take("lower", full ? capacity * 4 : 0);
+    take("queued", full ? capacity * 4 : 0);
+    take("cents32", k * d * 4);
+    take("sums", k * d * 8);
+    take("counts", k * 4);
+    const need = Math.ceil(at / 65536) - this.memory.buffer.byteLength / 65536;
+    if (need > 0) this.memory.grow(need);
+    const buf = this.memory.buffer;
+    new Float32Array(buf, l["blocks"], g.blockCount * d * 4).set(g.blocks.subarray(0, g.blockCount * d * 4));
+    new Int32Array(buf, l["groupStart"], g.groups + 1).set(g.groupStart.subarray(0, g.groups + 1));
+    new Float32Array(buf, l["boxes"], boxBlocks * 2 * d * 4).set(g.boxes.subarray(0, boxBlocks * 2 * d * 4));
+    this.pts = new Float32Array(buf, l["qpts"], capacity * d);
+    this.hints = new Int32Array(buf, l["hints"], capacity);
+    this.outIdx = new Int32Array(buf, l["outIdx"], capacity);
+    this.outA1 = new Float32Array(buf, l["outA1"], capacity);
+    this.outA2 = new Float32Array(buf, l["outA2"], capacity);
+    this.header = new Int32Array(buf, 0, HDR_BYTES / 4);
+    this.headerF64 = new Float64Array(buf, 0, HDR_BYTES / 8);
+    if (full) {
+      new Float64Array(buf, l["centroids"], k * d).set(g.centroids.subarray(0, k * d));
+      new Float64Array(buf, l["shift"], k).set(g.shift.subarray(0, k));
+      new Float64Array(buf, l["half"], k).set(g.half.subarray(0, k));
+      new Int32Array(buf, l["groupOf"], k).set(g.groupOf.subarray(0, k));
+      new Int32Array(buf, l["laneCentroid"], g.blockCount * 4).set(g.laneCentroid.subarray(0, g.blockCount * 4));
+      this.points = new Float32Array(buf, l["points"], capacity * d);
+      this.assignments = new Uint32Array(buf, l["assignments"], capacity);
+      this.upper = new Float32Array(buf, l["upper"], capacity);
+      this.lower = new Float32Array(buf, l["lower"], capacity);
+      this.sums = new Float64Array(buf, l["sums"], k * d);
+      this.counts = new Uint32Array(buf, l["counts"], k);
+      const hd = this.header;
+      hd[HDR.centroids] = l["centroids"]!;
+      hd[HDR.shift] = l["shift"]!;
+      hd[HDR.half] = l["half"]!;
+      hd[HDR.groupOf] = l["groupOf"]!;
+      hd[HDR.laneCentroid] = l["laneCentroid"]!;
+      hd[HDR.points] = l["points"]!;
+      hd[HDR.assignments] = l["assignments"]!;
+      hd[HDR.upper] = l["upper"]!;
+      hd[HDR.lower] = l["lower"]!;
+      hd[HDR.queued] = l["queued"]!;
+      hd[HDR.sums] = l["sums"]!;
+      hd[HDR.counts] = l["counts"]!;
+      hd[HDR.k] = k;
+      hd[HDR.qpts] = l["qpts"]!;
+      hd[HDR.hints] = l["hints"]!;
+      hd[HDR.outIdx] = l["outIdx"]!;
+      hd[HDR.outA1] = l["outA1"]!;
+      hd[HDR.outA2] = l["outA2"]!;
+      hd[HDR.blocks] = l["blocks"]!;
+      hd[HDR.groupStart] = l["groupStart"]!;
+      hd[HDR.boxes] = l["boxes"]!;
+      hd[HDR.groups] = g.groups;
+      hd[HDR.boxBlocks] = boxBlocks;
+      hd[HDR.scratch] = l["scratch"]!;
+      hd[HDR.cents32] = l["cents32"]!;
+      hd[HDR.direct] = direct ? 1 : 0;
+      if (direct) new Float32Array(buf, l["cents32"], k * d).set(g.centroids.subarray(0, k * d));
+    }
+    this.capacity = capacity;
+    this.layout = l;
+    this.groups = g.groups;
+    this.boxBlocks = boxBlocks;
+  }
+
+  /** Searches the first m points of `pts`. */
+  run(m: number): void {
+    const l = this.layout;
+    this.search(m, l["qpts"]!, l["hints"]!, l["outIdx"]!, l["outA1"]!, l["outA2"]!, l["blocks"]!, l["groupStart"]!, l["boxes"]!, this.groups, this.boxBlocks, l["scratch"]!);
+  }
+
+  /**
+   * One chunk of `count` points (already in `points`; their previous `assignments` too unless fresh, and
+   * with "bounds" their `upper` and `lower`); returns [changed, searched, exact]. `sums` and `counts`
+   * are zeroed first.
+   */
+  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number): [number, number, number] {
+    const hd = this.header;
+    hd[HDR.count] = count;
+    hd[HDR.fresh] = mode === "fresh" ? 1 : mode === "rescan" ? 2 : 0;
+    hd[HDR.maxShiftAt] = maxShiftAt;
+    this.headerF64[HDR_MAX_SHIFT / 8] = maxShift;
+    this.headerF64[HDR_SECOND_SHIFT / 8] = secondShift;
+    this.sums.fill(0);
+    this.counts.fill(0);
+    this.passFn();
+    return [hd[HDR.changed]!, hd[HDR.searched]!, hd[HDR.exact]!];
+  }
+}
+
+/** This thread's kernel for dimension d, or null without WebAssembly SIMD (or when disabled). */
+const kernels = new Map<number, NearestKernel | null>();
+
+export function nearestKernel(d: number): NearestKernel | null {
+  if (kernelDisabled) return null;
+  let k = kernels.get(d);
+  if (k === undefined) {
+    const mod = wasmModule(d);
+    k = mod ? new NearestKernel(mod, d) : null;
+    kernels.set(d, k);
+  }
+  return k;
+}
+
+/** Whether this runtime has the kernel for dimension d. */
+export function kernelAvailable(d: number): boolean {
+  return wasmModule(d) !== null;
+}
+
+/**
+ * SSVQ_KMEANS_NO_WASM=1 (read when a thread loads this module) or `disableKernel(true)` (this thread only)
+ * turns the kernel off: the exact float64 search alone, for tests of that path and its identical results.
+ */
+let kernelDisabled = typeof process !== "undefined" && process.env["SSVQ_KMEANS_NO_WASM"] === "1";
+
+export function disableKernel(disabled: boolean): void {
+  kernelDisabled = disabled;
+}
