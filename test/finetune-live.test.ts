@@ -24,7 +24,7 @@ import {
   writeCheckRecord,
   type FreezeCheck,
 } from "../src/core/ssvq/finetune.js";
-import type { LayerStatistic } from "../src/core/ssvq/objective.js";
+import type { GramStatistic as LayerStatistic } from "../src/core/ssvq/objective.js";
 import { toRows } from "../src/core/ssvq/layout.js";
 import { quantizeRows, type VqQuantized } from "../src/core/ssvq/quantize.js";
 import { serialMap } from "../src/core/tasks.js";

@@ -16,10 +16,28 @@
  * `finetuneLayer` (WebAssembly), the TypeScript engine, and `ortProductEngine` (below: H an initializer,
  * E converted and fed on every product) through `finetuneLayerWith`.
  *
+ * The factor form (issue 11: the statistic kept as X [K, r] when r < K / 2, the product (E X) X^T / n, 4 m K
+ * r flops): blocks of m rows as fine-tuning runs them, with the WebAssembly kernel, onnxruntime in float64
+ * (`ortStatEngine`, what compression uses) and in float32 (the same graph: Gemm with transB, then MatMul,
+ * X an initializer; checked to 1e-4).
+ *
  * Figures, not pass/fail: the machines are shared. `npm run bench -- finetune` runs it.
  */
 import * as ort from "onnxruntime-node";
-import { matMulModel, ortProductEngine } from "../io/ort-product.js";
+import { matMulModel, ortProductEngine, ortStatEngine } from "../io/ort-product.js";
+import { wasmStatEngine, type FactorStatistic } from "../core/ssvq/stat-product.js";
+import { create } from "@bufbuild/protobuf";
+import { valueInfo } from "../core/onnx/build.js";
+import {
+  AttributeProto_AttributeType,
+  AttributeProtoSchema,
+  encodeModel,
+  GraphProtoSchema,
+  ModelProtoSchema,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  TensorProtoSchema,
+} from "../core/onnx/proto.js";
 import { TensorProto_DataType } from "../core/onnx/proto.js";
 import { Rng } from "../core/rng.js";
 import { finetuneLayer, finetuneLayerWith, jsProduct } from "../core/ssvq/finetune.js";
@@ -45,12 +63,27 @@ export interface FinetuneKernelBenchOptions {
   plainMaxFlops?: number;
   /** Iterations of the whole-layer run (default 500). */
   layerIters?: number;
+  /** Factor-form sizes [m, K, r] (default: blocks of 64 and 128 rows of 9216 x 512, 64 of 4608 x 1024). */
+  factorSizes?: Array<[m: number, k: number, r: number]>;
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
 }
 
+export interface FactorFigure {
+  kernel: string;
+  /** Rows per block, reduction K, columns r of X. */
+  m: number;
+  k: number;
+  r: number;
+  seconds: number;
+  gflops: number;
+  repetitions: number;
+}
+
 export interface FinetuneKernelBenchResult {
   kernels: KernelFigure[];
+  /** The factor form's product (E X) X^T / n per block of m rows. */
+  factor: FactorFigure[];
   /** onnxruntime / the fastest pure kernel (TypeScript or WebAssembly), per size (GFLOP/s ratio). */
   ortSpeedup: Array<{ m: number; k: number; float32: number; float64: number }>;
   /** Seconds to convert E to float32 and P back, per product (what a float32 onnxruntime path adds). */
@@ -266,5 +299,79 @@ export async function runFinetuneKernelBench(o: FinetuneKernelBenchOptions = {})
   };
   log(`finetuneLayer (${r.stats.product}) ${rows} x ${cols} k16 d4, ${iters} iterations: ${seconds.toFixed(2)} s (error ${layer.errorBefore.toFixed(4)} -> ${layer.errorAfter.toFixed(4)}; fixed signs ${layer.fixedSignsErrorAfter.toFixed(4)})`);
   for (const x of withOrt) log(`  with ${x.engine}: ${x.seconds.toFixed(2)} s (error after ${x.errorAfter.toFixed(4)})`);
-  return { kernels, ortSpeedup, conversionSeconds, layer, defaultKc: DEFAULT_KC, node: process.version, ort: ort.env.versions?.common ?? "unknown" };
+  const factor = await factorFigures(o.factorSizes ?? [[64, 9216, 512], [128, 9216, 512], [64, 4608, 1024]], minSeconds, log);
+  return { kernels, factor, ortSpeedup, conversionSeconds, layer, defaultKc: DEFAULT_KC, node: process.version, ort: ort.env.versions?.common ?? "unknown" };
+}
+
+/** A float32 model of the factor product: T = Gemm(E, X, transB), P = MatMul(T, X), X [r, K] an initializer. */
+function factorModel32(x: Float32Array, r: number, k: number): Uint8Array {
+  const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims);
+  const transB = create(AttributeProtoSchema, { name: "transB", type: AttributeProto_AttributeType.INT, i: 1n });
+  return encodeModel(
+    create(ModelProtoSchema, {
+      irVersion: 8n,
+      producerName: "ssvq-bench",
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
+      graph: create(GraphProtoSchema, {
+        name: "factor",
+        node: [
+          create(NodeProtoSchema, { opType: "Gemm", input: ["E", "X"], output: ["T"], attribute: [transB] }),
+          create(NodeProtoSchema, { opType: "MatMul", input: ["T", "X"], output: ["P"] }),
+        ],
+        input: [vi("E", ["m", k])],
+        output: [vi("T", ["m", r]), vi("P", ["m", k])],
+        initializer: [create(TensorProtoSchema, { name: "X", dims: [BigInt(r), BigInt(k)], dataType: TensorProto_DataType.FLOAT, rawData: new Uint8Array(x.slice().buffer) })],
+      }),
+    }),
+  );
+}
+
+/** The factor form's product per block of m rows, GFLOP/s = 4 m K r / seconds. */
+async function factorFigures(sizes: Array<[m: number, k: number, r: number]>, minSeconds: number, log: (line: string) => void): Promise<FactorFigure[]> {
+  const out: FactorFigure[] = [];
+  for (const [m, k, r] of sizes) {
+    const rng = new Rng(m * 31 + k + r);
+    const x = new Float32Array(r * k);
+    for (let i = 0; i < x.length; i++) x[i] = Math.max(0, rng.normal());
+    const stat: FactorStatistic = { kind: "factor", X: x, r, n: r, groups: 1, cols: k };
+    const e = new Float64Array(m * k);
+    for (let i = 0; i < e.length; i++) e[i] = rng.normal();
+    const ref = new Float64Array(m * k);
+    const p = new Float64Array(m * k);
+    const record = (kernel: string, t: { seconds: number; repetitions: number }) => {
+      const fig = { kernel, m, k, r, seconds: t.seconds, gflops: (4 * m * k * r) / t.seconds / 1e9, repetitions: t.repetitions };
+      out.push(fig);
+      log(`${kernel.padEnd(22)} X ${k} x ${r}, blocks of ${m} rows: ${fig.gflops.toFixed(2)} GFLOP/s (${(t.seconds * 1000).toFixed(1)} ms per product)`);
+    };
+    const ortKernel = await ortStatEngine.kernel(stat, m);
+    try {
+      record("ort-factor-float64", await timeIt(minSeconds, async () => void (await ortKernel.multiply(0, m, e, ref))));
+    } finally {
+      await ortKernel.dispose?.();
+    }
+    if (wasmAvailable()) {
+      const kernel = wasmStatEngine.kernel(stat, m);
+      record("wasm-simd-factor", await timeIt(minSeconds, () => void kernel.multiply(0, m, e, p)));
+      const diff = maxRelDiff(p, ref);
+      if (!(diff < 1e-9)) throw new Error(`the WebAssembly factor kernel differs from onnxruntime's by ${diff}`);
+    }
+    const session = await ort.InferenceSession.create(factorModel32(x, r, k), { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "sequential", logSeverityLevel: 3 });
+    try {
+      const e32 = Float32Array.from(e);
+      let result: Float32Array = new Float32Array(0);
+      record(
+        "ort-factor-float32",
+        await timeIt(minSeconds, async () => {
+          const o = await session.run({ E: new ort.Tensor("float32", e32, [m, k]) });
+          result = o["P"]!.data as Float32Array;
+        }),
+      );
+      const scaled = Float64Array.from(result, (v) => v / r);
+      const diff = maxRelDiff(scaled, ref);
+      if (!(diff < 1e-4)) throw new Error(`onnxruntime float32 factor product differs by ${diff}`);
+    } finally {
+      await session.release();
+    }
+  }
+  return out;
 }

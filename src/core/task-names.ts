@@ -4,5 +4,7 @@
  * do not import each other in a circle.
  */
 export const TASK_NAMES = ["kmeans.assign", "kmeans.sse", "kmeans.worst", "finetune.layer"] as const;
+/** The tasks of the statistic products (ssvq/stat-product.ts, ssvq/finetune.ts, calib/sequential.ts). */
+export const PRODUCT_TASK_NAMES = ["stat.quadratic", "finetune.block", "stat.product", "sequential.solve", "sequential.expand"] as const;
 
-export type TaskName = (typeof TASK_NAMES)[number];
+export type TaskName = (typeof TASK_NAMES)[number] | (typeof PRODUCT_TASK_NAMES)[number];

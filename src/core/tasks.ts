@@ -7,13 +7,20 @@
 import type { ParallelMap } from "./parallel.js";
 import type { TaskName } from "./task-names.js";
 import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.js";
-import { finetuneLayerTask } from "./ssvq/finetune.js";
+import { finetuneBlockTask, finetuneLayerTask } from "./ssvq/finetune.js";
+import { productTask, quadraticTask } from "./ssvq/stat-product.js";
+import { sequentialExpandTask, sequentialSolveTask } from "./calib/sequential.js";
 
 export const tasks = {
   "kmeans.assign": kmeansAssignTask,
   "kmeans.sse": kmeansSseTask,
   "kmeans.worst": kmeansWorstTask,
   "finetune.layer": finetuneLayerTask,
+  "stat.quadratic": quadraticTask,
+  "finetune.block": finetuneBlockTask,
+  "stat.product": productTask,
+  "sequential.solve": sequentialSolveTask,
+  "sequential.expand": sequentialExpandTask,
 } satisfies Record<TaskName, (input: never) => unknown>;
 
 export type { TaskName };

@@ -27,7 +27,10 @@
  * Memory: one batch at a time; per pass both models' exposed activations of one batch are held (twice
  * capture.ts's estimate), split into several passes when that exceeds `maxActivationBytes`; the stacked
  * statistic (4 cols^2 per group) is held per weight until the end, then split into the three results
- * one weight at a time.
+ * one weight at a time. With `choose` (as capture.ts), a weight may keep the stacked columns [x_fp; x_q]
+ * instead (2 cols x samples per group, when that is cheaper), and the result is the stacked statistic in
+ * either form (`SequentialStackedCapture`), which src/core/calib/sequential.ts's `sequentialTargetOn` and
+ * `sequentialLossOn` take as it is.
  *
  * Weights read inside If/Loop/Scan bodies are uncalibrated (planCapture), as are those whose
  * activation is missing from the compressed model or has another shape there.
@@ -36,11 +39,13 @@ import { InputError } from "../core/errors.js";
 import { planCapture, samplerFor, type CaptureConsumer, type CaptureTarget } from "../core/calib/capture-plan.js";
 import { splitStacked, stackedSampler } from "../core/calib/sequential.js";
 import type { Batch } from "../core/calib/source.js";
-import { GramAccumulator } from "../core/calib/stats.js";
+import { FactorAccumulator, GramAccumulator } from "../core/calib/stats.js";
+import type { LayerStatistic } from "../core/ssvq/stat-product.js";
 import type { ExternalDataReader } from "../core/onnx/external.js";
 import { decodeModel, encodeModel, type ModelProto } from "../core/onnx/proto.js";
 import type { WeightInfo } from "../core/onnx/weights.js";
 import {
+  accumulatorFor,
   checkAbort,
   DEFAULT_MAX_ACTIVATION_BYTES,
   inlineExternal,
@@ -78,9 +83,24 @@ export interface SequentialLayerCapture extends LayerCapture {
   meanSquareFp: number;
 }
 
-export interface SequentialCaptureResult extends Omit<CaptureResult, "layers"> {
+export interface SequentialCaptureResult<L = SequentialLayerCapture> extends Omit<CaptureResult, "layers"> {
   /** Per weight name, in the order of the weights given. */
-  layers: Map<string, SequentialLayerCapture>;
+  layers: Map<string, L>;
+}
+
+/** One weight's stacked statistic (with `choose`): of [x_fp; x_q], 2 cols features, H or the columns. */
+export interface SequentialStackedCapture {
+  stacked: LayerStatistic;
+  groups: number;
+  /** The weight's columns (the stacked statistic has twice as many). */
+  cols: number;
+  samples: number;
+  /** Sum over groups of tr(H_qq) and of tr(H_ff). */
+  trace: number;
+  traceFf: number;
+  meanSquare: number;
+  meanSquareFp: number;
+  consumers: string[];
 }
 
 /** Where a model gets an activation from: the batch's feeds or an exposed output. */
@@ -119,13 +139,27 @@ function feedsFor(session: Session, batch: Batch): Record<string, ort.Tensor> {
  * weights compressed, densely or as decode subgraphs; the activations are found by name).
  * Throws CancelledError when `signal` fires, InputError when a model or the data cannot run.
  */
+export function captureSequential(
+  original: ModelProto,
+  compressedPrefix: ModelProto | Uint8Array,
+  weights: readonly WeightInfo[],
+  data: CaptureData,
+  opts?: SequentialCaptureOptions & { choose?: undefined },
+): Promise<SequentialCaptureResult>;
+export function captureSequential(
+  original: ModelProto,
+  compressedPrefix: ModelProto | Uint8Array,
+  weights: readonly WeightInfo[],
+  data: CaptureData,
+  opts: SequentialCaptureOptions,
+): Promise<SequentialCaptureResult<SequentialStackedCapture>>;
 export async function captureSequential(
   original: ModelProto,
   compressedPrefix: ModelProto | Uint8Array,
   weights: readonly WeightInfo[],
   data: CaptureData,
   opts: SequentialCaptureOptions = {},
-): Promise<SequentialCaptureResult> {
+): Promise<SequentialCaptureResult<SequentialLayerCapture | SequentialStackedCapture>> {
   const t0 = performance.now();
   const labelFp = opts.label ?? "the model";
   const labelQ = opts.labelPrefix ?? "the compressed model";
@@ -133,7 +167,12 @@ export async function captureSequential(
   const plan = planCapture(original, weights);
   const uncalibrated = [...plan.uncalibrated];
   const engine = resolveEngine(opts.gram);
-  const done = (layers: Map<string, SequentialLayerCapture>, samples: number, batches: number, passes: number): SequentialCaptureResult => ({
+  const done = (
+    layers: Map<string, SequentialLayerCapture | SequentialStackedCapture>,
+    samples: number,
+    batches: number,
+    passes: number,
+  ): SequentialCaptureResult<SequentialLayerCapture | SequentialStackedCapture> => ({
     layers,
     uncalibrated,
     samples,
@@ -172,12 +211,12 @@ export async function captureSequential(
         list.push({ target, consumer });
         readers.set(consumer.activation, list);
       }
-    const accs = new Map<string, GramAccumulator>(targets.map((t) => [t.name, new GramAccumulator(t.groups, 2 * t.cols)]));
+    const accs = new Map<string, GramAccumulator | FactorAccumulator>();
     const moments = new Map(targets.map((t) => [t.name, { fp: 0, q: 0, elements: 0 }]));
     const failed = new Map<string, string>();
     const total = data.info?.indices.length;
 
-    const consume = async (name: string, tFp: ort.Tensor, tQ: ort.Tensor) => {
+    const consume = async (name: string, tFp: ort.Tensor, tQ: ort.Tensor, items: number) => {
       const xf = tensorValues(tFp);
       const xq = tensorValues(tQ);
       const dFp = tFp.dims.map(Number);
@@ -208,7 +247,14 @@ export async function captureSequential(
           failed.set(target.name, e.message);
           continue;
         }
-        await accs.get(target.name)!.add(sampler, engine, { signal: opts.signal });
+        let acc = accs.get(target.name);
+        if (!acc) {
+          // The decision sees the weight's own columns; the stacked statistic has twice as many.
+          const wide = xf instanceof Float64Array || xq instanceof Float64Array ? new Float64Array(0) : new Float32Array(0);
+          accs.set(target.name, (acc = accumulatorFor(target, sampler, items, total, wide, opts.choose, 2 * target.cols)));
+        }
+        if (acc instanceof FactorAccumulator) acc.add(sampler, { signal: opts.signal });
+        else await acc.add(sampler, engine, { signal: opts.signal });
         const m = moments.get(target.name)!;
         for (let i = 0; i < xf!.length; i++) m.fp += xf![i]! * xf![i]!;
         for (let i = 0; i < xq!.length; i++) m.q += xq![i]! * xq![i]!;
@@ -278,11 +324,11 @@ export async function captureSequential(
             return t;
           };
           for (const name of names) {
-            await consume(name, value(outFp, vFp.fed, name, labelFp), value(outQ, vQ.fed, name, labelQ));
+            await consume(name, value(outFp, vFp.fed, name, labelFp), value(outQ, vQ.fed, name, labelQ), batch.indices.length);
             outFp[name] = undefined as never;
             outQ[name] = undefined as never;
           }
-          if (p === 0) for (const name of fedBoth) await consume(name, feedTensor(batch, name), feedTensor(batch, name));
+          if (p === 0) for (const name of fedBoth) await consume(name, feedTensor(batch, name), feedTensor(batch, name), batch.indices.length);
           const k = batch.indices.length;
           n += k;
           if (p === 0) {
@@ -302,19 +348,41 @@ export async function captureSequential(
         sessions = undefined;
       }
 
-      const layers = new Map<string, SequentialLayerCapture>();
+      const layers = new Map<string, SequentialLayerCapture | SequentialStackedCapture>();
       for (const target of targets) {
-        const acc = accs.get(target.name)!;
+        const acc = accs.get(target.name);
         accs.delete(target.name);
         const reason = failed.get(target.name);
         if (reason) {
           uncalibrated.push({ name: target.name, reason });
           continue;
         }
-        if (acc.samples === 0) {
+        if (!acc || acc.samples === 0) {
           uncalibrated.push({ name: target.name, reason: "no samples reached it" });
           continue;
         }
+        const m = moments.get(target.name)!;
+        if (opts.choose) {
+          const st = acc.finish();
+          const stat: LayerStatistic =
+            st.kind === "factor"
+              ? { kind: "factor", X: st.X, r: st.r, n: st.n, groups: st.groups, cols: st.cols }
+              : { kind: "gram", H: st.H, groups: st.groups, cols: st.cols };
+          const [traceFf, trace] = stackedTraces(stat, target.cols);
+          layers.set(target.name, {
+            stacked: stat,
+            groups: target.groups,
+            cols: target.cols,
+            samples: st.samples,
+            trace,
+            traceFf,
+            meanSquare: m.elements > 0 ? m.q / m.elements : 0,
+            meanSquareFp: m.elements > 0 ? m.fp / m.elements : 0,
+            consumers: target.consumers.map((x) => x.node),
+          });
+          continue;
+        }
+        if (acc instanceof FactorAccumulator) throw new Error("a factor statistic without choose");
         const stacked = acc.finish();
         const { hff, hfq, hqq } = splitStacked(stacked.H, target.groups, target.cols);
         const c = target.cols;
@@ -325,7 +393,6 @@ export async function captureSequential(
             trace += hqq[g * c * c + i * c + i]!;
             traceFf += hff[g * c * c + i * c + i]!;
           }
-        const m = moments.get(target.name)!;
         layers.set(target.name, {
           H: hqq,
           Hqq: hqq,
@@ -349,4 +416,28 @@ export async function captureSequential(
   } finally {
     if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
   }
+}
+
+/** Sum over groups of tr(H_ff) and of tr(H_qq) of a stacked statistic (2 cols features). */
+function stackedTraces(stat: LayerStatistic, cols: number): [number, number] {
+  const c2 = 2 * cols;
+  let ff = 0;
+  let qq = 0;
+  if (stat.kind === "factor") {
+    const { X, r, n, groups } = stat;
+    for (let j = 0; j < groups * r; j++)
+      for (let k = 0; k < c2; k++) {
+        const v = X[j * c2 + k]!;
+        if (k < cols) ff += v * v;
+        else qq += v * v;
+      }
+    return [ff / n, qq / n];
+  }
+  for (let g = 0; g < stat.groups; g++)
+    for (let i = 0; i < c2; i++) {
+      const v = stat.H[g * c2 * c2 + i * c2 + i]!;
+      if (i < cols) ff += v;
+      else qq += v;
+    }
+  return [ff, qq];
 }

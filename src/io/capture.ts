@@ -8,7 +8,10 @@
  * batch has run, in chunks of at most 8 MB; and when one batch's exposed activations would exceed
  * `maxActivationBytes` (estimated from onnxruntime's inferred output shapes with the batch's own input
  * dims), the layers are split into several passes over the data, each with its own session and outputs.
- * Only the H matrices (groups * cols^2 float64 per weight) are held for the whole run.
+ * Only the statistics are held for the whole run: per weight H (groups * cols^2 float64), or, with a
+ * `choose` that picks the factor form for it, X itself (groups * samples * cols, float32 for float32
+ * activations), decided when the weight's first activation shows how many columns a sample gives (the
+ * data's sample count known), before anything is kept.
  *
  * Weights read inside If/Loop/Scan bodies are reported as uncalibrated with the reason, as are layers
  * whose activation turns out not to fit the weight.
@@ -18,7 +21,16 @@ import { create } from "@bufbuild/protobuf";
 import { CancelledError, InputError } from "../core/errors.js";
 import { estimateOutputBytes, planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
 import type { Batch, DataInfo } from "../core/calib/source.js";
-import { GramAccumulator, jsGram, syrkUpper, type GramEngine, type LayerStats } from "../core/calib/stats.js";
+import {
+  FactorAccumulator,
+  GramAccumulator,
+  jsGram,
+  syrkUpper,
+  type AnyLayerStats,
+  type FactorLayerStats,
+  type GramEngine,
+  type LayerStats,
+} from "../core/calib/stats.js";
 import { externalRef, type ExternalDataReader } from "../core/onnx/external.js";
 import {
   AttributeProto_AttributeType,
@@ -40,7 +52,17 @@ import { walkTensors } from "../core/onnx/walk.js";
 import type { WeightInfo } from "../core/onnx/weights.js";
 import { createSession, ort, runSession, tensorValues, toOrtFeeds, type Session } from "./ort.js";
 
-export type { LayerStats, Uncalibrated };
+export type { AnyLayerStats, FactorLayerStats, LayerStats, Uncalibrated };
+
+/** What `choose` decides a weight's statistic form from. */
+export interface FormQuery {
+  /** The weight's name. */
+  name: string;
+  groups: number;
+  cols: number;
+  /** Columns of X per group over the whole data (estimated from the first activation: exact unless the data's samples differ in shape). */
+  samples: number;
+}
 
 /** The data capture reads: anything that yields batches (a `PreparedData` from `openData`). */
 export interface CaptureData {
@@ -75,16 +97,29 @@ export interface CaptureOptions {
   readExternal?: ExternalDataReader;
   /** Names the model in messages. */
   label?: string;
+  /**
+   * The statistic form of each weight (`chooseStatisticForm`); without it every weight gets H. Asked
+   * once per weight, at its first activation, and only when the data says how many samples it holds.
+   */
+  choose?: (q: FormQuery) => "gram" | "factor";
 }
 
+/** A weight's statistic in the gram form, with the nodes whose inputs were accumulated. */
 export interface LayerCapture extends LayerStats {
   /** The nodes whose inputs were accumulated. */
   consumers: string[];
 }
 
-export interface CaptureResult {
+/** A weight's statistic in the factor form. */
+export interface FactorLayerCapture extends FactorLayerStats {
+  consumers: string[];
+}
+
+export type AnyLayerCapture = LayerCapture | FactorLayerCapture;
+
+export interface CaptureResult<L extends AnyLayerCapture = LayerCapture> {
   /** Per weight name, in the order of the weights given. */
-  layers: Map<string, LayerCapture>;
+  layers: Map<string, L>;
   uncalibrated: Uncalibrated[];
   /** Data samples (batch items) run through the model, per pass. */
   samples: number;
@@ -97,21 +132,45 @@ export interface CaptureResult {
 export const DEFAULT_MAX_ACTIVATION_BYTES = 256 * 1024 * 1024;
 
 /**
- * Captures the activation statistics of `weights` (from `findWeights(model)`) on `data`.
+ * Which accumulator a weight gets, decided at its first activation (`sampler`, from a batch of `items`
+ * data samples): the factor form when `choose` picks it, knowing the data's size.
+ */
+export function accumulatorFor(
+  target: CaptureTarget,
+  sampler: { groups: number; cols: number; samples: number },
+  items: number,
+  total: number | undefined,
+  activation: ArrayLike<number>,
+  choose: CaptureOptions["choose"],
+  cols = target.cols,
+): GramAccumulator | FactorAccumulator {
+  if (choose && total !== undefined && items > 0) {
+    const samples = Math.ceil((sampler.samples / items) * total) * target.consumers.length;
+    if (choose({ name: target.name, groups: target.groups, cols: target.cols, samples }) === "factor")
+      return new FactorAccumulator(target.groups, cols, samples, activation instanceof Float64Array ? "float64" : "float32");
+  }
+  return new GramAccumulator(target.groups, cols);
+}
+
+/**
+ * Captures the activation statistics of `weights` (from `findWeights(model)`) on `data`: H for every
+ * weight, or with `choose`, either form.
  * Throws CancelledError when `signal` fires, InputError when the model or the data cannot run.
  */
+export function captureActivations(model: ModelProto, weights: readonly WeightInfo[], data: CaptureData, opts?: CaptureOptions & { choose?: undefined }): Promise<CaptureResult>;
+export function captureActivations(model: ModelProto, weights: readonly WeightInfo[], data: CaptureData, opts: CaptureOptions): Promise<CaptureResult<AnyLayerCapture>>;
 export async function captureActivations(
   model: ModelProto,
   weights: readonly WeightInfo[],
   data: CaptureData,
   opts: CaptureOptions = {},
-): Promise<CaptureResult> {
+): Promise<CaptureResult<AnyLayerCapture>> {
   const t0 = performance.now();
   const label = opts.label ?? "the model";
   const plan = planCapture(model, weights);
   const uncalibrated = [...plan.uncalibrated];
   const engine = resolveEngine(opts.gram);
-  const done = (layers: Map<string, LayerCapture>, samples: number, batches: number, passes: number): CaptureResult => ({
+  const done = (layers: Map<string, AnyLayerCapture>, samples: number, batches: number, passes: number): CaptureResult<AnyLayerCapture> => ({
     layers,
     uncalibrated,
     samples,
@@ -137,17 +196,16 @@ export async function captureActivations(
         list.push({ target, consumer });
         readers.set(consumer.activation, list);
       }
-    const accs = new Map<string, GramAccumulator>(plan.targets.map((t) => [t.name, new GramAccumulator(t.groups, t.cols)]));
+    const accs = new Map<string, GramAccumulator | FactorAccumulator>();
     const failed = new Map<string, string>();
     const total = data.info?.indices.length;
 
-    const consume = async (name: string, tensor: ort.Tensor) => {
+    const consume = async (name: string, tensor: ort.Tensor, items: number) => {
       const list = readers.get(name) ?? [];
       const x = tensorValues(tensor);
       const dims = tensor.dims.map(Number);
       for (const { target, consumer } of list) {
         if (failed.has(target.name)) continue;
-        const acc = accs.get(target.name)!;
         if (!x || !(x instanceof Float32Array || x instanceof Float64Array) || !tensor.type.startsWith("float")) {
           failed.set(target.name, `the input of ${consumer.opType} ${consumer.node} is ${tensor.type}, not a float tensor`);
           continue;
@@ -164,7 +222,10 @@ export async function captureActivations(
           failed.set(target.name, e.message);
           continue;
         }
-        await acc.add(sampler, engine, { signal: opts.signal });
+        let acc = accs.get(target.name);
+        if (!acc) accs.set(target.name, (acc = accumulatorFor(target, sampler, items, total, x, opts.choose)));
+        if (acc instanceof FactorAccumulator) acc.add(sampler, { signal: opts.signal });
+        else await acc.add(sampler, engine, { signal: opts.signal });
         acc.addMoments(x);
       }
     };
@@ -203,13 +264,13 @@ export async function captureActivations(
           for (const name of fetches) {
             const t = out[name];
             if (!t) throw new Error(`onnxruntime returned no value for exposed output ${name}`);
-            await consume(name, t);
+            await consume(name, t, batch.indices.length);
             out[name] = undefined as never;
           }
           if (p === 0)
             for (const name of fromFeeds) {
               const f = batch.feeds[name]!;
-              await consume(name, new ort.Tensor(f.type, f.data as never, f.dims));
+              await consume(name, new ort.Tensor(f.type, f.data as never, f.dims), batch.indices.length);
             }
           const n = batch.indices.length;
           done += n;
@@ -230,15 +291,16 @@ export async function captureActivations(
         session = undefined;
       }
 
-      const layers = new Map<string, LayerCapture>();
+      const layers = new Map<string, AnyLayerCapture>();
       for (const target of plan.targets) {
         const reason = failed.get(target.name);
         if (reason) {
           uncalibrated.push({ name: target.name, reason });
           continue;
         }
-        const acc = accs.get(target.name)!;
-        if (acc.samples === 0) {
+        const acc = accs.get(target.name);
+        accs.delete(target.name);
+        if (!acc || acc.samples === 0) {
           uncalibrated.push({ name: target.name, reason: "no samples reached it" });
           continue;
         }

@@ -1,10 +1,15 @@
 /**
- * onnxruntime's MatMul as the fine-tuning product engine: P = E H with H fixed for a layer's whole run
- * (an initializer, so onnxruntime pre-packs it). `npm run bench -- finetune` measures it at about 47
- * GFLOP/s in float64 on one thread here (100 in float32), against 18 for the WebAssembly kernel (float64):
- * the fastest, so compression jobs use it, in float64 like the other engines (in float32 the tiny ViT lost
- * 0.3 points of accuracy). One intra-op thread: the same bytes on whichever worker thread a layer runs.
- * Registered in each thread that fine-tunes (`registerOrtProduct`): core cannot import onnxruntime.
+ * onnxruntime's GEMM as the engine of the products with a layer's statistic (`StatEngine`, see
+ * src/core/ssvq/stat-product.ts): P = E H with H fixed for a layer's whole run (an initializer), or, for
+ * the factor form, T = E X and P = T X^T / n with X an initializer (Gemm with transB, then MatMul, in one
+ * session). `npm run bench -- finetune` measures the H form at about 47 GFLOP/s in float64 on one thread
+ * (100 in float32), against 18 for the WebAssembly kernel: the fastest, so compression jobs use it, in
+ * float64 like the other engines (in float32 the tiny ViT lost 0.3 points of accuracy). The factor form:
+ * about 65 GFLOP/s in float64 for blocks of 64 rows of a 9216 x 512 X (170 in float32; float64 kept, so
+ * that both forms give the same results to rounding). One intra-op thread: the same bytes on whichever
+ * worker thread a block runs, and a row's values do not depend on the other rows of its block (measured
+ * for blocks of 4 to 512 rows). Registered in each thread that runs the products (`registerOrtProduct`):
+ * core cannot import onnxruntime.
  */
 import * as ort from "onnxruntime-node";
 import { create } from "@bufbuild/protobuf";
@@ -19,6 +24,16 @@ import {
   TensorProtoSchema,
 } from "../core/onnx/proto.js";
 import { registerProductEngine, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
+import {
+  isFactor,
+  registerStatEngine,
+  validateStatistic,
+  wasmStatEngine,
+  type LayerStatistic,
+  type StatEngine,
+  type StatKernel,
+} from "../core/ssvq/stat-product.js";
+import { AttributeProto_AttributeType, AttributeProtoSchema } from "../core/onnx/proto.js";
 
 /** The engine name compression jobs ask for. */
 export const ORT_PRODUCT = "ort-matmul-float64";
@@ -90,7 +105,147 @@ export function ortProductEngine(precision: "float32" | "float64"): ProductEngin
   };
 }
 
-/** Makes the onnxruntime engine available to fine-tuning tasks run in this thread. */
+const SESSION = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "sequential", logSeverityLevel: 3 } as const;
+
+/** Groups above which a layer's products use the WebAssembly kernel (one session per group here). */
+export const ORT_MAX_GROUPS = 16;
+
+const raw = (v: Float64Array): Uint8Array<ArrayBuffer> => new Uint8Array(Float64Array.from(v).buffer);
+
+function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], init: { name: string; dims: number[]; values: Float64Array }, cols: number, outputs: Array<[string, (number | string)[]]>): Uint8Array {
+  const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims, TensorProto_DataType.DOUBLE);
+  return encodeModel(
+    create(ModelProtoSchema, {
+      irVersion: 8n,
+      producerName: "ssvq-product",
+      opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
+      graph: create(GraphProtoSchema, {
+        name: "product",
+        node: nodes,
+        input: [vi("E", ["m", cols])],
+        output: outputs.map(([n, d]) => vi(n, d)),
+        initializer: [create(TensorProtoSchema, { name: init.name, dims: init.dims.map(BigInt), dataType: TensorProto_DataType.DOUBLE, rawData: raw(init.values) })],
+      }),
+    }),
+  );
+}
+
+/** P = E H_g: MatMul with H an initializer, E [m, cols] of any m. */
+function gramModel(h: Float64Array, cols: number): Uint8Array {
+  return ortModel([create(NodeProtoSchema, { opType: "MatMul", input: ["E", "H"], output: ["P"] })], { name: "H", dims: [cols, cols], values: h }, cols, [["P", ["m", cols]]]);
+}
+
+/** T = E X_g^T-stored (Gemm, transB), P = T X (MatMul): X sample-major [r, cols] an initializer. */
+function factorModel(x: Float64Array, r: number, cols: number): Uint8Array {
+  const transB = create(AttributeProtoSchema, { name: "transB", type: AttributeProto_AttributeType.INT, i: 1n });
+  return ortModel(
+    [
+      create(NodeProtoSchema, { opType: "Gemm", input: ["E", "X"], output: ["T"], attribute: [transB] }),
+      create(NodeProtoSchema, { opType: "MatMul", input: ["T", "X"], output: ["P"] }),
+    ],
+    { name: "X", dims: [r, cols], values: x },
+    cols,
+    [
+      ["T", ["m", r]],
+      ["P", ["m", cols]],
+    ],
+  );
+}
+
+/**
+ * The products with a layer's statistic through onnxruntime (float64, one session per group; a layer
+ * of more than ORT_MAX_GROUPS groups, or a factor of no columns, uses the WebAssembly kernel).
+ */
+export const ortStatEngine: StatEngine = {
+  name: ORT_PRODUCT,
+  async kernel(stat: LayerStatistic, rows: number): Promise<StatKernel> {
+    validateStatistic(stat, rows);
+    const { groups, cols } = stat;
+    if (groups > ORT_MAX_GROUPS || (isFactor(stat) && stat.r === 0)) return wasmStatEngine.kernel(stat, rows);
+    const rpg = rows / groups;
+    const sessions: ort.InferenceSession[] = [];
+    let bytes = 0;
+    try {
+      for (let g = 0; g < groups; g++) {
+        let model: Uint8Array;
+        if (isFactor(stat)) {
+          const x = Float64Array.from(stat.X.subarray(g * stat.r * cols, (g + 1) * stat.r * cols));
+          bytes += 2 * x.byteLength;
+          model = factorModel(x, stat.r, cols);
+        } else {
+          const h = stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
+          bytes += 2 * h.byteLength;
+          model = gramModel(h, cols);
+        }
+        sessions.push(await ort.InferenceSession.create(model, SESSION));
+      }
+    } catch (e) {
+      await Promise.all(sessions.map((s) => s.release()));
+      throw e;
+    }
+    // Ordinary memory for onnxruntime (a block's rows may live in shared memory, which it refuses), reused
+    // from call to call, the outputs written in place.
+    let input = new Float64Array(0);
+    let pOut = new Float64Array(0);
+    let tOut = new Float64Array(0);
+    const r = isFactor(stat) ? stat.r : 0;
+    return {
+      engine: ORT_PRODUCT,
+      bytes,
+      async multiply(r0: number, r1: number, a: Float64Array, p: Float64Array, t?: Float64Array): Promise<number> {
+        const m = r1 - r0;
+        // Ordinary memory is read and written in place; shared memory goes through the buffers.
+        const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
+        if (!inPlace && input.length < m * cols) {
+          input = new Float64Array(m * cols);
+          pOut = new Float64Array(m * cols);
+        }
+        if (tOut.length < m * r) tOut = new Float64Array(m * r);
+        const src = inPlace ? a : input;
+        if (!inPlace) input.set(a.subarray(0, m * cols));
+        let quad = 0;
+        for (let s = r0; s < r1; ) {
+          const g = Math.floor(s / rpg);
+          const e = Math.min(r1, (g + 1) * rpg);
+          const i0 = s - r0;
+          const here = e - s;
+          const o = i0 * cols;
+          const feeds = { E: new ort.Tensor("float64", src.subarray(o, o + here * cols), [here, cols]) };
+          const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
+          if (isFactor(stat)) {
+            const tv = tOut.subarray(0, here * r);
+            await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]), T: new ort.Tensor("float64", tv, [here, r]) });
+            const n = stat.n;
+            for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
+            for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
+            if (t) t.set(tv, i0 * r);
+          } else {
+            await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]) });
+            // The block's sum(A .* P), row-major (and P into place from the buffer).
+            if (inPlace) for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
+            else
+              for (let i = 0; i < pv.length; i++) {
+                const v = pv[i]!;
+                p[o + i] = v;
+                quad += src[o + i]! * v;
+              }
+          }
+          s = e;
+        }
+        return isFactor(stat) ? quad / stat.n : quad;
+      },
+      async dispose(): Promise<void> {
+        await Promise.all(sessions.splice(0).map((s) => s.release()));
+      },
+    };
+  },
+};
+
+/**
+ * Makes the onnxruntime engine available to the product tasks (fine-tuning, output errors) run in this
+ * thread: as a `StatEngine`, and as the legacy whole-layer `ProductEngine` of the same name.
+ */
 export function registerOrtProduct(): void {
   registerProductEngine(ortProductEngine("float64"));
+  registerStatEngine(ortStatEngine);
 }

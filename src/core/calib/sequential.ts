@@ -36,6 +36,21 @@
  * A group whose H_qq is zero (its input is always zero) gets W' = W: every W_hat gives the same loss.
  */
 import { InputError } from "../errors.js";
+import { sharedArray, type ParallelMap } from "../parallel.js";
+import {
+  cachedKernel,
+  defaultStatEngine,
+  isFactor,
+  productRowFlops,
+  productsOn,
+  quadraticForms,
+  rowBlocks,
+  shareStatistic,
+  type FactorStatistic,
+  type LayerStatistic,
+  type StatHandle,
+  type SyncStatKernel,
+} from "../ssvq/stat-product.js";
 import type { ActivationSampler } from "./im2col.js";
 
 /** The three statistics of one layer, `groups` blocks of [cols, cols] each, row-major. */
@@ -541,4 +556,236 @@ export function splitStacked(h: Float64Array, groups: number, cols: number): { h
     }
   }
   return { hff, hfq, hqq };
+}
+
+// ---- the stacked statistic, on a ParallelMap (issue 11) ------------------------------------------------
+
+/*
+ * What the compression pipeline uses: the statistic of the stacked samples [x_fp; x_q] (2 cols features,
+ * as `stackedSampler` gives them) in either form of ssvq/stat-product.ts, S = [[H_ff, H_fq], [H_qf, H_qq]]
+ * or the stacked columns X_s = [X_fp; X_q] themselves (when there are fewer than half of 2 cols). Every
+ * product goes through the product interface, over row blocks on the map:
+ *  - the sequential loss of W_hat is the quadratic form of the stacked row [-W, W_hat]:
+ *        ||W_hat X_q - W X_fp||^2 / n = tr([-W, W_hat] S [-W, W_hat]^T)   (exact, and >= 0 from X_s),
+ *    the reference ||W X_fp||^2 / n that of [W, 0];
+ *  - the target's right-hand side W (H_fq - H_qq) is the second half of [W, -W] S, and with X_s,
+ *    W (X_fp - X_q) is [W, -W] X_s; then per group a Cholesky factorisation (of H_qq + lambda I, cols^2,
+ *    or of X_q^T X_q + n lambda I, r^2: the push-through identity
+ *        (X_fp - X_q) X_q^T / n (X_q X_q^T / n + lambda I)^-1 = (X_fp - X_q) (X_q^T X_q + n lambda I)^-1 X_q^T
+ *    gives the same W'), the rows solved in blocks on the map, and for X_s the product with X_q^T.
+ * Both forms give the same target and losses to rounding; the same bytes on any map.
+ */
+
+/** H_qq (the bottom-right block) or X_q (the second half of every stacked column) of a stacked statistic, shared. */
+export function qqStatistic(stacked: LayerStatistic | StatHandle): LayerStatistic {
+  const s = "key" in stacked ? stacked.stat : stacked;
+  const { groups } = s;
+  const c2 = s.cols;
+  const c = c2 / 2;
+  if (isFactor(s)) {
+    const X = s.X instanceof Float32Array ? sharedArray(Float32Array, groups * s.r * c) : sharedArray(Float64Array, groups * s.r * c);
+    for (let j = 0; j < groups * s.r; j++) X.set(s.X.subarray(j * c2 + c, (j + 1) * c2), j * c);
+    return { kind: "factor", X, r: s.r, n: s.n, groups, cols: c };
+  }
+  const H = sharedArray(Float64Array, groups * c * c);
+  for (let g = 0; g < groups; g++)
+    for (let i = 0; i < c; i++) {
+      const from = g * c2 * c2 + (c + i) * c2 + c;
+      H.set(s.H.subarray(from, from + c), g * c * c + i * c);
+    }
+  return { kind: "gram", H, groups, cols: c };
+}
+
+/** The sequential loss of W_hat from the stacked statistic, its products on `map`. */
+export async function sequentialLossOn(
+  map: ParallelMap,
+  w: ArrayLike<number>,
+  wHat: ArrayLike<number>,
+  rows: number,
+  stacked: LayerStatistic | StatHandle,
+  engine?: string,
+): Promise<SequentialLoss> {
+  const handle = shareStatistic(stacked);
+  const c2 = handle.stat.cols;
+  const c = c2 / 2;
+  checkLength("sequential loss", "w", w, rows * c);
+  checkLength("sequential loss", "w_hat", wHat, rows * c);
+  // a = [W, 0], b = [0, W_hat]: b - a = [-W, W_hat].
+  const a = sharedArray(Float64Array, rows * c2);
+  const b = sharedArray(Float64Array, rows * c2);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < c; j++) {
+      a[i * c2 + j] = w[i * c + j]!;
+      b[i * c2 + c + j] = wHat[i * c + j]!;
+    }
+  const q = await quadraticForms(map, a, b, rows, handle, engine);
+  const reference = q.a;
+  const loss = Math.max(0, q.diff);
+  return { loss, reference, relativeError: reference > 0 ? Math.sqrt(loss / reference) : Math.sqrt(loss) };
+}
+
+/** Input of the "sequential.solve" task: X L L^T = D in place for rows [r0, r1) of D, group g with its factor. */
+export interface SolveTaskInput {
+  /** Per group the lower Cholesky factor [c, c] (shared), or an empty slot (lambda 0: the rows are left). */
+  factors: Float64Array;
+  /** Which groups have a factor (1) or keep their rows (0). */
+  solved: Uint8Array;
+  c: number;
+  /** D [rows, c] (shared). */
+  d: Float64Array;
+  rowsPerGroup: number;
+  r0: number;
+  r1: number;
+}
+
+/** The "sequential.solve" task (`tasks.ts`). */
+export function sequentialSolveTask(t: SolveTaskInput): number {
+  const { c, rowsPerGroup } = t;
+  for (let s = t.r0; s < t.r1; ) {
+    const g = Math.floor(s / rowsPerGroup);
+    const e = Math.min(t.r1, (g + 1) * rowsPerGroup);
+    if (t.solved[g]) choleskySolve(t.factors.subarray(g * c * c, (g + 1) * c * c), c, t.d.subarray(s * c, e * c), e - s);
+    s = e;
+  }
+  return t.r1 - t.r0;
+}
+
+/** Input of the "sequential.expand" task: out = T X^T for rows [r0, r1) (factor statistic, built-in kernel). */
+export interface ExpandTaskInput {
+  stat: StatHandle;
+  rows: number;
+  t: Float64Array;
+  out: Float64Array;
+  r0: number;
+  r1: number;
+}
+
+/** The "sequential.expand" task (`tasks.ts`): with this thread's WebAssembly (or TypeScript) kernel. */
+export async function sequentialExpandTask(x: ExpandTaskInput): Promise<number> {
+  const kernel = (await cachedKernel(x.stat, defaultStatEngine.name, x.rows)) as SyncStatKernel;
+  const s = x.stat.stat as FactorStatistic;
+  kernel.expand!(x.r0, x.r1, x.t.subarray(x.r0 * s.r, x.r1 * s.r), x.out.subarray(x.r0 * s.cols, x.r1 * s.cols));
+  return x.r1 - x.r0;
+}
+
+/**
+ * The effective target W' (see the module comment) from the stacked statistic (`groups` blocks of 2 cols,
+ * or stacked columns), its products and solves on `map`. The same damping rules as `sequentialTarget`
+ * (lambda relative to mean diag H_qq per group, tenfold retries); a group whose input is always zero, and
+ * a row whose right-hand side is exactly zero, keep W.
+ */
+export async function sequentialTargetOn(
+  map: ParallelMap,
+  w: Float32Array,
+  rows: number,
+  stacked: LayerStatistic | StatHandle,
+  opts: Omit<SequentialTargetOptions, "hff"> & { engine?: string } = {},
+): Promise<SequentialTarget> {
+  const what = "sequential target";
+  const handle = shareStatistic(stacked);
+  const S = handle.stat;
+  const { groups } = S;
+  const c2 = S.cols;
+  const c = c2 / 2;
+  checkShape(what, rows, c, groups);
+  checkLength(what, "w", w, rows * c);
+  checkFinite(what, "w", w);
+  const rel0 = opts.damping ?? DEFAULT_SEQUENTIAL_DAMPING;
+  const maxRetries = opts.maxRetries ?? DEFAULT_SEQUENTIAL_RETRIES;
+  if (!(Number.isFinite(rel0) && rel0 > 0)) throw new InputError(`${what}: damping must be a finite number > 0, not ${rel0}`);
+  if (!(Number.isInteger(maxRetries) && maxRetries >= 0)) throw new InputError(`${what}: maxRetries must be an integer >= 0, not ${maxRetries}`);
+  const perGroup = rows / groups;
+  const engine = opts.engine !== undefined ? { engine: opts.engine } : {};
+
+  // [W, -W] S (or X_s): the right-hand side.
+  const a = sharedArray(Float64Array, rows * c2);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < c; j++) {
+      a[i * c2 + j] = w[i * c + j]!;
+      a[i * c2 + c + j] = -w[i * c + j]!;
+    }
+  const factor = isFactor(S);
+  const rhs = await productsOn(map, a, rows, handle, { ...engine, wantT: factor });
+  checkFinite(what, "the statistic's product", rhs.p);
+  // The matrix to factorise per group: H_qq (c x c) or X_q^T X_q (r x r).
+  const m = factor ? S.r : c;
+  let gram: Float64Array;
+  let nScale = 1;
+  if (factor) {
+    nScale = S.n;
+    const xq = sharedArray(Float64Array, groups * S.r * c2);
+    for (let j = 0; j < groups * S.r; j++) for (let k = c; k < c2; k++) xq[j * c2 + k] = S.X[j * c2 + k]!;
+    const g = await productsOn(map, xq, groups * S.r, handle, { ...engine, wantT: true });
+    gram = g.t!;
+  } else {
+    gram = new Float64Array(groups * c * c);
+    for (let g = 0; g < groups; g++)
+      for (let i = 0; i < c; i++) {
+        const from = g * c2 * c2 + (c + i) * c2 + c;
+        gram.set(S.H.subarray(from, from + c), g * c * c + i * c);
+      }
+  }
+  checkFinite(what, "H_qq", gram);
+  const factors = sharedArray(Float64Array, groups * m * m);
+  const solved = sharedArray(Uint8Array, groups);
+  const lambdas: number[] = [];
+  let damping = 0;
+  let retries = 0;
+  for (let g = 0; g < groups; g++) {
+    const off = g * m * m;
+    let trace = 0;
+    for (let i = 0; i < m; i++) trace += gram[off + i * m + i]!;
+    const meanDiag = trace / nScale / c;
+    if (meanDiag === 0) {
+      lambdas.push(0);
+      continue;
+    }
+    if (!(meanDiag > 0)) throw new InputError(`${what}: H_qq of group ${g} has a negative mean diagonal (${meanDiag}); it is not a Gram matrix`);
+    let rel = rel0;
+    let attempt = 0;
+    const L = factors.subarray(off, off + m * m);
+    while (!cholesky(gram, off, m, rel * meanDiag * nScale, L)) {
+      if (attempt++ >= maxRetries)
+        throw new InputError(`${what}: H_qq of group ${g} is not positive definite even with damping ${rel} x its mean diagonal`);
+      retries++;
+      rel *= 10;
+    }
+    lambdas.push(rel * meanDiag);
+    damping = Math.max(damping, rel);
+    solved[g] = 1;
+  }
+  // D: W (H_fq - H_qq) [rows, c], or W (X_fp - X_q) [rows, r]; solved in place against the factors.
+  const d = sharedArray(Float64Array, rows * m);
+  if (factor) d.set(rhs.t!);
+  else for (let i = 0; i < rows; i++) d.set(rhs.p.subarray(i * c2 + c, (i + 1) * c2), i * c);
+  const blocks = rowBlocks(rows, groups, 2 * m * m);
+  await map.run<SolveTaskInput, number>(
+    "sequential.solve",
+    blocks.map(([r0, r1]) => ({ factors, solved, c: m, d, rowsPerGroup: perGroup, r0, r1 })),
+  );
+  // The change W' - W: D itself, or D X_q^T (the second half of D X_s^T).
+  let change: Float64Array;
+  let stride = c;
+  let from = 0;
+  if (factor) {
+    const out = sharedArray(Float64Array, rows * c2);
+    await map.run<ExpandTaskInput, number>(
+      "sequential.expand",
+      rowBlocks(rows, groups, productRowFlops(S)).map(([r0, r1]) => ({ stat: handle, rows, t: d, out, r0, r1 })),
+    );
+    change = out;
+    stride = c2;
+    from = c;
+  } else change = d;
+  const target = new Float32Array(rows * c);
+  for (let i = 0; i < rows; i++) {
+    const g = Math.floor(i / perGroup);
+    let zero = !solved[g];
+    if (!zero) {
+      zero = true;
+      for (let k = 0; k < m; k++) if (rhs.t ? rhs.t[i * m + k] !== 0 : rhs.p[i * c2 + c + k] !== 0) zero = false;
+    }
+    for (let j = 0; j < c; j++) target[i * c + j] = zero ? w[i * c + j]! : w[i * c + j]! + change[i * stride + from + j]!;
+  }
+  return { target, damping, lambdas, retries };
 }

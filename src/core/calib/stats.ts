@@ -1,6 +1,10 @@
 /**
- * Per-layer activation statistics: H = X X^T / n (float64), accumulated chunk by chunk from the
- * samplers of `im2col.ts`, one [cols, cols] block per group.
+ * Per-layer activation statistics, in either form of `ssvq/stat-product.ts`: H = X X^T / n (float64),
+ * accumulated chunk by chunk from the samplers of `im2col.ts`, one [cols, cols] block per group
+ * (`GramAccumulator`); or X itself, its columns kept as they come, sample-major, in float32 when the
+ * activations are float32 (exact) (`FactorAccumulator`), for layers whose calibration columns are fewer
+ * than half their reduction size (`chooseStatisticForm`). Both keep their arrays in shared memory, so a
+ * thread pool reads them without copies.
  *
  * The hot loop is the symmetric rank-r update H += Xt Xt^T. `syrkUpper` computes it on the upper
  * triangle only, in 2 x 4 register tiles over feature-major chunks (each tile streams 6 rows of the
@@ -9,6 +13,8 @@
  * the products through onnxruntime's float64 GEMM); every engine fills at least the upper triangle.
  */
 import { CancelledError } from "../errors.js";
+import { sharedArray } from "../parallel.js";
+import type { FactorStatistic } from "../ssvq/stat-product.js";
 import type { Activation, ActivationSampler } from "./im2col.js";
 
 /**
@@ -97,8 +103,9 @@ export interface GramEngine {
 /** The plain TypeScript engine: `syrkUpper`. Bit-for-bit reproducible on every machine. */
 export const jsGram: GramEngine = { name: "js", add: syrkUpper };
 
-/** The statistic of one weight, as capture returns it. */
+/** The statistic of one weight, as capture returns it: the gram form. */
 export interface LayerStats {
+  kind?: "gram";
   /** groups blocks of [cols, cols], row-major: H_g = X_g X_g^T / samples. */
   H: Float64Array;
   groups: number;
@@ -110,6 +117,17 @@ export interface LayerStats {
   /** Mean of x^2 over the elements of the raw input activation(s), for sanity checks. */
   meanSquare: number;
 }
+
+/** The statistic of one weight in the factor form (X's columns, H = X X^T / samples). */
+export interface FactorLayerStats extends FactorStatistic {
+  samples: number;
+  /** Sum over groups of tr(H_g). */
+  trace: number;
+  meanSquare: number;
+}
+
+/** Either form. */
+export type AnyLayerStats = LayerStats | FactorLayerStats;
 
 export interface AccumulateOptions {
   signal?: AbortSignal;
@@ -131,7 +149,7 @@ export class GramAccumulator {
     readonly groups: number,
     readonly cols: number,
   ) {
-    this.H = new Float64Array(groups * cols * cols);
+    this.H = sharedArray(Float64Array, groups * cols * cols);
   }
 
   /** Adds the samples of one activation (the sampler must have this accumulator's groups and cols). */
@@ -175,6 +193,89 @@ export class GramAccumulator {
       for (let i = 0; i < cols; i++) trace += H[off + i * cols + i]!;
     }
     this.scratch = undefined;
-    return { H, groups, cols, samples: this.samples, trace, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
+    return { kind: "gram", H, groups, cols, samples: this.samples, trace, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
+  }
+}
+
+/**
+ * Keeps a weight's sample columns X (sample-major, per group [r, cols]) in shared memory, float32 or
+ * float64; room for `expected` columns per group at first, grown by half when more come.
+ */
+export class FactorAccumulator {
+  private X: Float32Array | Float64Array;
+  private capacity: number;
+  samples = 0;
+  private sumSq = 0;
+  private elements = 0;
+  private scratch: Float64Array | undefined;
+
+  constructor(
+    readonly groups: number,
+    readonly cols: number,
+    expected: number,
+    readonly precision: "float32" | "float64",
+  ) {
+    this.capacity = Math.max(1, Math.ceil(expected));
+    this.X = this.alloc(this.capacity);
+  }
+
+  private alloc(capacity: number): Float32Array | Float64Array {
+    return this.precision === "float32" ? sharedArray(Float32Array, this.groups * capacity * this.cols) : sharedArray(Float64Array, this.groups * capacity * this.cols);
+  }
+
+  private grow(needed: number): void {
+    const capacity = Math.max(needed, Math.ceil(this.capacity * 1.5));
+    const next = this.alloc(capacity);
+    const { groups, cols } = this;
+    for (let g = 0; g < groups; g++) next.set(this.X.subarray(g * this.capacity * cols, (g * this.capacity + this.samples) * cols), g * capacity * cols);
+    this.X = next;
+    this.capacity = capacity;
+  }
+
+  /** Adds the samples of one activation (the sampler must have this accumulator's groups and cols). */
+  add(sampler: ActivationSampler, opts: AccumulateOptions = {}): void {
+    const { groups, cols } = this;
+    if (sampler.groups !== groups || sampler.cols !== cols)
+      throw new Error(`activation gives ${sampler.groups} x ${sampler.cols} columns, the weight needs ${groups} x ${cols}`);
+    const n = sampler.samples;
+    if (this.samples + n > this.capacity) this.grow(this.samples + n);
+    const chunk = Math.max(1, Math.min(n, Math.floor((opts.chunkValues ?? DEFAULT_CHUNK_VALUES) / cols)));
+    if (!this.scratch || this.scratch.length < chunk * cols) this.scratch = new Float64Array(chunk * cols);
+    const Xt = this.scratch;
+    const X = this.X;
+    for (let g = 0; g < groups; g++) {
+      for (let p0 = 0; p0 < n; p0 += chunk) {
+        if (opts.signal?.aborted) throw new CancelledError();
+        const p1 = Math.min(n, p0 + chunk);
+        const r = p1 - p0;
+        sampler.fill(g, p0, p1, Xt.subarray(0, r * cols));
+        // Feature-major chunk -> sample-major rows of X.
+        const base = (g * this.capacity + this.samples + p0) * cols;
+        for (let c = 0; c < cols; c++) {
+          const src = c * r;
+          for (let k = 0; k < r; k++) X[base + k * cols + c] = Xt[src + k]!;
+        }
+      }
+    }
+    this.samples += n;
+  }
+
+  addMoments(x: Activation): void {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+    this.sumSq += s;
+    this.elements += x.length;
+  }
+
+  /** X with exactly `samples` columns per group (compacted in place), n = samples. */
+  finish(): FactorLayerStats {
+    const { groups, cols, samples } = this;
+    for (let g = 1; g < groups; g++) this.X.copyWithin(g * samples * cols, g * this.capacity * cols, (g * this.capacity + samples) * cols);
+    const X = this.X.subarray(0, groups * samples * cols);
+    this.scratch = undefined;
+    let trace = 0;
+    for (let i = 0; i < X.length; i++) trace += X[i]! * X[i]!;
+    const n = Math.max(1, samples);
+    return { kind: "factor", X, r: samples, n, groups, cols, samples, trace: trace / n, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
   }
 }

@@ -1,6 +1,6 @@
 /**
  * Fine-tuning one compressed layer against its own output on calibration inputs (DESIGN.md section 1,
- * "Fine-tuning" and "Progressive freezing"; issue 5 items 1, 2 and 5).
+ * "Fine-tuning" and "Progressive freezing"; issue 5 items 1, 2 and 5; issue 11).
  *
  * Objective, per group g of rows (rows split evenly into `groups`, group g uses the H block g):
  *     loss = tr((W_hat - W) H (W_hat - W)^T),   gradient G = 2 (W_hat - W) H.
@@ -10,7 +10,7 @@
  * through estimator: dL = G * C[A] (the codeword magnitude scales the step), dC[a, j] = sum over the
  * positions assigned to a at offset j of G * s. Adam (beta1 0.9, beta2 0.999, eps 1e-8), learning rate
  * lr * (1 + cos(pi t / iters)) / 2 at iteration t, separate rates for the codebook and the signs.
- * Assignments stay fixed; `reassign` re-assigns once at the end (see `reassignGreedy`). `fixedSigns` keeps
+ * Assignments stay fixed; `reassign` re-assigns once at the end (see `reassignRows`). `fixedSigns` keeps
  * SSVQ's signs (those of the given quantization, sign(W)) and trains the codebook only (the paper's
  * ablation); mode "vq" trains its codebook only, with the same objective.
  *
@@ -19,18 +19,25 @@
  * codeword entry or a latent by about lr * rms(W) (times the schedule), whatever the scale of the weights
  * or of the activations, and Adam's eps stays negligible next to the gradients.
  *
- * Progressive freezing (`freeze.ts`): checks at iterations F, 2F, ... and at the last one. At a check
- * the freezer first freezes (frozen signs take their majority vote and stop: no more latent or Adam
- * updates), then the loss of the resulting state is measured and recorded with the flips since the
- * previous check. Without freezing (or for VQ and fixed signs) the checks are still recorded, for the
- * loss curve.
+ * Progressive freezing (as `freeze.ts`'s SignFreezer, position by position): checks at iterations F, 2F,
+ * ... and at the last one. At a check the signs are first frozen (frozen signs take their majority vote
+ * and stop: no more latent or Adam updates), then the loss of the resulting state is measured and
+ * recorded with the flips since the previous check. Without freezing (or for VQ and fixed signs) the
+ * checks are still recorded, for the loss curve.
  *
- * The product P = E H (2 rows cols^2 flops per iteration and group) is nearly all the time; it runs on a
- * `ProductEngine`: by default the WebAssembly SIMD kernel (`gemm-wasm.ts`), else the TypeScript one.
+ * The statistic is either form of `stat-product.ts`: H, or the calibration columns X themselves (H =
+ * X X^T / n) when they are fewer than half the columns; then the product P = E H is (E X) X^T / n and the
+ * loss ||E X||^2 / n. The product (2 rows cols^2, or 4 rows cols r, flops per iteration) is nearly all the
+ * time. Everything else is per position except the codebook's gradient (k d sums) and the loss, so each
+ * iteration runs as one step over blocks of rows (`rowBlocks`: the problem size only): E of the block,
+ * its product on a `StatKernel`, its partial loss and codebook gradient, and the Adam step of its latents
+ * with their freezing state; then the partial sums are added in block order and the codebook takes its
+ * Adam step. `finetuneLayer` runs the blocks in this thread, the "finetune.layer" task in a pool thread,
+ * `finetuneLayerOn` as "finetune.block" tasks across the pool (the layer's state in shared memory), so
+ * one large layer uses every thread; all three give the same bytes with the same engine.
  *
- * Pure and synchronous; bit-for-bit deterministic (fixed summation order, no randomness, no threads):
- * the same inputs give the same bytes on every map and thread count. Registered as the task
- * "finetune.layer" so layers run in parallel on the pool (`finetuneLayers`).
+ * Pure; bit-for-bit deterministic (fixed summation order, no randomness): the same inputs give the same
+ * bytes on every map and thread count.
  *
  * Defaults, chosen on three layers (fine-tuning runs of 500 iterations; relative output error after):
  * LeNet-5's f1 (120 x 400) and f2 (84 x 120) with H from calibration images 0-511 of the fixture, and
@@ -52,12 +59,34 @@
  */
 import { CancelledError, InputError } from "../errors.js";
 import { sharedArray, type ParallelMap } from "../parallel.js";
-import { SignFreezer, freezeThreshold, validateFreezeOptions, type FreezeOptions } from "./freeze.js";
+import { freezeThreshold, validateFreezeOptions, type FreezeOptions } from "./freeze.js";
 import { symmMulBlocked } from "./gemm-kernels.js";
 import { wasmAvailable, WasmSymmMul } from "./gemm-wasm.js";
 import type { VqQuantized } from "./quantize.js";
+import {
+  cachedKernel,
+  defaultStatEngine,
+  isFactor,
+  productRowFlops,
+  rowBlocks,
+  shareStatistic,
+  statEngine,
+  statisticTrace,
+  validateStatistic,
+  hasStatEngine,
+  isSyncStatEngine,
+  type FactorStatistic,
+  type GramStatistic,
+  type LayerStatistic,
+  type StatEngine,
+  type StatHandle,
+  type StatKernel,
+  type SyncStatEngine,
+  type SyncStatKernel,
+} from "./stat-product.js";
 
 export type { FreezeOptions } from "./freeze.js";
+export type { LayerStatistic, StatHandle } from "./stat-product.js";
 
 export interface FinetuneOptions {
   /** Adam iterations (0: no training; `reassign` still applies). */
@@ -138,12 +167,21 @@ export function validateFinetuneOptions(o: FinetuneOptions): void {
 export interface FinetuneInput {
   /** The original row matrix W [rows, cols] (rows and cols from `quantized.shape`). */
   w: Float32Array;
-  /** `groups` symmetric blocks [cols, cols], row-major: H_g = X_g X_g^T / n. */
+  /** `groups` symmetric blocks [cols, cols], row-major: H_g = X_g X_g^T / n (the gram form's shorthand). */
   h: Float64Array;
   groups: number;
   /** The starting point: k-means codebook, assignments and (SSVQ) signs. */
   quantized: VqQuantized;
 }
+
+/** A layer with its statistic in either form (a shared handle keeps each thread's kernel cached). */
+export interface FinetuneStatInput {
+  w: Float32Array;
+  stat: LayerStatistic | StatHandle;
+  quantized: VqQuantized;
+}
+
+export type FinetuneInputAny = FinetuneInput | FinetuneStatInput;
 
 /** One progressive-freezing check (recorded also without freezing, for the loss curve). */
 export interface FreezeCheck {
@@ -200,7 +238,7 @@ export interface FinetuneResult {
   stats: FinetuneStats;
 }
 
-/** Called from `finetuneLayer` on the calling thread (not available through a ParallelMap task). */
+/** Called on the thread that drives the layer (`finetuneLayer`, `finetuneLayerOn`; not through a task). */
 export interface FinetuneHooks {
   /**
    * At every check. `state` holds live views of the sign bits per position of the row matrix (1 =
@@ -284,325 +322,589 @@ export const defaultProduct: SyncProductEngine = {
   },
 };
 
-/**
- * The objective of one layer in normalised units (W' = W / ws, H' = H / hs, see the module comment):
- * loss' = tr(E' H' E'^T) with E' = W_hat' - W', and its gradients. `e` and `pm` (P = E' H, raw H) hold
- * the state of the last `forward`. The methods that need the product are generators: they fill `e`,
- * yield, expect the driver to have written P = E H into `pm`, and return the loss.
- */
-export class LayerObjective {
-  readonly rows: number;
-  readonly cols: number;
-  readonly groups: number;
-  readonly d: number;
-  readonly k: number;
-  readonly perRow: number;
-  readonly n: number;
+
+// ---- the layer, its state and its blocks -----------------------------------------------------------------
+
+/** The sizes and scales of a layer being fine-tuned (plain numbers, so block tasks receive them). */
+export interface LayerSetup {
+  rows: number;
+  cols: number;
+  groups: number;
+  d: number;
+  k: number;
+  perRow: number;
+  paddedCols: number;
+  /** rows * cols. */
+  n: number;
   /** Weight scale (rms(W)) and H scale (mean diagonal); 1 when W or H is all zero. */
-  readonly ws: number;
-  readonly hs: number;
+  ws: number;
+  hs: number;
   /** False when W or H is zero (nothing to fit): fine-tuning then keeps the given quantization. */
-  readonly scaled: boolean;
-  /** loss (original units) = lossUnit * loss'. */
-  readonly lossUnit: number;
-  readonly wn: Float64Array;
-  /** Codebook index a * d + j of every position of the row matrix. */
-  readonly cb: Int32Array;
-  readonly e: Float64Array;
-  readonly pm: Float64Array;
-  /** tr(W' H' W'^T) (after `init`). */
-  reference = 0;
+  scaled: boolean;
+  ssvq: boolean;
+  /** SSVQ with learnable signs. */
+  trainSigns: boolean;
+  /** Progressive freezing on (trainSigns and freeze options). */
+  freezing: boolean;
+  momentum: number;
+}
 
-  constructor(input: FinetuneInput) {
-    validateInput(input);
-    const { w, h, groups, quantized: q } = input;
-    const { rows, cols, d, perRow } = q.shape;
-    this.rows = rows;
-    this.cols = cols;
-    this.groups = groups;
-    this.d = d;
-    this.k = q.k;
-    this.perRow = perRow;
-    const n = (this.n = rows * cols);
-    let sumSq = 0;
-    for (let p = 0; p < n; p++) sumSq += w[p]! * w[p]!;
-    const rms = Math.sqrt(sumSq / Math.max(1, n));
-    let diag = 0;
-    for (let g = 0; g < groups; g++) for (let c = 0; c < cols; c++) diag += h[g * cols * cols + c * cols + c]!;
-    const hmean = diag / (groups * cols);
-    this.scaled = rms > 0 && Number.isFinite(rms) && hmean > 0 && Number.isFinite(hmean);
-    this.ws = this.scaled ? rms : 1;
-    this.hs = this.scaled ? hmean : 1;
-    this.lossUnit = this.ws * this.ws * this.hs;
-    this.wn = new Float64Array(n);
-    for (let p = 0; p < n; p++) this.wn[p] = w[p]! / this.ws;
-    this.cb = new Int32Array(n);
-    this.setAssignments(q.assignments);
-    this.e = new Float64Array(n);
-    this.pm = new Float64Array(n);
+/**
+ * The per-position state of a layer (all [rows, cols] unless said): plain arrays when one thread runs the
+ * layer, shared ones when its blocks run on a pool (each block task writes its own rows only).
+ */
+export interface LayerState {
+  /** The original row matrix (float32) and W' = W / ws. */
+  w: Float32Array;
+  wn: Float64Array;
+  /** Codebook index a * d + j of every position. */
+  cb: Int32Array;
+  /** Sign bit per position (1 = negative; all 0 for VQ). */
+  neg: Uint8Array;
+  /** Assignments [count] (changed only by re-assignment). */
+  assignments: Uint32Array;
+  /** E' of the last product and P = E' H (raw H). */
+  e: Float64Array;
+  p: Float64Array;
+  /** Learnable signs: latents and their Adam moments. */
+  latent?: Float64Array;
+  mL?: Float64Array;
+  vL?: Float64Array;
+  /** Freezing (as `SignFreezer`): frozen mask, the freezer's sign bits, flip EMA, negative-minus-positive balance. */
+  frozen?: Uint8Array;
+  fneg?: Uint8Array;
+  flipEma?: Float64Array;
+  balance?: Int32Array;
+}
+
+/** One step of the layer's algorithm, run on every block of rows. */
+export type BlockStep =
+  /** E' = W': the reference tr(W' H W'^T). */
+  | { kind: "reference" }
+  /**
+   * Iteration t: freezing (threshold, at a check), then E' = s C'[A] - W' and its product (the loss),
+   * then with `update` the gradients and the Adam step of the latents (`grad`: the codebook gradient).
+   */
+  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean }
+  /** The gradients and the Adam step of an iterate step run without them (P from it). */
+  | { kind: "update"; cbook: Float64Array; update: LatentUpdate }
+  /** E' of the stored (float32, original units) reconstruction with this codebook. */
+  | { kind: "stored"; codebook: Float32Array }
+  /** One greedy pass of re-assignment with the final codebook and signs. */
+  | { kind: "reassign"; codebook: Float32Array };
+
+export interface LatentUpdate {
+  /** Latent learning rate at this iteration (with the schedule), 0 without learnable signs. */
+  lr: number;
+  bc1: number;
+  bc2: number;
+}
+
+export interface BlockOut {
+  /** The block's sum(E' .* P) (gram form) or ||E' X||^2 / n (factor form): the loss times hs. */
+  loss: number;
+  /** The block's codebook gradient (iterate with grad, update). */
+  gC?: Float64Array;
+  flips: number;
+  newlyFrozen: number;
+  /** Sub-vectors re-assigned. */
+  moved: number;
+}
+
+function setupLayer(input: FinetuneInputAny, stat: LayerStatistic, o: FinetuneOptions): LayerSetup {
+  const { w, quantized: q } = input;
+  const { rows, cols, d, perRow, paddedCols } = q.shape;
+  const n = rows * cols;
+  let sumSq = 0;
+  for (let p = 0; p < n; p++) sumSq += w[p]! * w[p]!;
+  const rms = Math.sqrt(sumSq / Math.max(1, n));
+  const hmean = statisticTrace(stat) / (stat.groups * cols);
+  const scaled = rms > 0 && Number.isFinite(rms) && hmean > 0 && Number.isFinite(hmean);
+  const ssvq = q.mode === "ssvq";
+  const trainSigns = ssvq && !o.fixedSigns;
+  return {
+    rows,
+    cols,
+    groups: stat.groups,
+    d,
+    k: q.k,
+    perRow,
+    paddedCols,
+    n,
+    ws: scaled ? rms : 1,
+    hs: scaled ? hmean : 1,
+    scaled,
+    ssvq,
+    trainSigns,
+    freezing: trainSigns && o.freeze !== null,
+    momentum: o.freeze?.momentum ?? 0,
+  };
+}
+
+type Alloc = <T>(type: { new (length: number): T; BYTES_PER_ELEMENT: number } & { new (buffer: SharedArrayBuffer): T }, length: number) => T;
+const localAlloc: Alloc = (type, length) => new type(length);
+const sharedAlloc: Alloc = (type, length) => sharedArray(type, length);
+
+function createState(L: LayerSetup, input: FinetuneInputAny, o: FinetuneOptions, alloc: Alloc): LayerState {
+  const { w, quantized: q } = input;
+  const { rows, cols, n, ws, paddedCols } = L;
+  const wCopy = alloc(Float32Array, n);
+  wCopy.set(w);
+  const wn = alloc(Float64Array, n);
+  for (let p = 0; p < n; p++) wn[p] = w[p]! / ws;
+  const neg = alloc(Uint8Array, n);
+  if (L.ssvq) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) neg[r * cols + c] = q.signs![r * paddedCols + c]!;
+  const assignments = alloc(Uint32Array, q.assignments.length);
+  assignments.set(q.assignments);
+  const cb = alloc(Int32Array, n);
+  setCodebookIndex(L, cb, assignments, 0, rows);
+  const S: LayerState = { w: wCopy, wn, cb, neg, assignments, e: alloc(Float64Array, n), p: alloc(Float64Array, n) };
+  if (L.trainSigns) {
+    S.latent = alloc(Float64Array, n);
+    S.mL = alloc(Float64Array, n);
+    S.vL = alloc(Float64Array, n);
+    for (let p = 0; p < n; p++) S.latent[p] = o.alpha * Math.abs(wn[p]!) * (neg[p] ? -1 : 1);
   }
-
-  /** Measures the reference tr(W' H' W'^T). */
-  *init(): Generator<LayerObjective, void, undefined> {
-    this.e.set(this.wn);
-    yield this;
-    this.reference = this.productLoss();
+  if (L.freezing) {
+    S.frozen = alloc(Uint8Array, n);
+    S.fneg = alloc(Uint8Array, n);
+    S.fneg.set(neg);
+    S.flipEma = alloc(Float64Array, n);
+    S.balance = alloc(Int32Array, n);
   }
+  return S;
+}
 
-  setAssignments(assignments: Uint32Array): void {
-    const { rows, cols, d, perRow, cb } = this;
-    for (let r = 0; r < rows; r++)
-      for (let c = 0; c < cols; c++) cb[r * cols + c] = assignments[r * perRow + Math.floor(c / d)]! * d + (c % d);
+function setCodebookIndex(L: LayerSetup, cb: Int32Array, assignments: Uint32Array, r0: number, r1: number): void {
+  const { cols, d, perRow } = L;
+  for (let r = r0; r < r1; r++) for (let c = 0; c < cols; c++) cb[r * cols + c] = assignments[r * perRow + Math.floor(c / d)]! * d + (c % d);
+}
+
+/** The part of a step before its product: freezing, then E' of the block. Returns the newly frozen. */
+function beforeProduct(L: LayerSetup, S: LayerState, step: BlockStep, r0: number, r1: number): number {
+  const p0 = r0 * L.cols;
+  const p1 = r1 * L.cols;
+  const { e } = S;
+  switch (step.kind) {
+    case "reference":
+      e.set(S.wn.subarray(p0, p1), p0);
+      return 0;
+    case "iterate": {
+      const newlyFrozen = step.threshold !== null && S.frozen ? freezeRange(S, step.threshold, p0, p1) : 0;
+      const { wn, cb, neg } = S;
+      const cbook = step.cbook;
+      for (let p = p0; p < p1; p++) {
+        const v = cbook[cb[p]!]!;
+        e[p] = (neg[p] ? -v : v) - wn[p]!;
+      }
+      return newlyFrozen;
+    }
+    case "stored":
+    case "reassign": {
+      const { w, cb, neg } = S;
+      const codebook = step.codebook;
+      const ws = L.ws;
+      for (let p = p0; p < p1; p++) {
+        const v = codebook[cb[p]!]!;
+        e[p] = ((neg[p] ? -v : v) - w[p]!) / ws;
+      }
+      return 0;
+    }
+    case "update":
+      return 0;
   }
+}
 
-  /** sum(E .* P) / hs = loss', once `pm` holds P = E H. */
-  private productLoss(): number {
-    const { e, pm, n } = this;
-    let s = 0;
-    for (let p = 0; p < n; p++) s += e[p]! * pm[p]!;
-    return s / this.hs;
+/** Freezes the block's free signs whose flip EMA exceeds the threshold, at their majority (`SignFreezer.check`). */
+function freezeRange(S: LayerState, threshold: number, p0: number, p1: number): number {
+  const frozen = S.frozen!;
+  const flipEma = S.flipEma!;
+  const balance = S.balance!;
+  const fneg = S.fneg!;
+  let newly = 0;
+  for (let i = p0; i < p1; i++) {
+    if (frozen[i] || !(flipEma[i]! > threshold)) continue;
+    frozen[i] = 1;
+    newly++;
+    const b = balance[i]!;
+    fneg[i] = b > 0 ? 1 : b < 0 ? 0 : fneg[i]!;
   }
-
-  // (The loops live in plain methods: V8 optimises loops inside generators poorly.)
-
-  /** E' = s * C'[A] - W'. */
-  private fillError(cbook: Float64Array, neg: Uint8Array): void {
-    const { e, wn, cb, n } = this;
-    for (let p = 0; p < n; p++) {
-      const v = cbook[cb[p]!]!;
-      e[p] = (neg[p] ? -v : v) - wn[p]!;
+  if (newly > 0) {
+    // Newly frozen signs take their majority vote; their latent follows (it is not updated any more).
+    const { neg, latent } = S;
+    for (let p = p0; p < p1; p++) {
+      if (frozen[p] && neg[p] !== fneg[p]) {
+        neg[p] = fneg[p]!;
+        latent![p] = -latent![p]!;
+      }
     }
   }
+  return newly;
+}
 
-  private fillErrorStored(reconstructed: Float32Array, w: Float32Array): void {
-    const { e, n, ws } = this;
-    for (let p = 0; p < n; p++) e[p] = (reconstructed[p]! - w[p]!) / ws;
+/** The part of a step after its product (`quad`: the block's loss sum). */
+function afterProduct(L: LayerSetup, S: LayerState, stat: LayerStatistic, step: BlockStep, r0: number, r1: number, quad: number, t?: Float64Array): BlockOut {
+  const out: BlockOut = { loss: quad, flips: 0, newlyFrozen: 0, moved: 0 };
+  if (step.kind === "iterate" && step.grad) {
+    out.gC = new Float64Array(L.k * L.d);
+    out.flips = gradientsAndAdam(L, S, step.cbook, step.update, out.gC, r0, r1);
+  } else if (step.kind === "update") {
+    out.gC = new Float64Array(L.k * L.d);
+    out.flips = gradientsAndAdam(L, S, step.cbook, step.update, out.gC, r0, r1);
+  } else if (step.kind === "reassign") {
+    out.moved = reassignRows(L, S, stat, step.codebook, r0, r1, t);
   }
+  return out;
+}
 
-  /** loss' of W_hat' = s * C'[A] (neg: sign bit per position of the row matrix, all 0 for VQ). */
-  *forward(cbook: Float64Array, neg: Uint8Array): Generator<LayerObjective, number, undefined> {
-    this.fillError(cbook, neg);
-    yield this;
-    return this.productLoss();
-  }
-
-  /** loss' of a stored (float32, original units) reconstruction. */
-  *forwardStored(reconstructed: Float32Array, w: Float32Array): Generator<LayerObjective, number, undefined> {
-    this.fillErrorStored(reconstructed, w);
-    yield this;
-    return this.productLoss();
-  }
-
-  /**
-   * After `forward`: gC[a * d + j] = sum over positions at (a, j) of G' s, and, when given,
-   * gL[p] = G'[p] C'[A[p]] (the straight-through estimate), with G' = 2 E' H' the gradient of loss'.
-   */
-  gradients(cbook: Float64Array, neg: Uint8Array, gC: Float64Array, gL?: Float64Array): void {
-    const { pm, cb, n } = this;
-    const scale = 2 / this.hs;
-    gC.fill(0);
-    for (let p = 0; p < n; p++) {
+/**
+ * The block's gradients from P: gC[a * d + j] += G' s over the positions at (a, j) (G' = 2 E' H' = 2 P / hs),
+ * and with `update` (learnable signs) the Adam step of every free latent with its straight-through
+ * gradient G' C'[A], the sign bits it flips, and the freezer's record of them (as `SignFreezer.observe`).
+ * Returns the flips.
+ */
+function gradientsAndAdam(L: LayerSetup, S: LayerState, cbook: Float64Array, update: LatentUpdate | null, gC: Float64Array, r0: number, r1: number): number {
+  const p0 = r0 * L.cols;
+  const p1 = r1 * L.cols;
+  const { p: pm, cb, neg, latent } = S;
+  const scale = 2 / L.hs;
+  if (!latent || !update) {
+    for (let p = p0; p < p1; p++) {
       const g = scale * pm[p]!;
       const i = cb[p]!;
       gC[i] += neg[p] ? -g : g;
-      if (gL) gL[p] = g * cbook[i]!;
+    }
+    return 0;
+  }
+  const mL = S.mL!;
+  const vL = S.vL!;
+  const step = update.lr / update.bc1;
+  const inv2 = 1 / update.bc2;
+  let flips = 0;
+  const frozen = S.frozen;
+  if (!frozen) {
+    for (let p = p0; p < p1; p++) {
+      const g = scale * pm[p]!;
+      const i = cb[p]!;
+      // The codebook gradient takes the sign before this step's update.
+      gC[i] += neg[p] ? -g : g;
+      const gp = g * cbook[i]!;
+      const m1 = BETA1 * mL[p]! + (1 - BETA1) * gp;
+      const m2 = BETA2 * vL[p]! + (1 - BETA2) * gp * gp;
+      mL[p] = m1;
+      vL[p] = m2;
+      const l = latent[p]! - (step * m1) / (Math.sqrt(m2 * inv2) + EPS);
+      latent[p] = l;
+      const s = l < 0 ? 1 : 0;
+      if (s !== neg[p]) {
+        neg[p] = s;
+        flips++;
+      }
+    }
+    return flips;
+  }
+  // With freezing: frozen latents stay; the free ones' flips go into the flip EMA and the balance
+  // (`SignFreezer.observe`, position by position).
+  const m = L.momentum;
+  const a = 1 - m;
+  const flipEma = S.flipEma!;
+  const balance = S.balance!;
+  const current = S.fneg!;
+  for (let p = p0; p < p1; p++) {
+    const g = scale * pm[p]!;
+    const i = cb[p]!;
+    gC[i] += neg[p] ? -g : g;
+    if (frozen[p]) continue;
+    const gp = g * cbook[i]!;
+    const m1 = BETA1 * mL[p]! + (1 - BETA1) * gp;
+    const m2 = BETA2 * vL[p]! + (1 - BETA2) * gp * gp;
+    mL[p] = m1;
+    vL[p] = m2;
+    const l = latent[p]! - (step * m1) / (Math.sqrt(m2 * inv2) + EPS);
+    latent[p] = l;
+    const s = l < 0 ? 1 : 0;
+    if (s !== neg[p]) {
+      neg[p] = s;
+      flips++;
+    }
+    if (s !== current[p]) {
+      current[p] = s;
+      flipEma[p] = m * flipEma[p]! + a;
+    } else {
+      flipEma[p] = m * flipEma[p]!;
+    }
+    balance[p] += s ? 1 : -1;
+  }
+  return flips;
+}
+
+/**
+ * One greedy pass of re-assignment under the exact output loss, rows [r0, r1): sub-vector by sub-vector
+ * in row order, each moves to the codeword (with its final signs, SSVQ) that lowers tr(E H E^T) most given
+ * all the others, if any does (ties keep the current codeword, then the lowest index). With Delta the
+ * change of the sub-vector's d entries of row r (columns c0..), the loss changes by 2 Delta . P[r, c0..] +
+ * Delta^T H[c0.., c0..] Delta. Rows are independent. Gram form: P's row is updated after each move
+ * (P[r, :] += Delta H[c0.., :]); factor form: T = E X of the row is kept instead (T += Delta X[c0.., :]),
+ * P[r, c0..] = T X[c0.., :]^T / n computed when needed. The loss never increases. Returns the moves.
+ */
+function reassignRows(L: LayerSetup, S: LayerState, stat: LayerStatistic, codebook: Float32Array, r0: number, r1: number, tRows?: Float64Array): number {
+  const { rows, cols, d, k, perRow, ws, groups } = L;
+  const { e, p: pm, assignments } = S;
+  const neg = L.ssvq ? S.neg : undefined;
+  const rowsPerGroup = rows / groups;
+  const cand = new Float64Array(d);
+  const best = new Float64Array(d);
+  const prow = new Float64Array(d);
+  const factor = isFactor(stat);
+  // Factor form: the d x d diagonal blocks of H per group and sub-vector, from X.
+  const hblk = factor ? new Float64Array(perRow * d * d) : undefined;
+  let hblkGroup = -1;
+  let moved = 0;
+  for (let r = r0; r < r1; r++) {
+    const g = Math.floor(r / rowsPerGroup);
+    const row = r * cols;
+    const hOff = g * cols * cols;
+    if (factor && g !== hblkGroup) {
+      factorDiagonalBlocks(stat, g, d, perRow, hblk!);
+      hblkGroup = g;
+    }
+    for (let sv = 0; sv < perRow; sv++) {
+      const c0 = sv * d;
+      const dd = Math.min(d, cols - c0);
+      if (factor) factorRowProduct(stat, g, tRows!, (r - r0) * stat.r, c0, dd, prow);
+      else for (let j = 0; j < dd; j++) prow[j] = pm[row + c0 + j]!;
+      const cur = assignments[r * perRow + sv]!;
+      let bestA = cur;
+      let bestGain = 0;
+      for (let a = 0; a < k; a++) {
+        if (a === cur) continue;
+        for (let j = 0; j < dd; j++) {
+          const pos = row + c0 + j;
+          const sign = neg && neg[pos] ? -1 : 1;
+          cand[j] = (sign * (codebook[a * d + j]! - codebook[cur * d + j]!)) / ws;
+        }
+        let change = 0;
+        for (let j = 0; j < dd; j++) {
+          let quad = 0;
+          if (factor) {
+            const hj = (sv * d + j) * d;
+            for (let i = 0; i < dd; i++) quad += hblk![hj + i]! * cand[i]!;
+          } else {
+            const hj = hOff + (c0 + j) * cols + c0;
+            for (let i = 0; i < dd; i++) quad += (stat as GramStatistic).H[hj + i]! * cand[i]!;
+          }
+          change += cand[j]! * (2 * prow[j]! + quad);
+        }
+        if (change < bestGain) {
+          bestGain = change;
+          bestA = a;
+          best.set(cand);
+        }
+      }
+      if (bestA === cur) continue;
+      moved++;
+      assignments[r * perRow + sv] = bestA;
+      for (let j = 0; j < dd; j++) e[row + c0 + j] += best[j]!;
+      if (factor) {
+        // T[r, :] += Delta X[:, c0..]^T.
+        const { X, r: rr } = stat;
+        const to = (r - r0) * rr;
+        for (let s = 0; s < rr; s++) {
+          const xo = (g * rr + s) * cols + c0;
+          let v = 0;
+          for (let j = 0; j < dd; j++) v += best[j]! * X[xo + j]!;
+          tRows![to + s] += v;
+        }
+      } else {
+        // P[r, :] += Delta H[c0.., :] (rows of H, by symmetry its columns).
+        const H = (stat as GramStatistic).H;
+        for (let j = 0; j < dd; j++) {
+          const dj = best[j]!;
+          const hr = hOff + (c0 + j) * cols;
+          for (let c = 0; c < cols; c++) pm[row + c] += dj * H[hr + c]!;
+        }
+      }
     }
   }
-
-  relative(loss: number): number {
-    return this.reference > 0 ? Math.sqrt(Math.max(0, loss) / this.reference) : Math.sqrt(Math.max(0, loss * this.lossUnit));
-  }
+  setCodebookIndex(L, S.cb, assignments, r0, r1);
+  return moved;
 }
 
-/** The objective and its gradients in the layer's own units (for checks): see `layerGradients`. */
-export interface LayerGradients {
-  /** tr((W_hat - W) H (W_hat - W)^T), summed over groups. */
-  loss: number;
-  /** d loss / d C [k * d]. */
-  codebook: Float64Array;
-  /** The straight-through gradient of the latent, G * C[A], per position of the row matrix [rows, cols]. */
-  latent: Float64Array;
-  /** G = 2 (W_hat - W) H [rows, cols]. */
-  weights: Float64Array;
-}
-
-/**
- * The loss and gradients exactly as fine-tuning computes them, for a codebook (original units) and sign
- * bits per position of the row matrix (SSVQ; omit for VQ), converted back to the layer's own units.
- */
-export function layerGradients(input: FinetuneInput, codebook: ArrayLike<number>, negative?: Uint8Array): LayerGradients {
-  const obj = new LayerObjective(input);
-  const { k, d, n, ws, lossUnit } = obj;
-  const cbook = new Float64Array(k * d);
-  for (let i = 0; i < k * d; i++) cbook[i] = codebook[i]! / ws;
-  const neg = negative ?? new Uint8Array(n);
-  const loss = driveSync(obj, input.h, obj.forward(cbook, neg)) * lossUnit;
-  const gC = new Float64Array(k * d);
-  const gL = new Float64Array(n);
-  obj.gradients(cbook, neg, gC, gL);
-  // loss = lossUnit loss', C = ws C', G = ws hs G'.
-  for (let i = 0; i < k * d; i++) gC[i] *= lossUnit / ws;
-  for (let p = 0; p < n; p++) gL[p] *= lossUnit;
-  const weights = new Float64Array(n);
-  for (let p = 0; p < n; p++) weights[p] = 2 * obj.pm[p]! * ws;
-  return { loss, codebook: gC, latent: gL, weights };
-}
-
-/** Runs an objective generator to its end, computing the products with `engine`. */
-function driveSync<T>(obj: LayerObjective, h: Float64Array, gen: Generator<LayerObjective, T, undefined>, engine: SyncProductEngine = defaultProduct): T {
-  const product = engine.forLayer(h, obj.groups, obj.rows, obj.cols);
-  for (;;) {
-    const step = gen.next();
-    if (step.done) return step.value;
-    product.multiply(obj.e, obj.pm);
-  }
-}
-
-/**
- * Fine-tunes one layer (see the module comment), in this thread, with `defaultProduct` or the given
- * synchronous engine.
- */
-export function finetuneLayer(
-  input: FinetuneInput,
-  settings: FinetuneSettings | FinetuneOptions = {},
-  hooks: FinetuneHooks = {},
-  engine: SyncProductEngine = defaultProduct,
-): FinetuneResult {
-  const o = resolveFinetuneOptions(settings);
-  const obj = new LayerObjective(input);
-  return driveSync(obj, input.h, finetuneSteps(obj, input, o, hooks, engine.name), engine);
-}
-
-/**
- * Fine-tunes one layer with another product engine (for example onnxruntime's MatMul, from outside
- * core). Same algorithm as `finetuneLayer`; the bytes depend on the engine's rounding.
- */
-export async function finetuneLayerWith(
-  engine: ProductEngine,
-  input: FinetuneInput,
-  settings: FinetuneSettings | FinetuneOptions = {},
-  hooks: FinetuneHooks = {},
-): Promise<FinetuneResult> {
-  const o = resolveFinetuneOptions(settings);
-  const obj = new LayerObjective(input);
-  const product = await engine.forLayer(input.h, obj.groups, obj.rows, obj.cols);
-  try {
-    const gen = finetuneSteps(obj, input, o, hooks, engine.name);
-    for (;;) {
-      const step = gen.next();
-      if (step.done) return step.value;
-      await product.multiply(obj.e, obj.pm);
+/** out[(sv * d + j) * d + i] = H[c0 + j, c0 + i] of group g (c0 = sv * d), from X. */
+function factorDiagonalBlocks(stat: FactorStatistic, g: number, d: number, perRow: number, out: Float64Array): void {
+  const { X, r, n, cols } = stat;
+  out.fill(0);
+  for (let s = 0; s < r; s++) {
+    const xo = (g * r + s) * cols;
+    for (let sv = 0; sv < perRow; sv++) {
+      const c0 = sv * d;
+      const dd = Math.min(d, cols - c0);
+      for (let j = 0; j < dd; j++) {
+        const xj = X[xo + c0 + j]!;
+        if (xj === 0) continue;
+        const o = (sv * d + j) * d;
+        for (let i = 0; i < dd; i++) out[o + i] += xj * X[xo + c0 + i]!;
+      }
     }
-  } finally {
-    await product.dispose?.();
   }
+  for (let i = 0; i < out.length; i++) out[i] = out[i]! / n;
 }
 
+/** out[j] = P[row, c0 + j] = T[row] . X[:, c0 + j] / n for j < dd. */
+function factorRowProduct(stat: FactorStatistic, g: number, t: Float64Array, tOff: number, c0: number, dd: number, out: Float64Array): void {
+  const { X, r, n, cols } = stat;
+  for (let j = 0; j < dd; j++) out[j] = 0;
+  for (let s = 0; s < r; s++) {
+    const tv = t[tOff + s]!;
+    const xo = (g * r + s) * cols + c0;
+    for (let j = 0; j < dd; j++) out[j] += tv * X[xo + j]!;
+  }
+  for (let j = 0; j < dd; j++) out[j] = out[j]! / n;
+}
+
+/** What a block step needs from its product: none for "update"; T too for re-assignment with a factor. */
+const needsProduct = (step: BlockStep): boolean => step.kind !== "update";
+
+/** Runs one step on one block with a synchronous kernel. */
+function runBlockSync(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: SyncStatKernel, step: BlockStep, r0: number, r1: number): BlockOut {
+  const newlyFrozen = beforeProduct(L, S, step, r0, r1);
+  let quad = 0;
+  let t: Float64Array | undefined;
+  if (needsProduct(step)) {
+    const { a, p } = blockViews(L, S, r0, r1);
+    if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
+    quad = kernel.multiply(r0, r1, a, p, t);
+  }
+  const out = afterProduct(L, S, stat, step, r0, r1, quad, t);
+  out.newlyFrozen = newlyFrozen;
+  return out;
+}
+
+/** Runs one step on one block with any kernel. */
+async function runBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: StatKernel, step: BlockStep, r0: number, r1: number): Promise<BlockOut> {
+  const newlyFrozen = beforeProduct(L, S, step, r0, r1);
+  let quad = 0;
+  let t: Float64Array | undefined;
+  if (needsProduct(step)) {
+    const { a, p } = blockViews(L, S, r0, r1);
+    if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
+    quad = await kernel.multiply(r0, r1, a, p, t);
+  }
+  const out = afterProduct(L, S, stat, step, r0, r1, quad, t);
+  out.newlyFrozen = newlyFrozen;
+  return out;
+}
+
+function blockViews(L: LayerSetup, S: LayerState, r0: number, r1: number): { a: Float64Array; p: Float64Array } {
+  return { a: S.e.subarray(r0 * L.cols, r1 * L.cols), p: S.p.subarray(r0 * L.cols, r1 * L.cols) };
+}
+
+// ---- the algorithm ------------------------------------------------------------------------------------
+
+const sum = (outs: readonly BlockOut[], f: (o: BlockOut) => number): number => {
+  let s = 0;
+  for (const o of outs) s += f(o);
+  return s;
+};
+
+/** The codebook gradient: the blocks' partial gradients added in block order. */
+function sumGradients(outs: readonly BlockOut[], gC: Float64Array): void {
+  outs.forEach((o, b) => {
+    const g = o.gC!;
+    if (b === 0) gC.set(g);
+    else for (let i = 0; i < gC.length; i++) gC[i] += g[i]!;
+  });
+}
+
+/**
+ * The whole run of one layer (see the module comment) as a generator: it yields each step, to be run on
+ * every block of rows, and receives the blocks' outputs in block order. Whoever drives it (this thread,
+ * or the blocks as pool tasks) gets the same bytes.
+ */
 function* finetuneSteps(
-  obj: LayerObjective,
-  input: FinetuneInput,
+  L: LayerSetup,
+  S: LayerState,
+  q: VqQuantized,
   o: FinetuneOptions,
   hooks: FinetuneHooks,
   product: string,
-): Generator<LayerObjective, FinetuneResult, undefined> {
-  yield* obj.init();
-  const { w, quantized: q } = input;
-  const { rows, cols, d, paddedCols } = q.shape;
-  const { k, n, ws, lossUnit } = obj;
-  const ssvq = q.mode === "ssvq";
-  const trainSigns = ssvq && !o.fixedSigns;
+): Generator<BlockStep, FinetuneResult, BlockOut[]> {
+  const { rows, cols, d, k, n, ws, hs, paddedCols, ssvq } = L;
+  const lossUnit = ws * ws * hs;
+  const reference = sum(yield { kind: "reference" }, (x) => x.loss) / hs;
+  const relative = (loss: number): number =>
+    reference > 0 ? Math.sqrt(Math.max(0, loss) / reference) : Math.sqrt(Math.max(0, loss * lossUnit));
 
-  const neg = new Uint8Array(n);
-  if (ssvq) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) neg[r * cols + c] = q.signs![r * paddedCols + c]!;
   const cbook = new Float64Array(k * d);
   for (let i = 0; i < k * d; i++) cbook[i] = q.codebook[i]! / ws;
-
-  // Optimiser state.
   const mC = new Float64Array(k * d);
   const vC = new Float64Array(k * d);
   const gC = new Float64Array(k * d);
-  const latent = trainSigns ? new Float64Array(n) : undefined;
-  const gL = trainSigns ? new Float64Array(n) : undefined;
-  const mL = trainSigns ? new Float64Array(n) : undefined;
-  const vL = trainSigns ? new Float64Array(n) : undefined;
-  if (latent) for (let p = 0; p < n; p++) latent[p] = o.alpha * Math.abs(obj.wn[p]!) * (neg[p] ? -1 : 1);
-  const freezer = trainSigns && o.freeze ? new SignFreezer(neg, o.freeze.momentum) : undefined;
-  const frozen = freezer?.frozen;
   const every = o.freeze?.every ?? defaultFreezeEvery(o.iters);
 
   const checks: FreezeCheck[] = [];
   let flipsSinceCheck = 0;
+  let frozenTotal = 0;
   let lossBefore = 0;
-  const training = obj.scaled && o.iters > 0;
+  const training = L.scaled && o.iters > 0;
   const iters = training ? o.iters : 0;
   for (let t = 0; t <= iters && training; t++) {
     if (hooks.signal?.aborted) throw new CancelledError();
     const isCheck = t > 0 && (t % every === 0 || t === iters);
-    let newlyFrozen = 0;
-    let threshold: number | null = null;
-    if (isCheck && freezer) {
-      threshold = freezeThreshold(t, iters, o.freeze!.thresholdFrom, o.freeze!.thresholdTo);
-      newlyFrozen = freezer.check(threshold).newlyFrozen;
-      if (newlyFrozen > 0) applyFrozen(freezer, neg, latent!);
-    }
-    const loss = yield* obj.forward(cbook, neg);
+    const threshold = isCheck && L.freezing ? freezeThreshold(t, iters, o.freeze!.thresholdFrom, o.freeze!.thresholdTo) : null;
+    const schedule = 0.5 * (1 + Math.cos((Math.PI * t) / iters));
+    const step = t + 1;
+    const update: LatentUpdate | null = t < iters ? { lr: o.lrSign * schedule, bc1: 1 - Math.pow(BETA1, step), bc2: 1 - Math.pow(BETA2, step) } : null;
+    // A check with an onCheck hook shows the state before this iteration's update: the update then runs
+    // as a step of its own (the same operations, so the same bytes).
+    const apart = isCheck && hooks.onCheck !== undefined;
+    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null };
+    const newlyFrozen = sum(outs, (x) => x.newlyFrozen);
+    frozenTotal += newlyFrozen;
+    const loss = sum(outs, (x) => x.loss) / hs;
     if (t === 0) lossBefore = loss;
     hooks.onIteration?.(t, loss * lossUnit);
     if (isCheck) {
       const check: FreezeCheck = {
         iteration: t,
         loss: loss * lossUnit,
-        relativeError: obj.relative(loss),
+        relativeError: relative(loss),
         flips: flipsSinceCheck,
         newlyFrozen,
-        frozenFraction: freezer && n > 0 ? freezer.frozenTotal / n : 0,
+        frozenFraction: L.freezing && n > 0 ? frozenTotal / n : 0,
         threshold,
       };
       flipsSinceCheck = 0;
       checks.push(check);
-      hooks.onCheck?.(check, { negative: neg, frozen, balance: freezer?.balance });
+      hooks.onCheck?.(check, { negative: S.neg, frozen: S.frozen, balance: S.balance });
     }
-    if (t === iters) break;
-
-    // One Adam step at the cosine-scheduled rates.
-    const schedule = 0.5 * (1 + Math.cos((Math.PI * t) / iters));
-    const step = t + 1;
-    const bc1 = 1 - Math.pow(BETA1, step);
-    const bc2 = 1 - Math.pow(BETA2, step);
-    obj.gradients(cbook, neg, gC, gL);
-    if (latent) {
-      flipsSinceCheck += adamLatent(latent, gL!, mL!, vL!, frozen, neg, o.lrSign * schedule, bc1, bc2);
-      freezer?.observe(neg);
-    }
-    adamCodebook(cbook, gC, mC, vC, o.lrCodebook * schedule, bc1, bc2, ssvq);
+    if (!update) break;
+    if (apart) outs = yield { kind: "update", cbook, update };
+    flipsSinceCheck += sum(outs, (x) => x.flips);
+    // The codebook's Adam step at the cosine-scheduled rate.
+    sumGradients(outs, gC);
+    adamCodebook(cbook, gC, mC, vC, o.lrCodebook * schedule, update.bc1, update.bc2, ssvq);
   }
 
   // The stored codebook (float32, original units), then the optional re-assignment, then the final error.
   const codebook = new Float32Array(k * d);
   if (training) for (let i = 0; i < k * d; i++) codebook[i] = cbook[i]! * ws; // SSVQ: >= 0 by the clamp of every step
   else codebook.set(q.codebook);
-  const assignments = Uint32Array.from(q.assignments);
-  const reconstructed = new Float32Array(n);
-  const rebuild = (): void => {
-    const cb = obj.cb;
-    for (let p = 0; p < n; p++) {
-      const v = codebook[cb[p]!]!;
-      reconstructed[p] = neg[p] ? -v : v;
-    }
-  };
-  rebuild();
-  let lossAfter = yield* obj.forwardStored(reconstructed, w);
+  let lossAfter = sum(yield { kind: "stored", codebook }, (x) => x.loss) / hs;
   if (!training) lossBefore = lossAfter;
   let reassigned = 0;
-  if (o.reassign && obj.scaled) {
-    reassigned = reassignGreedy(obj, input.h, codebook, ssvq ? neg : undefined, assignments);
-    if (reassigned > 0) {
-      obj.setAssignments(assignments);
-      rebuild();
-      lossAfter = yield* obj.forwardStored(reconstructed, w);
-    }
+  if (o.reassign && L.scaled) {
+    reassigned = sum(yield { kind: "reassign", codebook }, (x) => x.moved);
+    if (reassigned > 0) lossAfter = sum(yield { kind: "stored", codebook }, (x) => x.loss) / hs;
   }
 
+  const { neg, cb, w } = S;
+  const assignments = Uint32Array.from(S.assignments);
+  const reconstructed = new Float32Array(n);
+  for (let p = 0; p < n; p++) {
+    const v = codebook[cb[p]!]!;
+    reconstructed[p] = neg[p] ? -v : v;
+  }
   let signs: Uint8Array | undefined;
   let signsChanged = 0;
   if (ssvq) {
@@ -619,14 +921,14 @@ function* finetuneSteps(
   const stats: FinetuneStats = {
     mode: q.mode,
     iters,
-    reference: obj.reference * lossUnit,
+    reference: reference * lossUnit,
     lossBefore: lossBefore * lossUnit,
     lossAfter: lossAfter * lossUnit,
-    errorBefore: obj.relative(lossBefore),
-    errorAfter: obj.relative(lossAfter),
+    errorBefore: relative(lossBefore),
+    errorAfter: relative(lossAfter),
     signsChanged,
     signsChangedFraction: n > 0 ? signsChanged / n : 0,
-    frozenFraction: freezer && n > 0 ? freezer.frozenTotal / n : 0,
+    frozenFraction: L.freezing && n > 0 ? frozenTotal / n : 0,
     reassigned,
     codebookBefore: Float32Array.from(q.codebook),
     codebookAfter: Float32Array.from(codebook),
@@ -635,51 +937,6 @@ function* finetuneSteps(
     product,
   };
   return { codebook, assignments, signs, reconstructed, stats };
-}
-
-/** Newly frozen signs take their majority vote; their latent follows (it is not updated any more). */
-function applyFrozen(freezer: SignFreezer, neg: Uint8Array, latent: Float64Array): void {
-  const { frozen, negative } = freezer;
-  for (let p = 0; p < neg.length; p++) {
-    if (frozen[p] && neg[p] !== negative[p]) {
-      neg[p] = negative[p]!;
-      latent[p] = -latent[p]!;
-    }
-  }
-}
-
-/** One Adam step of the free latents; updates their sign bits; returns the flips. */
-function adamLatent(
-  latent: Float64Array,
-  g: Float64Array,
-  m: Float64Array,
-  v: Float64Array,
-  frozen: Uint8Array | undefined,
-  neg: Uint8Array,
-  lr: number,
-  bc1: number,
-  bc2: number,
-): number {
-  const none = frozen === undefined;
-  const step = lr / bc1;
-  const inv2 = 1 / bc2;
-  let flips = 0;
-  for (let p = 0; p < latent.length; p++) {
-    if (!none && frozen[p]) continue;
-    const gp = g[p]!;
-    const m1 = BETA1 * m[p]! + (1 - BETA1) * gp;
-    const m2 = BETA2 * v[p]! + (1 - BETA2) * gp * gp;
-    m[p] = m1;
-    v[p] = m2;
-    const l = latent[p]! - (step * m1) / (Math.sqrt(m2 * inv2) + EPS);
-    latent[p] = l;
-    const s = l < 0 ? 1 : 0;
-    if (s !== neg[p]) {
-      neg[p] = s;
-      flips++;
-    }
-  }
-  return flips;
 }
 
 /** One Adam step of the codebook; SSVQ clamps it at 0 (`nonNegative`). */
@@ -696,75 +953,22 @@ function adamCodebook(c: Float64Array, g: Float64Array, m: Float64Array, v: Floa
   }
 }
 
-/**
- * One greedy pass of re-assignment under the exact output loss: sub-vector by sub-vector in row order,
- * each moves to the codeword (with its final signs, SSVQ) that lowers tr(E H E^T) most given all the
- * others, if any does (ties keep the current codeword, then the lowest index). With Delta the change of
- * the sub-vector's d entries of row r (columns c0..), the loss changes by 2 Delta . P[r, c0..] +
- * Delta^T H[c0.., c0..] Delta; the rows are independent, and P's row is updated after each move. The loss
- * never increases. Returns the number of sub-vectors moved.
- */
-function reassignGreedy(obj: LayerObjective, h: Float64Array, codebook: Float32Array, neg: Uint8Array | undefined, assignments: Uint32Array): number {
-  const { e, pm, groups, rows, cols, d, k, perRow, ws } = obj;
-  const rowsPerGroup = rows / groups;
-  const cand = new Float64Array(d);
-  const delta = new Float64Array(d);
-  const best = new Float64Array(d);
-  let moved = 0;
-  for (let r = 0; r < rows; r++) {
-    const hOff = Math.floor(r / rowsPerGroup) * cols * cols;
-    const row = r * cols;
-    for (let sv = 0; sv < perRow; sv++) {
-      const c0 = sv * d;
-      const dd = Math.min(d, cols - c0);
-      const cur = assignments[r * perRow + sv]!;
-      let bestA = cur;
-      let bestGain = 0;
-      for (let a = 0; a < k; a++) {
-        if (a === cur) continue;
-        for (let j = 0; j < dd; j++) {
-          const p = row + c0 + j;
-          const sign = neg && neg[p] ? -1 : 1;
-          cand[j] = (sign * (codebook[a * d + j]! - codebook[cur * d + j]!)) / ws;
-        }
-        let change = 0;
-        for (let j = 0; j < dd; j++) {
-          const hj = hOff + (c0 + j) * cols + c0;
-          let quad = 0;
-          for (let i = 0; i < dd; i++) quad += h[hj + i]! * cand[i]!;
-          change += cand[j]! * (2 * pm[row + c0 + j]! + quad);
-        }
-        if (change < bestGain) {
-          bestGain = change;
-          bestA = a;
-          best.set(cand);
-        }
-      }
-      if (bestA === cur) continue;
-      moved++;
-      assignments[r * perRow + sv] = bestA;
-      for (let j = 0; j < dd; j++) {
-        delta[j] = best[j]!;
-        e[row + c0 + j] += delta[j]!;
-      }
-      // P[r, :] += Delta H[c0.., :] (rows of H, by symmetry its columns).
-      for (let j = 0; j < dd; j++) {
-        const dj = delta[j]!;
-        const hr = hOff + (c0 + j) * cols;
-        for (let c = 0; c < cols; c++) pm[row + c] += dj * h[hr + c]!;
-      }
-    }
-  }
-  return moved;
+// ---- running a layer ----------------------------------------------------------------------------------
+
+/** The statistic of an input (`h` and `groups` are the gram form's shorthand). */
+function statOf(input: FinetuneInputAny): LayerStatistic {
+  if ("stat" in input && input.stat) return "key" in input.stat ? input.stat.stat : input.stat;
+  const i = input as FinetuneInput;
+  return { kind: "gram", H: i.h, groups: i.groups, cols: i.quantized.shape.cols };
 }
 
-function validateInput(input: FinetuneInput): void {
-  const { w, h, groups, quantized: q } = input;
+function validateInput(input: FinetuneInputAny, stat: LayerStatistic): void {
+  const { w, quantized: q } = input;
   const { rows, cols, d, count, paddedCols } = q.shape;
   if (q.mode !== "ssvq" && q.mode !== "vq") throw new InputError(`fine-tuning needs an SSVQ or VQ quantization, not ${String(q.mode)}`);
   if (w.length !== rows * cols) throw new InputError(`fine-tuning: W has ${w.length} values, the quantization's shape is ${rows} x ${cols}`);
-  if (!Number.isInteger(groups) || groups < 1 || rows % groups !== 0) throw new InputError(`fine-tuning: ${rows} rows cannot be split into ${groups} groups`);
-  if (h.length !== groups * cols * cols) throw new InputError(`fine-tuning: H has ${h.length} values, expected ${groups} x ${cols} x ${cols}`);
+  if (stat.cols !== cols) throw new InputError(`fine-tuning: the statistic has ${stat.cols} columns, the layer ${cols}`);
+  validateStatistic(stat, rows, "fine-tuning");
   if (q.d !== d || q.codebook.length !== q.k * d) throw new InputError(`fine-tuning: codebook has ${q.codebook.length} values, expected ${q.k} x ${d}`);
   if (q.assignments.length !== count) throw new InputError(`fine-tuning: ${q.assignments.length} assignments, expected ${count}`);
   for (const a of q.assignments) if (a >= q.k) throw new InputError(`fine-tuning: assignment ${a} out of range (k = ${q.k})`);
@@ -774,12 +978,122 @@ function validateInput(input: FinetuneInput): void {
   }
 }
 
+/** The blocks of rows a layer's steps run in (`rowBlocks`: the problem size only). */
+export function finetuneBlocks(input: FinetuneInputAny): Array<[number, number]> {
+  const stat = statOf(input);
+  return rowBlocks(input.quantized.shape.rows, stat.groups, productRowFlops(stat));
+}
+
+interface Prepared {
+  L: LayerSetup;
+  S: LayerState;
+  stat: LayerStatistic;
+  o: FinetuneOptions;
+}
+
+function prepare(input: FinetuneInputAny, settings: FinetuneSettings | FinetuneOptions, alloc: Alloc): Prepared {
+  const o = resolveFinetuneOptions(settings);
+  const stat = statOf(input);
+  validateInput(input, stat);
+  const L = setupLayer(input, stat, o);
+  return { L, S: createState(L, input, o, alloc), stat, o };
+}
+
+/** Drives the steps in this thread, each on every block, with a synchronous kernel. */
+function driveSync(gen: Generator<BlockStep, FinetuneResult, BlockOut[]>, run: (step: BlockStep) => BlockOut[]): FinetuneResult {
+  let next = gen.next();
+  while (!next.done) next = gen.next(run(next.value));
+  return next.value;
+}
+
+async function driveAsync(gen: Generator<BlockStep, FinetuneResult, BlockOut[]>, run: (step: BlockStep) => Promise<BlockOut[]>): Promise<FinetuneResult> {
+  let next = gen.next();
+  while (!next.done) next = gen.next(await run(next.value));
+  return next.value;
+}
+
+/** A legacy whole-layer product (gram form) as the kernel of a single block covering the layer. */
+function legacyKernel(product: LayerProduct, name: string): StatKernel {
+  return {
+    engine: name,
+    bytes: 0,
+    multiply(_r0, _r1, a, p) {
+      const done = product.multiply(a, p);
+      const quad = (): number => {
+        let s = 0;
+        for (let i = 0; i < a.length; i++) s += a[i]! * p[i]!;
+        return s;
+      };
+      return done instanceof Promise ? done.then(quad) : quad();
+    },
+    dispose: () => product.dispose?.(),
+  };
+}
+
+/**
+ * Fine-tunes one layer (see the module comment) in this thread. With no engine, or a `SyncStatEngine`
+ * (default: WebAssembly), the products run over the layer's blocks (`finetuneBlocks`), exactly as the
+ * pool tasks run them; a legacy `SyncProductEngine` (gram form only) computes the whole layer at once.
+ */
+export function finetuneLayer(
+  input: FinetuneInputAny,
+  settings: FinetuneSettings | FinetuneOptions = {},
+  hooks: FinetuneHooks = {},
+  engine: SyncStatEngine | SyncProductEngine = defaultStatEngine,
+): FinetuneResult {
+  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  if ("forLayer" in engine) {
+    if (isFactor(stat)) throw new InputError(`the product engine ${engine.name} takes H only, not a factor statistic`);
+    const kernel = legacyKernel(engine.forLayer(stat.H, stat.groups, L.rows, L.cols), engine.name) as SyncStatKernel;
+    return driveSync(finetuneSteps(L, S, input.quantized, o, hooks, engine.name), (step) => [runBlockSync(L, S, stat, kernel, step, 0, L.rows)]);
+  }
+  const kernel = engine.kernel(stat, L.rows);
+  const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
+  return driveSync(finetuneSteps(L, S, input.quantized, o, hooks, kernel.engine), (step) => blocks.map(([r0, r1]) => runBlockSync(L, S, stat, kernel, step, r0, r1)));
+}
+
+/**
+ * Fine-tunes one layer with another engine (a legacy whole-layer `ProductEngine`, gram form only, or a
+ * `StatEngine` over the layer's blocks; for example onnxruntime's MatMul, from outside core). Same
+ * algorithm as `finetuneLayer`; the bytes depend on the engine's rounding.
+ */
+export async function finetuneLayerWith(
+  engine: ProductEngine | StatEngine,
+  input: FinetuneInputAny,
+  settings: FinetuneSettings | FinetuneOptions = {},
+  hooks: FinetuneHooks = {},
+): Promise<FinetuneResult> {
+  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  let kernel: StatKernel;
+  let blocks: Array<[number, number]>;
+  if ("forLayer" in engine) {
+    if (isFactor(stat)) throw new InputError(`the product engine ${engine.name} takes H only, not a factor statistic`);
+    kernel = legacyKernel(await engine.forLayer(stat.H, stat.groups, L.rows, L.cols), engine.name);
+    blocks = [[0, L.rows]];
+  } else {
+    kernel = await engine.kernel(stat, L.rows);
+    blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
+  }
+  try {
+    return await driveAsync(finetuneSteps(L, S, input.quantized, o, hooks, kernel.engine), async (step) => {
+      const outs: BlockOut[] = [];
+      for (const [r0, r1] of blocks) outs.push(await runBlock(L, S, stat, kernel, step, r0, r1));
+      return outs;
+    });
+  } finally {
+    await kernel.dispose?.();
+  }
+}
+
+// ---- tasks: a layer in one task, or its blocks across the pool ------------------------------------------
+
 /** Input of the "finetune.layer" task: a layer and fully resolved options. */
-export interface FinetuneTaskInput extends FinetuneInput {
+export type FinetuneTaskInput = FinetuneInputAny & {
   options: FinetuneOptions;
   /**
-   * A product engine registered in the thread that runs the task (`registerProductEngine`), by name;
-   * without one, or when it is not registered there, the default (WebAssembly) engine.
+   * An engine registered in the thread that runs the task (`registerStatEngine`, or a legacy
+   * `registerProductEngine`), by name; without one, or when it is not registered there, the default
+   * (WebAssembly) engine.
    */
   engine?: string;
   /**
@@ -788,8 +1102,7 @@ export interface FinetuneTaskInput extends FinetuneInput {
    * Write-only for the task and read-only for the caller: it never changes the result.
    */
   progress?: Float64Array;
-}
-
+};
 /*
  * The check record: a side channel from a running "finetune.layer" task to the thread that started it
  * (parallel.ts: a shared array the task alone writes). Float64 elements:
@@ -874,23 +1187,147 @@ export function registerProductEngine(engine: ProductEngine): void {
   productEngines.set(engine.name, engine);
 }
 
-/** The "finetune.layer" task (`tasks.ts`). */
+
+/** The "finetune.layer" task (`tasks.ts`): a whole layer in the thread that runs it. */
 export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult | Promise<FinetuneResult> {
-  const engine = input.engine !== undefined ? productEngines.get(input.engine) : undefined;
   const record = input.progress;
   if (record) validateCheckRecord(record);
   const hooks: FinetuneHooks = record ? { onCheck: (check) => void writeCheckRecord(record, check) } : {};
-  return engine ? finetuneLayerWith(engine, input, input.options, hooks) : finetuneLayer(input, input.options, hooks);
+  const legacy = input.engine !== undefined && !hasStatEngine(input.engine) ? productEngines.get(input.engine) : undefined;
+  if (legacy) return finetuneLayerWith(legacy, input, input.options, hooks);
+  const engine = statEngine(input.engine);
+  const handle = "stat" in input && input.stat && "key" in input.stat ? input.stat : undefined;
+  if (!handle && isSyncStatEngine(engine)) return finetuneLayer(input, input.options, hooks, engine);
+  return finetuneLayerAsync(input, input.options, hooks, engine, handle);
+}
+
+/** A layer in this thread with any engine; the kernel comes from this thread's cache for a shared statistic. */
+async function finetuneLayerAsync(input: FinetuneInputAny, settings: FinetuneOptions, hooks: FinetuneHooks, engine: StatEngine, handle: StatHandle | undefined): Promise<FinetuneResult> {
+  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  const kernel = handle ? await cachedKernel(handle, engine.name, L.rows) : await engine.kernel(stat, L.rows);
+  const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
+  try {
+    return await driveAsync(finetuneSteps(L, S, input.quantized, o, hooks, engine.name), async (step) => {
+      const outs: BlockOut[] = [];
+      for (const [r0, r1] of blocks) outs.push(await runBlock(L, S, stat, kernel, step, r0, r1));
+      return outs;
+    });
+  } finally {
+    if (!handle) await kernel.dispose?.();
+  }
 }
 
 /**
  * Fine-tunes several layers, one task each, through `map` (a thread pool runs them in parallel); the
  * results come back in input order and do not depend on the map or its thread count.
  */
-export async function finetuneLayers(map: ParallelMap, layers: readonly FinetuneInput[], settings: FinetuneSettings = {}): Promise<FinetuneResult[]> {
+export async function finetuneLayers(map: ParallelMap, layers: readonly FinetuneInputAny[], settings: FinetuneSettings = {}): Promise<FinetuneResult[]> {
   const options = resolveFinetuneOptions(settings);
   return map.run<FinetuneTaskInput, FinetuneResult>(
     "finetune.layer",
     layers.map((l) => ({ ...l, options })),
   );
+}
+
+/** Input of the "finetune.block" task: one step of a layer on one block of rows (state in shared memory). */
+export interface FinetuneBlockTaskInput {
+  layer: LayerSetup;
+  state: LayerState;
+  stat: StatHandle;
+  engine?: string;
+  step: BlockStep;
+  r0: number;
+  r1: number;
+}
+
+/** The "finetune.block" task (`tasks.ts`). */
+export async function finetuneBlockTask(t: FinetuneBlockTaskInput): Promise<BlockOut> {
+  const kernel = await cachedKernel(t.stat, t.engine, t.layer.rows);
+  return runBlock(t.layer, t.state, t.stat.stat, kernel, t.step, t.r0, t.r1);
+}
+
+export interface SplitOptions {
+  /** An engine registered in every thread of the map (default: WebAssembly). */
+  engine?: string;
+  /** A check record the run publishes every check into (as a "finetune.layer" task does). */
+  progress?: Float64Array;
+  hooks?: FinetuneHooks;
+}
+
+/**
+ * Fine-tunes one layer with each step's blocks (`finetuneBlocks`) run as tasks on `map`, so one large
+ * layer uses every thread: the iterations are driven from this thread (the codebook's Adam step and the
+ * checks, a few microseconds), the products, gradients and latent updates run on the blocks, the layer's
+ * state in shared memory. The same bytes as `finetuneLayer` / the "finetune.layer" task with the same
+ * engine, for any map and thread count.
+ */
+export async function finetuneLayerOn(
+  map: ParallelMap,
+  input: FinetuneInputAny,
+  settings: FinetuneSettings | FinetuneOptions = {},
+  opts: SplitOptions = {},
+): Promise<FinetuneResult> {
+  const record = opts.progress;
+  if (record) validateCheckRecord(record);
+  const hooks: FinetuneHooks = { ...opts.hooks };
+  if (record) {
+    const inner = hooks.onCheck;
+    hooks.onCheck = (check, state) => {
+      writeCheckRecord(record, check);
+      inner?.(check, state);
+    };
+  }
+  const { L, S, stat, o } = prepare(input, settings, sharedAlloc);
+  const handle = shareStatistic("stat" in input && input.stat ? input.stat : stat);
+  const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
+  const engine = opts.engine;
+  return driveAsync(finetuneSteps(L, S, input.quantized, o, hooks, statEngine(engine).name), (step) =>
+    map.run<FinetuneBlockTaskInput, BlockOut>(
+      "finetune.block",
+      blocks.map(([r0, r1]) => ({ layer: L, state: S, stat: handle, ...(engine !== undefined ? { engine } : {}), step, r0, r1 })),
+    ),
+  );
+}
+
+// ---- gradients for checks ---------------------------------------------------------------------------------
+
+/** The objective and its gradients in the layer's own units (for checks): see `layerGradients`. */
+export interface LayerGradients {
+  /** tr((W_hat - W) H (W_hat - W)^T), summed over groups. */
+  loss: number;
+  /** d loss / d C [k * d]. */
+  codebook: Float64Array;
+  /** The straight-through gradient of the latent, G * C[A], per position of the row matrix [rows, cols]. */
+  latent: Float64Array;
+  /** G = 2 (W_hat - W) H [rows, cols]. */
+  weights: Float64Array;
+}
+
+/**
+ * The loss and gradients exactly as fine-tuning computes them, for a codebook (original units) and sign
+ * bits per position of the row matrix (SSVQ; omit for VQ), converted back to the layer's own units.
+ */
+export function layerGradients(input: FinetuneInputAny, codebook: ArrayLike<number>, negative?: Uint8Array): LayerGradients {
+  const { L, S, stat } = prepare(input, { fixedSigns: true }, localAlloc);
+  const { k, d, n, ws, hs } = L;
+  const lossUnit = ws * ws * hs;
+  const cbook = new Float64Array(k * d);
+  for (let i = 0; i < k * d; i++) cbook[i] = codebook[i]! / ws;
+  S.neg.set(negative ?? new Uint8Array(n));
+  const kernel = defaultStatEngine.kernel(stat, L.rows);
+  const step: BlockStep = { kind: "iterate", cbook, threshold: null, update: null, grad: true };
+  const outs = rowBlocks(L.rows, stat.groups, productRowFlops(stat)).map(([r0, r1]) => runBlockSync(L, S, stat, kernel, step, r0, r1));
+  const loss = (sum(outs, (x) => x.loss) / hs) * lossUnit;
+  const gC = new Float64Array(k * d);
+  sumGradients(outs, gC);
+  // loss = lossUnit loss', C = ws C', G = ws hs G'.
+  for (let i = 0; i < k * d; i++) gC[i] *= lossUnit / ws;
+  const gL = new Float64Array(n);
+  const weights = new Float64Array(n);
+  const scale = 2 / hs;
+  for (let p = 0; p < n; p++) {
+    gL[p] = scale * S.p[p]! * cbook[S.cb[p]!]! * lossUnit;
+    weights[p] = 2 * S.p[p]! * ws;
+  }
+  return { loss, codebook: gC, latent: gL, weights };
 }

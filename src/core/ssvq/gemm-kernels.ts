@@ -131,3 +131,101 @@ export function symmMulBlocked(e: Float64Array, m: number, k: number, h: Float64
     }
   }
 }
+
+/**
+ * out[i * ldo + j] = sum_c A[i * red + c] B[j * red + c] for i < m, j < n: the rectangular "dot" form
+ * A B^T that the products with a factor statistic use (`stat-product.ts`), in the 4 x 4 register tiles of
+ * `symmMulBlocked`. Each output is summed in column order over the whole reduction, so a row's values do
+ * not depend on the other rows computed with it. `out` must not overlap `a` or `b`.
+ */
+export function gemmNT(a: Float64Array, m: number, b: Float64Array, n: number, red: number, out: Float64Array, ldo: number): void {
+  const m4 = m - (m % 4);
+  const n4 = n - (n % 4);
+  for (let j = 0; j < n4; j += 4) {
+    const b0 = j * red;
+    const b1 = b0 + red;
+    const b2 = b1 + red;
+    const b3 = b2 + red;
+    for (let i = 0; i < m4; i += 4) {
+      const a0 = i * red;
+      const a1 = a0 + red;
+      const a2 = a1 + red;
+      const a3 = a2 + red;
+      let s00 = 0, s01 = 0, s02 = 0, s03 = 0;
+      let s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+      let s20 = 0, s21 = 0, s22 = 0, s23 = 0;
+      let s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+      for (let c = 0; c < red; c++) {
+        const x0 = a[a0 + c]!;
+        const x1 = a[a1 + c]!;
+        const x2 = a[a2 + c]!;
+        const x3 = a[a3 + c]!;
+        const y0 = b[b0 + c]!;
+        const y1 = b[b1 + c]!;
+        const y2 = b[b2 + c]!;
+        const y3 = b[b3 + c]!;
+        s00 += x0 * y0;
+        s01 += x0 * y1;
+        s02 += x0 * y2;
+        s03 += x0 * y3;
+        s10 += x1 * y0;
+        s11 += x1 * y1;
+        s12 += x1 * y2;
+        s13 += x1 * y3;
+        s20 += x2 * y0;
+        s21 += x2 * y1;
+        s22 += x2 * y2;
+        s23 += x2 * y3;
+        s30 += x3 * y0;
+        s31 += x3 * y1;
+        s32 += x3 * y2;
+        s33 += x3 * y3;
+      }
+      let o = i * ldo + j;
+      out[o] = s00;
+      out[o + 1] = s01;
+      out[o + 2] = s02;
+      out[o + 3] = s03;
+      o += ldo;
+      out[o] = s10;
+      out[o + 1] = s11;
+      out[o + 2] = s12;
+      out[o + 3] = s13;
+      o += ldo;
+      out[o] = s20;
+      out[o + 1] = s21;
+      out[o + 2] = s22;
+      out[o + 3] = s23;
+      o += ldo;
+      out[o] = s30;
+      out[o + 1] = s31;
+      out[o + 2] = s32;
+      out[o + 3] = s33;
+    }
+    for (let i = m4; i < m; i++) {
+      const ai = i * red;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let c = 0; c < red; c++) {
+        const x = a[ai + c]!;
+        s0 += x * b[b0 + c]!;
+        s1 += x * b[b1 + c]!;
+        s2 += x * b[b2 + c]!;
+        s3 += x * b[b3 + c]!;
+      }
+      const o = i * ldo + j;
+      out[o] = s0;
+      out[o + 1] = s1;
+      out[o + 2] = s2;
+      out[o + 3] = s3;
+    }
+  }
+  for (let j = n4; j < n; j++) {
+    const bj = j * red;
+    for (let i = 0; i < m; i++) {
+      const ai = i * red;
+      let s = 0;
+      for (let c = 0; c < red; c++) s += a[ai + c]! * b[bj + c]!;
+      out[i * ldo + j] = s;
+    }
+  }
+}

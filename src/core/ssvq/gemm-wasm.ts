@@ -3,7 +3,9 @@
  * as `symmMulBlocked` (out[i, j] = E row i . H row j), in 2 x 4 tiles of f64x2 accumulators (8
  * accumulators + 6 loads fit the 16 vector registers), vectorised along the reduction. Rows are stored
  * with an even stride kp (zero-padded), so the reduction runs two columns at a time; each sum is its
- * even-column lane plus its odd-column lane. WebAssembly arithmetic is IEEE without fused multiply-add,
+ * even-column lane plus its odd-column lane. The kernel is the rectangular A B^T (m rows of A, n rows
+ * of B, separate output stride), so the products with a factor statistic use it too (`WasmGemm`); a
+ * row's outputs do not depend on the other rows computed with it. WebAssembly arithmetic is IEEE without fused multiply-add,
  * so the results are the same bytes on every machine (they differ in rounding from the TypeScript
  * kernels, which sum in another order).
  *
@@ -75,15 +77,17 @@ const storeSum = (addrLocal: number, offset: number, acc: number): number[] => [
   0x39, 3, ...uleb(offset), // f64.store align 8
 ];
 
-// Parameters and locals of `mul(e, h, out, m, k, kp)`: byte pointers; m rows of E; k rows of H and columns
-// of P; kp the (even) row stride of E, H and P in elements.
+// Parameters and locals of `mul(a, b, out, m, n, rp, os)`: byte pointers; m rows of A; n rows of B and
+// columns of the output; rp the (even) row stride of A and B in elements (the reduction, zero-padded to
+// it); os the row stride of the output in elements.
 const [E, H, OUT, M, K] = [0, 1, 2, 3, 4];
 const KP = 5;
-const [I, J, C, SB, PE0, PE1, PH0, PH1, PH2, PH3, PO] = [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
-const ACC = 17; // 8 accumulators: ACC + 4 r + q
-const X0 = 25;
-const X1 = 26;
-const Y = 27; // 4 loads: Y + q
+const OS = 6;
+const [I, J, C, SB, PE0, PE1, PH0, PH1, PH2, PH3, PO, OSB] = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+const ACC = 19; // 8 accumulators: ACC + 4 r + q
+const X0 = 27;
+const X1 = 28;
+const Y = 29; // 4 loads: Y + q
 
 /** acc[r][q] += x_r * y_q over the reduction, for `rowsE` rows of E (1 or 2) and `rowsH` rows of H (1 or 4). */
 function reduction(rowsE: number, rowsH: number): number[] {
@@ -106,8 +110,8 @@ function reduction(rowsE: number, rowsH: number): number[] {
   return code;
 }
 
-/** PO = out + i * SB + j * 8. */
-const outPtr = [...get(OUT), ...get(I), ...get(SB), ...mul, ...add, ...get(J), ...i32(3), ...shl, ...add, ...set(PO)];
+/** PO = out + i * OSB + j * 8. */
+const outPtr = [...get(OUT), ...get(I), ...get(OSB), ...mul, ...add, ...get(J), ...i32(3), ...shl, ...add, ...set(PO)];
 /** PE0 = e + i * SB (and PE1 = PE0 + SB). */
 const ePtr = (two: boolean): number[] => [
   ...get(E), ...get(I), ...get(SB), ...mul, ...add, ...set(PE0),
@@ -117,6 +121,7 @@ const ePtr = (two: boolean): number[] => [
 function kernelBody(): number[] {
   const c: number[] = [];
   c.push(...get(KP), ...i32(3), ...shl, ...set(SB));
+  c.push(...get(OS), ...i32(3), ...shl, ...set(OSB));
   c.push(...i32(0), ...set(J));
   // j in steps of 4 while j + 4 <= k
   c.push(...block, ...loop);
@@ -131,7 +136,7 @@ function kernelBody(): number[] {
   c.push(...get(I), ...i32(2), ...add, ...get(M), ...gtS, ...brIf(1));
   c.push(...ePtr(true), ...reduction(2, 4), ...outPtr);
   for (let q = 0; q < 4; q++) c.push(...storeSum(PO, 8 * q, ACC + q));
-  c.push(...get(PO), ...get(SB), ...add, ...set(PO));
+  c.push(...get(PO), ...get(OSB), ...add, ...set(PO));
   for (let q = 0; q < 4; q++) c.push(...storeSum(PO, 8 * q, ACC + 4 + q));
   c.push(...get(I), ...i32(2), ...add, ...set(I), ...br(0));
   c.push(...end, ...end);
@@ -158,11 +163,11 @@ function kernelBody(): number[] {
 }
 
 function moduleBytes(): Uint8Array {
-  const type = section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), ...vec([])]]));
+  const type = section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), ...vec([])]]));
   const imports = section(2, vec([[...name("env"), ...name("memory"), 0x02, 0x00, ...uleb(1)]]));
   const funcs = section(3, vec([uleb(0)]));
   const exports = section(7, vec([[...name("mul"), 0x00, ...uleb(0)]]));
-  const locals = vec([[...uleb(PO - I + 1), I32], [...uleb(Y + 4 - ACC), V128]]);
+  const locals = vec([[...uleb(OSB - I + 1), I32], [...uleb(Y + 4 - ACC), V128]]);
   const code = [...locals, ...kernelBody(), ...end];
   const codeSection = section(10, vec([[...uleb(code.length), ...code]]));
   return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...type, ...imports, ...funcs, ...exports, ...codeSection]);
@@ -198,7 +203,7 @@ export function wasmAvailable(): boolean {
   return wasmModule() !== null;
 }
 
-type MulFn = (e: number, h: number, out: number, m: number, k: number, kp: number) => void;
+type MulFn = (a: number, b: number, out: number, m: number, n: number, rp: number, os: number) => void;
 
 /**
  * The products of one layer: H's `groups` blocks [k, k] are copied once into the instance's memory;
@@ -243,9 +248,34 @@ export class WasmSymmMul {
     else for (let r = 0; r < rows; r++) mem.set(e.subarray(r * k, (r + 1) * k), this.eOff + r * kp);
     const rpg = rows / groups;
     for (let g = 0; g < groups; g++)
-      this.mulFn(8 * (this.eOff + g * rpg * kp), 8 * (this.hOff + g * k * kp), 8 * (this.oOff + g * rpg * kp), rpg, k, kp);
+      this.mulFn(8 * (this.eOff + g * rpg * kp), 8 * (this.hOff + g * k * kp), 8 * (this.oOff + g * rpg * kp), rpg, k, kp, kp);
     if (kp === k) out.set(mem.subarray(this.oOff, this.oOff + rows * k));
     else for (let r = 0; r < rows; r++) out.set(mem.subarray(this.oOff + r * kp, this.oOff + r * kp + k), r * k);
+  }
+}
+
+/**
+ * A WebAssembly memory of float64 values with the rectangular kernel: `nt` computes
+ * out[i * os + j] = sum_c A[i * rp + c] B[j * rp + c] (i < m, j < n) for matrices placed in `mem` (offsets in
+ * elements; rp even, rows zero-padded to it). Throws when the memory would exceed 4 GB.
+ */
+export class WasmGemm {
+  readonly mem: Float64Array;
+  private readonly mulFn: MulFn;
+
+  constructor(values: number) {
+    const mod = wasmModule();
+    if (!mod) throw new Error("WebAssembly SIMD is not available");
+    const bytes = values * 8;
+    if (bytes > 2 ** 32 - 65536) throw new Error(`too large for the WebAssembly kernel (${bytes} bytes)`);
+    const memory = new wasmApi!.Memory({ initial: Math.max(1, Math.ceil(bytes / 65536)) });
+    const instance = new wasmApi!.Instance(mod, { env: { memory } });
+    this.mulFn = instance.exports["mul"] as MulFn;
+    this.mem = new Float64Array(memory.buffer);
+  }
+
+  nt(aOff: number, bOff: number, outOff: number, m: number, n: number, rp: number, os: number): void {
+    this.mulFn(8 * aOff, 8 * bOff, 8 * outOff, m, n, rp, os);
   }
 }
 
