@@ -23,12 +23,12 @@ process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 test("planned stages follow the job: data, fine-tuning, evaluation, comparison, simulation", () => {
   const lenet = fixture("fashion_lenet5.onnx");
   const npy = fixture("fashion_test2000_x_u8.npy");
-  assert.deepEqual(plannedStages(parseCompressArgs([lenet])), ["read", "quantize", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet])), ["check", "read", "quantize", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--eval", npy, "--compare", "vq", "--preset", "ethos-u55-256"])), [
-    "capture", "read", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
+    "check", "capture", "read", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
   ]);
-  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["read", "quantize", "finetune", "write"]);
-  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["read"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["check", "read", "quantize", "finetune", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["check", "read"]);
 });
 
 test("a real job's events give a status text with stage, layer and percentage, and a run fraction that never goes back", async () => {

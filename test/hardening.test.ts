@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { encodeModel, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
+import type { TypeProto_Tensor } from "onnx-buf";
 import { attr, DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { listing, ssvq, type CliResult } from "./helpers/cli.js";
 
@@ -182,4 +183,42 @@ test("onnxruntime's refusal reaches the user as one clean line (no C++ signature
   writeFileSync(path, encodeModel(m));
   const r = ssvq(["simulate", path], { timeout: 60_000 });
   refused(r, /onnxruntime could not run this model|onnxruntime cannot (load|run)/);
+});
+
+for (const [what, mutate, pattern] of [
+  ["an attribute the operator does not have", (m: ModelProto) => void m.graph!.node[0]!.attribute.push(attr("mode", 1)), /onnxruntime cannot load .*Unrecognized attribute: mode for operator Conv/],
+  ["an operator onnxruntime does not know", (m: ModelProto) => void (m.graph!.node[1]!.opType = "Relu.x"), /onnxruntime cannot load .*No Op registered for Relu\.x/],
+  ["an empty required input", (m: ModelProto) => void (m.graph!.node[1]!.input[0] = ""), /onnxruntime cannot load .*input 0 is marked single but has an empty string/],
+  ["a declared input dimension of 2^63 - 1", (m: ModelProto) => void ((m.graph!.input[0]!.type!.value.value as TypeProto_Tensor).shape!.dim[2]!.value = { case: "dimValue", value: 9223372036854775807n }), /onnxruntime cannot load/],
+] as const)
+  test(`compress asks onnxruntime first (fuzz findings): ${what}, and writes nothing`, () => {
+    const b = broken(mutate as (m: ModelProto) => void);
+    refused(ssvq(["compress", b.path, "--no-finetune"], { timeout: 60_000 }), pattern, b.dir, b.before);
+    assert.ok(readFileSync(b.path).equals(Buffer.from(b.bytes)), "the input is unchanged");
+  });
+
+test("a model whose operators come from a domain onnxruntime lacks is compressed with a warning, not refused", () => {
+  const dir = folder();
+  const m = smallCnn();
+  m.graph!.node[1]!.domain = "com.example.custom";
+  m.opsetImport.push(Object.assign(structuredClone(m.opsetImport[0]!), { domain: "com.example.custom", version: 1n }));
+  const path = join(dir, "custom.onnx");
+  writeFileSync(path, encodeModel(m));
+  const r = ssvq(["compress", path, "--no-finetune"], { timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout + r.stderr, /which onnxruntime does not implement; it was checked against the ONNX rules only/);
+});
+
+test("onnxruntime's leftovers in $TMPDIR (mat-debug-PID.log, .ses) go with the worker's own folder", () => {
+  const dir = folder();
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp);
+  const m = smallCnn();
+  m.graph!.node[0]!.attribute.push(attr("body", 1));
+  const path = join(dir, "model.onnx");
+  writeFileSync(path, encodeModel(m));
+  const env = { ...process.env, TMPDIR: tmp };
+  refused(ssvq(["simulate", path, "--shape", "x=1,3,8,8"], { timeout: 60_000, env }), /onnxruntime cannot load/);
+  refused(ssvq(["compress", path, "--no-finetune", "--out", join(dir, "o.onnx")], { timeout: 60_000, env }), /onnxruntime cannot load/);
+  assert.deepEqual(listing(tmp), []);
 });

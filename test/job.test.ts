@@ -48,7 +48,7 @@ test("a job streams stages and progress and ends with its report", async () => {
   assert.equal(outcome.type, "result", JSON.stringify(outcome));
   if (outcome.type !== "result") return;
   assert.equal(outcome.report.layers.length, 3);
-  assert.deepEqual(events.filter((e) => e.type === "stage").map((e) => (e as { stage: string }).stage), ["read", "quantize", "write"]);
+  assert.deepEqual(events.filter((e) => e.type === "stage").map((e) => (e as { stage: string }).stage), ["check", "read", "quantize", "write"]);
   assert.deepEqual(
     events.flatMap((e) => (e.type === "progress" && e.layer ? [e.layer.name] : [])),
     ["c2.weight", "f1.weight", "f2.weight"],

@@ -214,7 +214,8 @@ test("--format dense: each layer says it is stored dense, with the metadata's k,
 
 test("float16 and bfloat16 weights: the codebook is decoded from its stored type and equals the report's", () => {
   for (const [type, dataType] of [["float16", DT.FLOAT16], ["bfloat16", DT.BFLOAT16]] as const) {
-    const src = writeModel(`cnn.${type}.onnx`, smallCnn({ dataType, seed: 5 }));
+    // bfloat16 Conv is valid ONNX from opset 22 (onnxruntime's CPU build has no kernel for it: compress warns).
+    const src = writeModel(`cnn.${type}.onnx`, smallCnn({ dataType, seed: 5, ...(type === "bfloat16" ? { opset: 22 } : {}) }));
     const negatives = sourceNegatives(src);
     for (const mode of ["ssvq", "vq", "int4"]) {
       const what = `${type} ${mode}`;

@@ -1,14 +1,15 @@
 import { InputError } from "../core/errors.js";
 import type { Command } from "./command.js";
 import { measureDecode, runIoBench, writeMatMulChain } from "../bench/io.js";
-import { runKmeansBench } from "../bench/kmeans.js";
+import { parseShapes, runKmeansBench, type KmeansCompare } from "../bench/kmeans.js";
 import { runSimulateBench } from "../bench/simulate.js";
 import { runCaptureBench } from "../bench/capture.js";
 import { runQualityBench } from "../bench/quality.js";
 import { runFinetuneKernelBench } from "../bench/finetune.js";
-import { measurePipeline, runPipelineBench } from "../bench/pipeline.js";
+import { isPipelineModel, measurePipeline, pipelineLine, PIPELINE_MODELS, runPipelineBench } from "../bench/pipeline.js";
 import { runInspectBench } from "../bench/inspect.js";
 import { runPanelBench } from "../bench/panel.js";
+import { LAYERS_MODES, measureLayers, runLayersBench } from "../bench/layers.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -21,21 +22,26 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel|layers [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
     "           and the ArrayBuffer memory the decode added (tensor bytes are not copied)",
     "  kmeans   --n 500000 --d 4 --k 256 --iters 10 --seed 1 --threads 2: Lloyd k-means on seeded standard",
     "           normal float32 points, k starting centroids drawn from the points; the fast k-means against a",
-    "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6)",
+    "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6).",
+    "           --shapes table|NxDxK,...: several shapes (table: d 4 and 8 x k 16, 64, 256, 4096, n 500k/250k);",
+    "           --compare sklearn: against scikit-learn's Lloyd KMeans on the same float32 points and start, in",
+    "           the same run (--python PATH, default /usr/bin/python3; --repeat N timed runs, best kept);",
+    "           --compare none: the engine alone",
     "  simulate the accelerator simulator on a generated 100-layer model",
     "  quality  accuracy, output error, bits and ratios of INT4, SSVQ and VQ on both Fashion-MNIST fixtures,",
     "           without and with fine-tuning; JSON on stdout, a Markdown table on stderr",
     "  finetune the product G = 2 (W_hat - W) H: plain loop, blocked kernel, WebAssembly and onnxruntime",
-    "           in one run (GFLOP/s); then whole compressions with fine-tuning at the defaults in fresh",
-    "           processes: LeNet-5 on 512 images and a generated 3M-parameter CNN (--models lenet,cnn3m;",
-    "           --no-kernels skips the kernels): seconds per stage and peak RSS",
+    "           in one run (GFLOP/s), and with X itself ((E X) X^T / n); then whole compressions with",
+    "           fine-tuning at the defaults in fresh processes: LeNet-5 on 512 images, a generated 3M-parameter",
+    "           CNN, and issue 11's 1.2M-parameter CNN with its 128 x 9216 Gemm (--models lenet,cnn3m,cnn1m;",
+    "           --no-kernels skips the kernels): seconds per stage, peak RSS and CPU seconds",
     "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
     "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
     "  inspect  the SSVQ Inspector's summary of a generated model of --mb megabytes (default 100): the",
@@ -46,6 +52,10 @@ export const benchCommand: Command = {
     "           real job's 10,000 freezeCheck events forwarded through the extension's EventBatcher",
     "           (messages, the busiest second, checks shown before the report against those sent);",
     "           --screenshots DIR saves the views as PNG",
+    "  layers   many small layers: chains of 1,000, 3,000 and 10,000 MatMul layers of 32 x 32 (--sizes),",
+    "           compress --no-finetune as SSVQ k16 d4 and INT8 (--modes ssvq,int8), each in a fresh process:",
+    "           seconds, seconds per 1,000 layers, stage times, peak RSS; the time per layer of the largest",
+    "           model over the smallest's (about 1 when the pipeline is linear in the model's size)",
   ].join("\n"),
   options: {
     mb: { type: "string" },
@@ -59,10 +69,17 @@ export const benchCommand: Command = {
     generate: { type: "string" },
     layers: { type: "string" },
     "pipeline-child": { type: "string" },
+    "layers-child": { type: "string" },
+    sizes: { type: "string" },
+    modes: { type: "string" },
     models: { type: "string" },
     runs: { type: "string" },
     "no-kernels": { type: "boolean" },
     screenshots: { type: "string" },
+    shapes: { type: "string" },
+    compare: { type: "string" },
+    python: { type: "string" },
+    repeat: { type: "string" },
   },
   positionals: [1, 1],
   async run(values, [which], ctx) {
@@ -78,13 +95,22 @@ export const benchCommand: Command = {
         return 0;
       }
       case "kmeans": {
+        const compare = values["compare"] ?? "plain";
+        if (compare !== "plain" && compare !== "sklearn" && compare !== "none") {
+          throw new InputError(`--compare takes plain, sklearn or none, not ${JSON.stringify(compare)}`);
+        }
+        const shapes =
+          typeof values["shapes"] === "string"
+            ? parseShapes(values["shapes"])
+            : [{ n: num(values["n"], "n", 500000), d: num(values["d"], "d", 4), k: num(values["k"], "k", 256) }];
         const result = await runKmeansBench({
-          n: num(values["n"], "n", 500000),
-          d: num(values["d"], "d", 4),
-          k: num(values["k"], "k", 256),
+          shapes,
           iters: num(values["iters"], "iters", 10),
           seed: num(values["seed"], "seed", 1),
           threads: num(values["threads"], "threads", 2),
+          compare: compare as KmeansCompare,
+          repeat: num(values["repeat"], "repeat", compare === "sklearn" ? 3 : 1),
+          ...(typeof values["python"] === "string" ? { python: values["python"] } : {}),
         });
         ctx.out(JSON.stringify(result));
         return 0;
@@ -101,20 +127,30 @@ export const benchCommand: Command = {
       case "finetune": {
         const threads = num(values["threads"], "threads", 2);
         const child = values["pipeline-child"];
-        if (child === "lenet" || child === "cnn3m") {
+        if (isPipelineModel(child)) {
           ctx.out(JSON.stringify(await measurePipeline(child, threads)));
           return 0;
         }
-        const models = typeof values["models"] === "string" ? values["models"].split(",") : ["lenet", "cnn3m"];
-        for (const m of models) if (m !== "lenet" && m !== "cnn3m") throw new InputError(`--models takes lenet and cnn3m, not ${JSON.stringify(m)}`);
+        const models = typeof values["models"] === "string" ? values["models"].split(",") : PIPELINE_MODELS;
+        for (const m of models) if (!isPipelineModel(m)) throw new InputError(`--models takes ${PIPELINE_MODELS.join(", ")}, not ${JSON.stringify(m)}`);
         const kernels = values["no-kernels"] ? undefined : await runFinetuneKernelBench({ log: (line) => ctx.err(line) });
-        const pipelines = runPipelineBench(models as ("lenet" | "cnn3m")[], threads);
-        for (const p of pipelines)
-          ctx.err(
-            `${p.model}: ${p.seconds.toFixed(1)} s (${Object.entries(p.stages).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")}), ` +
-              `peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, output error ${(100 * p.outputErrorBefore).toFixed(1)}% -> ${(100 * p.outputErrorAfter).toFixed(1)}%`,
-          );
+        const pipelines = runPipelineBench(models.filter(isPipelineModel), threads);
+        for (const p of pipelines) ctx.err(pipelineLine(p));
         ctx.out(JSON.stringify({ bench: "finetune", kernels, pipelines }));
+        return 0;
+      }
+      case "layers": {
+        const threads = num(values["threads"], "threads", 2);
+        const child = values["layers-child"];
+        if (typeof child === "string") {
+          const [n, mode] = child.split(":");
+          ctx.out(JSON.stringify(await measureLayers(num(n, "layers-child", 1000), mode ?? "ssvq", threads)));
+          return 0;
+        }
+        const sizes = typeof values["sizes"] === "string" ? values["sizes"].split(",").map((x) => num(x, "sizes", 1000)) : [1000, 3000, 10000];
+        const modes = typeof values["modes"] === "string" ? values["modes"].split(",") : LAYERS_MODES;
+        for (const m of modes) if (!LAYERS_MODES.includes(m)) throw new InputError(`--modes takes ${LAYERS_MODES.join(", ")}, not ${JSON.stringify(m)}`);
+        ctx.out(JSON.stringify(runLayersBench({ sizes, modes, threads, log: (l) => ctx.err(l) })));
         return 0;
       }
       case "capture":

@@ -24,7 +24,10 @@ export function progressPrinter(ctx: CliContext): { onEvent(e: WorkerEvent): voi
         }
         return;
       }
-      if (e.type === "stage") ctx.err(`stage: ${e.stage}`);
+      // The load check is part of reading the model: a model refused there gets its one line alone.
+      if (e.type === "stage") {
+        if (e.stage !== "check") ctx.err(`stage: ${e.stage}`);
+      }
       else if (e.type === "progress" && e.layer) ctx.err(`  [${e.layer.index + 1}/${e.layer.count}] ${e.layer.name}`);
       else if (e.type === "log") ctx.err(`${e.level}: ${e.text}`);
     },

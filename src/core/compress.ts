@@ -25,7 +25,8 @@ import { declaredBytes, rawBytes, tensorToFloat32 } from "./onnx/tensor-data.js"
 import { walkGraphs, walkTensors } from "./onnx/walk.js";
 import { findWeights, weightKey, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
-import { relativeOutputError, type LayerStatistic } from "./ssvq/objective.js";
+import { relativeOutputErrorOn, type LayerStatistic } from "./ssvq/objective.js";
+import { productRowFlops, rowBlocks, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
@@ -35,6 +36,7 @@ import {
   applyFinetune,
   createCheckRecord,
   finetuneCheckCount,
+  finetuneLayerOn,
   readCheckRecord,
   resolveFinetuneOptions,
   type FinetuneOptions,
@@ -66,26 +68,32 @@ export interface CompressRun {
   signal?: AbortSignal;
   /** Only estimate the sizes (no k-means, no output model). */
   dryRun?: boolean;
-  /** Calibration statistics by weight name: each layer's relative output error is reported. */
-  stats?: ReadonlyMap<string, LayerStatistic>;
+  /**
+   * Calibration statistics by weight name (either form: H, or X when that is cheaper): each layer's
+   * relative output error is reported. Shared statistics (`shareStatistic`) are not copied to the threads.
+   */
+  stats?: ReadonlyMap<string, LayerStatistic | StatHandle>;
   /**
    * With `config.sequential`: the statistics of one layer on the network whose earlier layers carry the
    * given reconstructed weights (by weightKey, as stored), or undefined for a layer that cannot be
    * observed. Called in graph order, one layer at a time.
    */
   sequentialStats?: (weight: WeightInfo, compressedSoFar: ReadonlyMap<string, Float32Array>) => Promise<SequentialLayerStats | undefined>;
-  /** The fine-tuning product engine, registered in every thread of `map` (default: WebAssembly). */
+  /**
+   * The engine of the products with the statistics (fine-tuning, output errors), registered in every
+   * thread of `map` (default: WebAssembly; `registerStatEngine`).
+   */
   productEngine?: string;
 }
 
 /** What the sequential variant fine-tunes one layer with. */
 export interface SequentialLayerStats {
-  /** H_qq: the layer's input statistic on the compressed prefix. */
-  stat: LayerStatistic;
+  /** H_qq (or X_q): the layer's input statistic on the compressed prefix. */
+  stat: LayerStatistic | StatHandle;
   /** The effective target W' (row matrix): ||W_hat X_q - W X_fp||^2 = tr((W_hat - W') H_qq (W_hat - W')^T) + const. */
   target: Float32Array;
   /** ||W_hat X_q - W X_fp|| / ||W X_fp|| for a row matrix W_hat. */
-  outputError(wHat: Float32Array): number;
+  outputError(wHat: Float32Array): number | Promise<number>;
 }
 
 export interface CompressResult {
@@ -187,7 +195,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         reconstructed.set(weightKey(w), s.stored);
         s.report = layerReport(w, q, relativeError(rows, rec));
         const stat = run.stats?.get(w.name);
-        if (stat) s.report.outputError = relativeOutputError(rows, rec, w.layout.rows, stat);
+        if (stat) s.report.outputError = await relativeOutputErrorOn(run.map ?? serialMap, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
       }
     });
   } else {
@@ -306,9 +314,13 @@ class LiveChecks {
 }
 
 /**
- * Fine-tunes every SSVQ/VQ layer that has calibration statistics, as many layers at a time as the map
- * has threads (in a fixed order, so results do not depend on the threads), with an event per check as it
- * happens (`LiveChecks`) and one per layer when it is done (after its checks).
+ * Fine-tunes every SSVQ/VQ layer that has calibration statistics on the map's threads, with an event per
+ * check as it happens (`LiveChecks`) and one per layer when it is done (after its checks). Each layer is
+ * one task, the largest first, so that the pool's queue keeps all threads busy; a layer that would be the
+ * long pole (at least its share of the whole work, `splitLayer`) is split instead: its iterations are
+ * driven from here and each one's row blocks run as tasks on every thread (`finetuneLayerOn`). A layer's
+ * result depends on that layer alone, not on where or how it ran: the order and the split only change
+ * when events arrive.
  */
 async function finetune(sel: Selected[], run: CompressRun, warnings: string[], checkCancel: () => void): Promise<void> {
   const options = run.config.finetuning ?? resolveFinetuneOptions();
@@ -319,16 +331,20 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
   const ready = todo.filter((s) => run.stats?.has(s.weight.name));
   const map = run.map ?? serialMap;
+  const engine = run.productEngine;
   const live = run.onProgress ? new LiveChecks(run.onProgress, options) : undefined;
-  /** Fine-tunes one layer as one task; its checks are emitted on the way (`live`). */
-  const tune = async (s: Selected, input: Omit<FinetuneTaskInput, "options" | "engine" | "progress">): Promise<FinetuneResult> => {
+  /** Fine-tunes one layer, as one task or split over the threads; its checks are emitted on the way (`live`). */
+  const tune = async (s: Selected, input: { w: Float32Array; stat: StatHandle; quantized: VqQuantized }, split: boolean): Promise<FinetuneResult> => {
     const progress = live?.start(s.weight.name);
-    const [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [
-      { ...input, options, engine: run.productEngine, ...(progress ? { progress } : {}) },
-    ]);
+    let r: FinetuneResult;
+    if (split) {
+      r = await finetuneLayerOn(map, input, options, { ...(engine !== undefined ? { engine } : {}), ...(progress ? { progress } : {}), hooks: { signal: run.signal } });
+    } else {
+      [r] = await map.run<FinetuneTaskInput, FinetuneResult>("finetune.layer", [{ ...input, options, engine, ...(progress ? { progress } : {}) }]);
+    }
     checkCancel();
-    if (progress) live!.finish(progress, r!.stats.checks);
-    return r!;
+    if (progress) live!.finish(progress, r.stats.checks);
+    return r;
   };
   try {
     if (run.config.sequential) {
@@ -339,36 +355,44 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
         const seq = await run.sequentialStats(s.weight, compressed);
         if (seq) {
           const t0 = performance.now();
-          const r = await tune(s, { w: seq.target, h: seq.stat.H, groups: seq.stat.groups, quantized: s.q as VqQuantized });
-          const errorBefore = seq.outputError(reconstructRows(s.q!));
-          apply(s, r, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
+          const stat = shareStatistic(seq.stat);
+          // One layer at a time: it gets every thread.
+          const r = await tune(s, { w: seq.target, stat, quantized: s.q as VqQuantized }, splitLayer(stat, s, 1, 1, map.threads));
+          const errorBefore = await seq.outputError(reconstructRows(s.q!));
+          await apply(s, r, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
         } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
         run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
         compressed.set(weightKey(s.weight), s.stored!);
       }
       return;
     }
-    // Every layer is its own task, the largest first, so that the pool's queue keeps all threads busy
-    // (a layer's result depends on that layer alone: the order only changes when events arrive).
-    const cost = (x: Selected) => x.weight.layout.rows * x.weight.layout.cols * x.weight.layout.cols;
-    const order = ready.map((_, i) => i).sort((a, b) => cost(ready[b]!) - cost(ready[a]!) || a - b);
+    const stats = ready.map((s) => shareStatistic(run.stats!.get(s.weight.name)!));
+    const costs = ready.map((s, i) => layerCost(stats[i]!, s, options.iters));
+    const total = costs.reduce((a, b) => a + b, 0);
+    const order = ready.map((_, i) => i).sort((a, b) => costs[b]! - costs[a]! || a - b);
     let done = 0;
     await Promise.all(
       order.map(async (index) => {
         const s = ready[index]!;
-        const stat = run.stats!.get(s.weight.name)!;
+        const stat = stats[index]!;
         const t0 = performance.now();
-        const r = await tune(s, { w: s.rows!, h: stat.H, groups: stat.groups, quantized: s.q as VqQuantized });
+        const r = await tune(s, { w: s.rows!, stat, quantized: s.q as VqQuantized }, splitLayer(stat, s, costs[index]! / total, ready.length, map.threads));
         const seconds = (performance.now() - t0) / 1000;
+        await apply(s, r, seconds, undefined, stat);
         run.onProgress?.({ kind: "layer", index: done++, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
-        apply(s, r, seconds);
       }),
     );
   } finally {
     live?.close();
   }
 
-  function apply(s: Selected, r: FinetuneResult, seconds: number, sequential?: { before: number; after: (wHat: Float32Array) => number }): void {
+  async function apply(
+    s: Selected,
+    r: FinetuneResult,
+    seconds: number,
+    sequential?: { before: number; after: (wHat: Float32Array) => number | Promise<number> },
+    stat?: StatHandle,
+  ): Promise<void> {
     const w = s.weight;
     const tuned = applyFinetune(s.q as VqQuantized, r);
     tuned.codebook = roundTo(tuned.codebook, w.dtype);
@@ -376,7 +400,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     const rec = reconstructRows(tuned);
     s.stored = fromRows(rec, w.layout);
     const before = s.report!;
-    const outputError = sequential ? sequential.after(rec) : relativeOutputError(s.rows!, rec, w.layout.rows, run.stats!.get(w.name)!);
+    const outputError = sequential ? await sequential.after(rec) : await relativeOutputErrorOn(map, s.rows!, rec, w.layout.rows, stat!, engine);
     s.report = {
       ...layerReport(w, tuned, relativeError(s.rows!, rec)),
       outputError,
@@ -395,6 +419,23 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
       },
     };
   }
+}
+
+/** Flops of a layer's fine-tuning products (its iterations, plus the reference and the final products). */
+function layerCost(stat: StatHandle, s: Selected, iters: number): number {
+  return (iters + 3) * s.weight.layout.rows * productRowFlops(stat.stat);
+}
+
+/**
+ * Whether a layer is fine-tuned split over the threads rather than as one task: with more than one
+ * thread, when its products come in more than one block (`rowBlocks`) and it is the long pole, at least
+ * its share of the whole work (`share` of the total cost >= 1 / threads), or when there are fewer layers
+ * than threads. Only where the work runs depends on it, never the result.
+ */
+function splitLayer(stat: StatHandle, s: Selected, share: number, layers: number, threads: number): boolean {
+  if (threads < 2) return false;
+  if (rowBlocks(s.weight.layout.rows, stat.stat.groups, productRowFlops(stat.stat)).length < 2) return false;
+  return share * threads >= 1 || layers < threads;
 }
 
 const roundTo = (v: Float32Array, dtype: number): Float32Array => {
@@ -510,9 +551,18 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     return b;
   };
   // Decode nodes replace a Constant node in place, or go before everything for an initializer.
+  // Lists grow one item at a time: a model may have thousands of layers (no spread of long arrays into
+  // calls, no copy per layer).
   const replacements = new Map<NodeProto, NodeProto[]>();
   const prepend = new Map<GraphProto, NodeProto[]>();
   const removeInit = new Map<GraphProto, Set<TensorProto>>();
+  const removeInput = new Map<GraphProto, Set<string>>();
+  const addTo = <K, V>(m: Map<K, V[] | Set<V>>, key: K, make: () => V[] | Set<V>, value: V) => {
+    let c = m.get(key);
+    if (!c) m.set(key, (c = make()));
+    if (Array.isArray(c)) c.push(value);
+    else c.add(value);
+  };
   for (const [i, { weight: w, q }] of sel.entries()) {
     const g = graphOf.get(w.graphPath)!;
     const b = builder(g);
@@ -523,21 +573,28 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     const nodes = b.nodes.slice(before);
     if (w.storage === "constant") replacements.set(w.constantNode!, nodes);
     else {
-      prepend.set(g, [...(prepend.get(g) ?? []), ...nodes]);
-      if (!removeInit.has(g)) removeInit.set(g, new Set());
-      removeInit.get(g)!.add(w.tensor);
-      if (w.alsoGraphInput) g.input = g.input.filter((i) => i.name !== w.name);
+      for (const n of nodes) addTo(prepend, g, () => [], n);
+      addTo(removeInit, g, () => new Set(), w.tensor);
+      if (w.alsoGraphInput) addTo(removeInput, g, () => new Set(), w.name);
     }
   }
   for (const [table, name] of luts) builder(main).tensors.push(lookupTableTensor(name, table));
   for (const [g, b] of builders) {
     const drop = removeInit.get(g);
     if (drop) g.initializer = g.initializer.filter((t) => !drop.has(t));
+    const dropInput = removeInput.get(g);
+    if (dropInput) g.input = g.input.filter((v) => !dropInput.has(v.name));
     const nodes: NodeProto[] = [];
-    if (asConstants) nodes.push(...b.tensors.map(constantNode));
-    else g.initializer.push(...b.tensors);
-    nodes.push(...(prepend.get(g) ?? []));
-    for (const n of g.node) nodes.push(...(replacements.get(n) ?? [n]));
+    for (const t of b.tensors) {
+      if (asConstants) nodes.push(constantNode(t));
+      else g.initializer.push(t);
+    }
+    for (const n of prepend.get(g) ?? []) nodes.push(n);
+    for (const n of g.node) {
+      const r = replacements.get(n);
+      if (r) for (const x of r) nodes.push(x);
+      else nodes.push(n);
+    }
     g.node = nodes;
   }
 }

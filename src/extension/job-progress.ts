@@ -7,6 +7,7 @@ import type { CompressJobSpec, LayerPosition, WorkerEvent } from "../job/protoco
 
 /** Relative cost of each stage, for the whole run's fraction (measured on the fixtures, roughly). */
 const STAGE_WEIGHTS: Record<string, number> = {
+  check: 0.1,
   capture: 2,
   read: 0.2,
   quantize: 3,
@@ -22,6 +23,7 @@ export function plannedStages(spec: CompressJobSpec): string[] {
   const c = spec.config;
   const calib = !spec.dryRun && (spec.data?.calib !== undefined || c.finetune) && !c.sequential;
   return [
+    "check",
     ...(calib ? ["capture"] : []),
     "read",
     ...(spec.dryRun ? [] : ["quantize"]),

@@ -6,11 +6,14 @@ import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { defaultOpset } from "../core/onnx/proto.js";
 import { checkModelStructure } from "../core/onnx/validate.js";
+import { checkOrtLoads } from "./ort-load-check.js";
 import { MIN_OPSET } from "../core/onnx/decode-graph.js";
 import { compressModel, nearestVqConfig, selectWeights, withDenseWeights, type CompressRun } from "../core/compress.js";
-import { sequentialEvaluator, sequentialTarget } from "../core/calib/sequential.js";
+import { qqStatistic, sequentialLossOn, sequentialTargetOn } from "../core/calib/sequential.js";
+import { serialMap } from "../core/tasks.js";
 import { tensorToFloat32 } from "../core/onnx/tensor-data.js";
 import { toRows } from "../core/ssvq/layout.js";
+import { chooseStatisticForm, shareStatistic } from "../core/ssvq/stat-product.js";
 import { captureSequential } from "./capture-sequential.js";
 import { ORT_PRODUCT, registerOrtProduct } from "./ort-product.js";
 
@@ -110,8 +113,24 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   return { loaded, outPath, reportPath };
 }
 
+/**
+ * Each layer's statistic form (`chooseStatisticForm`): H, or X itself when that is cheaper for the products
+ * the run will compute with it (fine-tuning's iterations and the output errors after k-means and after
+ * fine-tuning).
+ */
+export function formChooser(weights: readonly { name: string; layout: { rows: number } }[], config: CompressConfig): (q: { name: string; groups: number; cols: number; samples: number }) => "gram" | "factor" {
+  const rows = new Map(weights.map((w) => [w.name, w.layout.rows]));
+  const iters = config.finetune && (config.mode === "ssvq" || config.mode === "vq") ? (config.finetuning?.iters ?? 500) + 3 : 0;
+  return (q) => chooseStatisticForm(rows.get(q.name) ?? q.cols, q.cols, q.groups, q.samples, iters + 4);
+}
+
 export async function compressFile(o: CompressFileOptions): Promise<CompressFileResult> {
   const { loaded, outPath, reportPath } = prepareCompress(o);
+  // onnxruntime must accept the model, or the output could not run either.
+  o.onProgress?.({ kind: "stage", stage: "check" });
+  const checkStart = performance.now();
+  const loadCheck = await checkOrtLoads(loaded.model, loaded.readExternal, loaded.path);
+  const checkSeconds = (performance.now() - checkStart) / 1000;
   const checkCancel = () => {
     if (o.signal?.aborted) throw new CancelledError();
   };
@@ -134,6 +153,11 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     if (p.fraction !== undefined) o.onProgress?.({ kind: "fraction", stage, fraction: p.fraction });
   };
 
+  // onnxruntime's MatMul is the fastest product engine (`npm run bench -- finetune`); the pool's threads
+  // register it themselves, this one for a serial map.
+  registerOrtProduct();
+  const productEngine = o.productEngine ?? ORT_PRODUCT;
+  const map = o.map ?? serialMap;
   let calibration: Report["calibration"];
   let stats: CompressRun["stats"];
   let captureSeconds = 0;
@@ -144,6 +168,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     const data = await open(calibSpec, "calib");
     const uncalibrated: { name: string; reason: string }[] = [];
     let samples = 0;
+    const choose = formChooser(selectWeights(loaded.model, o.config).selected, o.config);
     sequentialStats = async (w, compressedSoFar) => {
       const prefix = withDenseWeights(loaded.bytes, loaded.path, compressedSoFar);
       const cap = await captureSequential(loaded.model, prefix, [w], data, {
@@ -151,16 +176,19 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
         readExternal: loaded.readExternal,
         readExternalPrefix: loaded.readExternal,
         label: loaded.path,
+        choose,
       });
       samples = cap.samples;
       uncalibrated.push(...cap.uncalibrated);
       const l = cap.layers.get(w.name);
       if (!l) return undefined;
       const rows = toRows(tensorToFloat32(w.tensor, loaded.readExternal), w.layout);
-      const stat = { hqq: l.Hqq, hfq: l.Hfq, hff: l.Hff, groups: l.groups, cols: l.cols };
-      const { target } = sequentialTarget(rows, w.layout.rows, l.cols, l.groups, l.Hqq, l.Hfq, { hff: l.Hff, damping: SEQUENTIAL_DAMPING });
-      const evaluator = sequentialEvaluator(rows, w.layout.rows, stat);
-      return { stat: { H: l.Hqq, groups: l.groups, cols: l.cols }, target, outputError: (wHat) => evaluator.loss(wHat).relativeError };
+      // The stacked statistic of [x_fp; x_q] (H or the columns): the target, the losses and H_qq (or X_q)
+      // for fine-tuning, every product on the map.
+      const stacked = shareStatistic(l.stacked);
+      const { target } = await sequentialTargetOn(map, rows, w.layout.rows, stacked, { damping: SEQUENTIAL_DAMPING, engine: productEngine });
+      const outputError = async (wHat: Float32Array) => (await sequentialLossOn(map, rows, wHat, w.layout.rows, stacked, productEngine)).relativeError;
+      return { stat: shareStatistic(qqStatistic(stacked)), target, outputError };
     };
     calibration = { data: data.info, samples: 0, uncalibrated };
     sequentialSamples = () => samples;
@@ -174,17 +202,16 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       onProgress: fraction("capture"),
       readExternal: loaded.readExternal,
       label: loaded.path,
+      choose: formChooser(selected, o.config),
     });
     stats = cap.layers;
     calibration = { data: data.info, samples: cap.samples, uncalibrated: cap.uncalibrated };
     captureSeconds = (performance.now() - t0) / 1000;
     checkCancel();
   }
-  // onnxruntime's MatMul is the fastest product engine (`npm run bench -- finetune`); the pool's threads
-  // register it themselves, this one for a serial map.
-  registerOrtProduct();
-  const productEngine = o.productEngine ?? ORT_PRODUCT;
   const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, stats, sequentialStats, productEngine });
+  if (loadCheck.warning) result.report.warnings.push(loadCheck.warning);
+  result.report.timings = { check: checkSeconds, ...result.report.timings };
   if (calibration) {
     calibration.samples = sequentialSamples() ?? calibration.samples;
     result.report.calibration = calibration;

@@ -4,7 +4,8 @@
  * outcome with its last stage, never a hang; a cancelled or failed job leaves no output file behind.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
@@ -25,7 +26,7 @@ export interface JobOptions {
 }
 
 /** The stages in which the worker runs onnxruntime. */
-const ORT_STAGES = new Set(["capture", "evaluate", "compare", "simulate"]);
+const ORT_STAGES = new Set(["check", "capture", "evaluate", "compare", "simulate"]);
 /** Signals of a native crash (a bug or a hostile model in onnxruntime's C++), not of a kill. */
 const NATIVE_CRASH = new Set<string>(["SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"]);
 const DEFAULT_STALL_MS = 1000 * (Number(process.env["SSVQ_ORT_STALL_SECONDS"]) > 0 ? Number(process.env["SSVQ_ORT_STALL_SECONDS"]) : 600);
@@ -42,10 +43,14 @@ export function defaultWorkerPath(): string {
 }
 
 export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
+  // The worker's own temporary folder: onnxruntime leaves files in $TMPDIR when a model fails to load
+  // (mat-debug-PID.log, .ses); they go with the folder when the worker has ended.
+  const scratch = mkdtempSync(join(tmpdir(), "ssvq-job-"));
   const child: ChildProcess = fork(opts.workerPath ?? defaultWorkerPath(), [], {
     serialization: "advanced",
     stdio: ["ignore", "ignore", "pipe", "ipc"],
     execArgv: opts.execArgv ?? [],
+    env: { ...process.env, TMPDIR: scratch, TMP: scratch, TEMP: scratch },
   });
   let lastStage = "starting";
   let outcome: JobOutcome | undefined;
@@ -132,6 +137,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
         }
       }
       if (outcome.type === "error") removePartialOutputs(spec, child.pid);
+      rmSync(scratch, { recursive: true, force: true });
       opts.onEvent?.(outcome);
       resolve(outcome);
     }

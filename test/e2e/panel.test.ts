@@ -69,14 +69,29 @@ async function saveAs(page: Page, path: string): Promise<void> {
   const box = page.locator(".quick-input-widget input.input");
   await box.waitFor({ state: "visible", timeout: 15_000 });
   // Typed as a user types it: the dialog follows each keystroke (filling the box at once is missed).
-  await box.click();
-  await page.keyboard.press("Control+A");
-  await page.keyboard.type(path, { delay: 15 });
-  await sleep(500);
+  // The dialog completes folder names as it goes; under load a completion can land between two
+  // keystrokes, so the box is read back and typed again until it holds exactly the path.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await box.click();
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type(path, { delay: 15 });
+    await sleep(700);
+    if ((await box.inputValue()) === path) break;
+  }
   await page.keyboard.press("Enter");
-  // A "replace?" confirmation for an existing file is answered Yes.
+  // The dialog closes, or asks whether to replace an existing file (answered Yes); a dialog still
+  // open after that (it was busy validating) gets Enter again.
   const replace = page.locator(".monaco-dialog-box .monaco-button", { hasText: /^\s*(Replace|Yes|OK)\s*$/ }).first();
-  if (await replace.isVisible().catch(() => false)) await replace.click();
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (await replace.isVisible().catch(() => false)) {
+      await replace.click();
+      return;
+    }
+    if (!(await box.isVisible().catch(() => false))) return;
+    await sleep(1000);
+    if (await box.isVisible().catch(() => false)) await page.keyboard.press("Enter");
+  }
 }
 
 async function waitForFile(page: Page, path: string, timeout = 20_000): Promise<void> {

@@ -1,0 +1,109 @@
+/**
+ * Does onnxruntime accept this model? A model it refuses (an operator it does not know, an attribute an
+ * operator does not have, an empty required input, shapes that cannot agree) would give a compressed
+ * output nobody can run, so compress asks onnxruntime first.
+ *
+ * The model is checked as a skeleton: the main graph's large initializers become graph inputs of the same
+ * type and shape, so onnxruntime checks operators, types and shapes exactly as it would, without the
+ * weights in memory (a model of several GB costs what its graph costs). Small tensors (shape constants,
+ * which shape inference reads) stay, read from external data when they live there.
+ */
+import { create, encodeModel, TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto, type ValueInfoProto } from "../core/onnx/proto.js";
+import { TensorShapeProto_DimensionSchema, TensorShapeProtoSchema, TypeProto_TensorSchema, TypeProtoSchema, ValueInfoProtoSchema } from "../core/onnx/proto.js";
+import { clone } from "@bufbuild/protobuf";
+import { ModelProtoSchema } from "../core/onnx/proto.js";
+import { isExternal, type ExternalDataReader } from "../core/onnx/external.js";
+import { declaredBytes, rawBytes } from "../core/onnx/tensor-data.js";
+import { walkNodes, walkTensors } from "../core/onnx/walk.js";
+import { InputError } from "../core/errors.js";
+import { createSession, ortMessage } from "./ort.js";
+
+/** Tensors up to this many bytes stay in the skeleton (shape constants are far smaller). */
+const KEEP_BYTES = 64 * 1024;
+
+/** Domains onnxruntime implements; a model using another one needs custom operators it cannot check. */
+const ORT_DOMAINS = new Set(["", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "com.microsoft.mlfeaturizers", "ai.onnx.training", "ai.onnx.preview.training", "com.ms.internal.nhwc"]);
+
+export interface LoadCheck {
+  /** Said in the report when the check could not be made (custom operator domains). */
+  warning?: string;
+}
+
+/**
+ * Throws an InputError with onnxruntime's one-line reason when it refuses the model. `label` names the
+ * model in that line.
+ */
+export async function checkOrtLoads(model: ModelProto, readExternal: ExternalDataReader | undefined, label: string): Promise<LoadCheck> {
+  const used = new Set<string>();
+  walkNodes(model, (n) => used.add(n.domain));
+  const foreign = [...used].filter((d) => !ORT_DOMAINS.has(d));
+  if (foreign.length > 0)
+    return {
+      warning: `the model uses operators of ${foreign.map((d) => JSON.stringify(d.slice(0, 60))).join(", ")}, which onnxruntime does not implement; it was checked against the ONNX rules only`,
+    };
+  const skeleton = skeletonOf(model, readExternal);
+  let session;
+  try {
+    session = await createSession(encodeModel(skeleton), { label, options: { graphOptimizationLevel: "disabled" } });
+  } catch (e) {
+    // A valid model onnxruntime's CPU build has no kernel for (bfloat16 Conv, say) runs elsewhere: the
+    // ONNX rules accepted it, so it is compressed, with a warning.
+    const cause = (e as Error).cause;
+    const raw = cause instanceof Error ? cause.message : "";
+    if (/NOT_IMPLEMENTED|Could not find an implementation/i.test(raw))
+      return { warning: `onnxruntime's CPU build cannot run this model (${ortMessage(cause)}); it was checked against the ONNX rules only` };
+    throw e;
+  }
+  await session.release();
+  return {};
+}
+
+function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefined): ModelProto {
+  const g = model.graph;
+  if (!g) throw new InputError("the model has no graph");
+  const declared = new Set(g.input.map((i) => i.name));
+  const initializer: TensorProto[] = [];
+  const input: ValueInfoProto[] = [...g.input];
+  for (const t of g.initializer) {
+    if ((declaredBytes(t) ?? Infinity) <= KEEP_BYTES) {
+      initializer.push(t);
+      continue;
+    }
+    if (!declared.has(t.name)) input.push(inputLike(t));
+  }
+  const graph: GraphProto = { ...g, initializer, input };
+  const skeleton: ModelProto = { ...model, graph };
+  // Any external tensor left (small ones, and those in subgraphs or Constant nodes) is read inline: the
+  // bytes given to onnxruntime have no folder to resolve file names against.
+  let external = false;
+  walkTensors(skeleton, (t) => {
+    external ||= isExternal(t);
+  });
+  if (!external) return skeleton;
+  // A deep copy, so that the caller's model is not changed (its large main-graph tensors are not in it).
+  const copy = clone(ModelProtoSchema, skeleton);
+  walkTensors(copy, (t) => {
+    if (!isExternal(t)) return;
+    t.rawData = Uint8Array.from(rawBytes(t, readExternal) ?? []);
+    t.externalData = [];
+    t.dataLocation = TensorProto_DataLocation.DEFAULT;
+  });
+  return copy;
+}
+
+function inputLike(t: TensorProto): ValueInfoProto {
+  return create(ValueInfoProtoSchema, {
+    name: t.name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: "tensorType",
+        value: create(TypeProto_TensorSchema, {
+          elemType: t.dataType,
+          shape: create(TensorShapeProtoSchema, {
+            dim: t.dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimValue", value: d } })),
+          }),
+        }),
+      },
+    }),
+  });
+}
