@@ -222,3 +222,23 @@ test("onnxruntime's leftovers in $TMPDIR (mat-debug-PID.log, .ses) go with the w
   refused(ssvq(["compress", path, "--no-finetune", "--out", join(dir, "o.onnx")], { timeout: 60_000, env }), /onnxruntime cannot load/);
   assert.deepEqual(listing(tmp), []);
 });
+
+test("random calibration inputs for a declared [1, 65536, 65536, 64] input are refused before allocating (was exit 1)", () => {
+  const dir = folder();
+  const m = model(
+    graph({
+      nodes: [node("MatMul", ["x", "w"], ["y"])],
+      inputs: [valueInfo("x", [1, 65536, 65536, 64])],
+      outputs: [valueInfo("y", [1, 65536, 65536, 64])],
+      initializers: [randomTensor("w", [64, 64], 2)],
+    }),
+  );
+  const path = join(dir, "huge-input.onnx");
+  writeFileSync(path, encodeModel(m));
+  const before = listing(dir);
+  const r = ssvq(["compress", path, "--finetune", "--out", join(dir, "out.onnx")], { timeout: 60_000 });
+  assert.equal(r.status, 2, r.stderr);
+  const last = r.stderr.trimEnd().split("\n").at(-1)!;
+  assert.match(last, /input "x" of shape \[65536, 65536, 64\] takes 1024\.00 GiB per sample; a batch of 1 cannot be held at once/);
+  assert.deepEqual(listing(dir), before, "no file left behind");
+});

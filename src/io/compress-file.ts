@@ -129,7 +129,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   // onnxruntime must accept the model, or the output could not run either.
   o.onProgress?.({ kind: "stage", stage: "check" });
   const checkStart = performance.now();
-  const loadCheck = await checkOrtLoads(loaded.model, loaded.readExternal, loaded.path);
+  const loadCheck = await checkOrtLoads(loaded.model, loaded.readExternal, "the model");
   const checkSeconds = (performance.now() - checkStart) / 1000;
   const checkCancel = () => {
     if (o.signal?.aborted) throw new CancelledError();

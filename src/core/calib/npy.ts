@@ -83,8 +83,14 @@ export function elemSize(t: ElemType): number {
   return TYPES[t].size;
 }
 
-/** A zero-filled typed array of `length` elements of type `t`. */
-export function allocTyped(t: ElemType, length: number): TypedArray {
+/** The largest array Node.js allocates (4 GiB); larger input data is refused with an InputError. */
+const MAX_ARRAY_BYTES = 2 ** 32;
+
+/** A zero-filled typed array of `length` elements of type `t`; `what` names it in the error for a size Node.js cannot allocate. */
+export function allocTyped(t: ElemType, length: number, what = "input data"): TypedArray {
+  const bytes = length * TYPES[t].size;
+  if (!Number.isSafeInteger(length) || length < 0 || bytes > MAX_ARRAY_BYTES)
+    throw new InputError(`${what} of ${length} ${t} values (${(bytes / 2 ** 30).toFixed(2)} GiB) cannot be held at once: arrays stop at 4 GiB`);
   return new TYPES[t].ctor(length);
 }
 

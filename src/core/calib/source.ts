@@ -16,8 +16,11 @@
  */
 import { InputError } from "../errors.js";
 import { Rng } from "../rng.js";
-import { allocTyped, isNpy, numElements, parseNpy, type ElemType, type TypedArray } from "./npy.js";
+import { allocTyped, elemSize, isNpy, numElements, parseNpy, type ElemType, type TypedArray } from "./npy.js";
 import { numberToF16 as f16, shapeSample, type Preprocess, type SampleValue, type ShapedSample } from "./preprocess.js";
+
+/** The largest batch of one input fed at once (Node.js arrays stop at 4 GiB). */
+const MAX_FEED_BYTES = 2 ** 32;
 
 /** A model input as the data side needs it. `shape[0]` is the batch dim; null = dynamic. */
 export interface ModelInputSpec {
@@ -283,6 +286,15 @@ export function randomData(inputs: ModelInputSpec[], opts: RandomOptions = {}): 
     preprocess: {},
     warnings: [warning],
   };
+  // A declared shape too large to feed is refused here, with the input's name, before any allocation.
+  for (const [i, inp] of inputs.entries()) {
+    const perSample = numElements(dims[i]!) * elemSize(inp.elemType);
+    if (!(perSample * Math.min(batchSize, count) <= MAX_FEED_BYTES))
+      throw new InputError(
+        `input ${JSON.stringify(inp.name)} of shape [${dims[i]!.join(", ")}] takes ${(perSample / 2 ** 30).toFixed(2)} GiB per sample; ` +
+          `a batch of ${Math.min(batchSize, count)} cannot be held at once (arrays stop at 4 GiB): give real data, or a smaller --batch`,
+      );
+  }
   async function* batches(): AsyncGenerator<Batch> {
     const rng = new Rng(seed);
     for (let s = 0; s < count; s += batchSize) {
