@@ -10,7 +10,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodeModel, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
+import { encodeModel, FunctionProtoSchema, OperatorSetIdProtoSchema, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
 import type { TypeProto_Tensor } from "onnx-buf";
 import { attr, DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { listing, ssvq, type CliResult } from "./helpers/cli.js";
@@ -241,4 +241,67 @@ test("random calibration inputs for a declared [1, 65536, 65536, 64] input are r
   const last = r.stderr.trimEnd().split("\n").at(-1)!;
   assert.match(last, /input "x" of shape \[65536, 65536, 64\] takes 1024\.00 GiB per sample; a batch of 1 cannot be held at once/);
   assert.deepEqual(listing(dir), before, "no file left behind");
+});
+
+test("onnxruntime's messages seen by the fuzzer become one clean line", async () => {
+  const { ortMessage } = await import("../src/io/ort.js");
+  const cases: [string, string][] = [
+    [
+      "/onnxruntime_src/onnxruntime/core/graph/model.cc:284 onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, const onnxruntime::logging::Logger&) [ONNXRuntimeError] : 10 : INVALID_GRAPH : Model local function definitions must not be recursive. Cycle detected: local:f -> local:f",
+      "Model local function definitions must not be recursive. Cycle detected: local:f -> local:f",
+    ],
+    [
+      "tensorprotoutils.cc:1469 ValidateEmbeddedTensorProtoDataSizeAndShape Initializer 'b1': raw_data size (1938 bytes) does not match expected size from shape and data type (192 bytes)",
+      "Initializer 'b1': raw_data size (1938 bytes) does not match expected size from shape and data type (192 bytes)",
+    ],
+    [
+      "/onnxruntime_src/onnxruntime/core/graph/graph.cc:1234 status.IsOK() was false. [ONNXRuntimeError] : 1 : FAIL : tensorprotoutils.cc:2370 CopySparseData Sparse tensor: sp index is out of bounds. Got:4611",
+      "Sparse tensor: sp index is out of bounds. Got:4611",
+    ],
+    ["Failed to load model with error: std::bad_alloc", "Failed to load model with error: out of memory (bad_alloc)"],
+    [
+      "Non-zero status code returned while running Conv node. Name:'/c1/Conv' Status Message: Input channels C is not equal to kernel channels * group.",
+      'Conv node "/c1/Conv": Input channels C is not equal to kernel channels * group.',
+    ],
+  ];
+  for (const [raw, clean] of cases) {
+    const line = ortMessage(new Error(raw));
+    assert.equal(line, clean);
+    assert.doesNotMatch(line, /\bstd::|\w+::\w+\s*\(|\.cc:\d+|Status Message:|\[ONNXRuntimeError\]/);
+  }
+});
+
+test("external data without a length spans what the tensor needs, not the rest of the file; a length that disagrees is refused", () => {
+  const dir = folder();
+  const m = smallCnn();
+  const w = m.graph!.initializer[0]!;
+  const data = Buffer.from(w.rawData);
+  writeFileSync(join(dir, "w.bin"), Buffer.concat([data, Buffer.alloc(1746, 7)]));
+  const path = withExternal(dir, "w.bin");
+  const out = join(dir, "out.ssvq.onnx");
+  const r = ssvq(["compress", path, "--no-finetune", "--out", out], { timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(ssvq(["simulate", path, "--shape", "x=1,3,8,8"], { timeout: 60_000 }).status, 0);
+  const dir2 = folder();
+  writeFileSync(join(dir2, "w.bin"), Buffer.concat([data, Buffer.alloc(1746, 7)]));
+  const path2 = withExternal(dir2, "w.bin", data.length + 4);
+  refused(ssvq(["compress", path2, "--no-finetune", "--out", join(dir2, "o.onnx")], { timeout: 60_000 }), /tensor "w1" declares 864 B but its external data length is 868 bytes/);
+});
+
+test("an operator of a domain the model does not import is refused by name (fuzz: output-unloadable)", () => {
+  const b = broken((m) => void (m.graph!.node[0]!.domain = "custom.domain"));
+  refused(ssvq(["compress", b.path, "--no-finetune"], { timeout: 60_000 }), /node "conv1" is a "Conv" of domain "custom\.domain", which the model does not import/, b.dir, b.before);
+});
+
+test("a model-local function that calls itself is checked by onnxruntime, not waved through as a custom domain", () => {
+  const b = broken((m) => {
+    const self = node("selfcall", ["a"], ["b"]);
+    self.domain = "local";
+    m.functions.push(create(FunctionProtoSchema, { name: "selfcall", domain: "local", input: ["a"], output: ["b"], node: [self], opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })] }));
+    m.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: "local", version: 1n }));
+    const relu = m.graph!.node[1]!;
+    relu.opType = "selfcall";
+    relu.domain = "local";
+  });
+  refused(ssvq(["compress", b.path, "--no-finetune"], { timeout: 60_000 }), /onnxruntime cannot load the model: .*recursive/, b.dir, b.before);
 });

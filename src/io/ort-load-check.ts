@@ -36,7 +36,9 @@ export interface LoadCheck {
 export async function checkOrtLoads(model: ModelProto, readExternal: ExternalDataReader | undefined, label: string): Promise<LoadCheck> {
   const used = new Set<string>();
   walkNodes(model, (n) => used.add(n.domain));
-  const foreign = [...used].filter((d) => !ORT_DOMAINS.has(d));
+  // Model-local functions are expanded by onnxruntime: their domains are checked like the rest.
+  const local = new Set(model.functions.map((f) => f.domain));
+  const foreign = [...used].filter((d) => !ORT_DOMAINS.has(d) && !local.has(d));
   if (foreign.length > 0)
     return {
       warning: `the model uses operators of ${foreign.map((d) => JSON.stringify(d.slice(0, 60))).join(", ")}, which onnxruntime does not implement; it was checked against the ONNX rules only`,

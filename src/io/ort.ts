@@ -110,18 +110,27 @@ function firstLine(e: unknown): string {
 }
 
 /**
- * onnxruntime's error as one readable line: its first line, without the "[ONNXRuntimeError] : 2 :
- * INVALID_ARGUMENT :" prefix, C++ function signatures and source locations, at most 200 characters.
+ * onnxruntime's error as one readable line: its first line, from its last "[ONNXRuntimeError] : N : CODE :"
+ * on, without C++ function signatures, qualified names and source locations, at most 200 characters.
  */
 export function ortMessage(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
   let line = msg.split("\n").find((l) => l.trim() !== "") ?? msg;
+  const marker = /\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/g;
+  let last: RegExpExecArray | null = null;
+  for (let m = marker.exec(line); m; m = marker.exec(line)) last = m;
+  if (last) line = line.slice(last.index + last[0].length);
   line = line
-    .replace(/^\s*\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/, "")
     .replace(/^\s*\[[^\]]*\]\s*/, "")
-    // "onnxruntime::Status onnxruntime::Foo::Bar(const T&) " and "/onnxruntime_src/x.cc:123"
+    // "Non-zero status code returned while running Conv node. Name:'c1' Status Message: ..."
+    .replace(/Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message:\s*/g, (_, op: string, name: string) => `${op} node ${JSON.stringify(name)}: `)
+    // "onnxruntime::Status onnxruntime::Foo::Bar(const T&) "
     .replace(/(?:[\w:<>]+\s+)?(?:\w+::)+[\w~<>]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*(?:const\s*)?/g, "")
-    .replace(/\S*\/[\w./-]+\.(?:cc|cpp|h|hpp):\d+\s*/g, "")
+    // "/onnxruntime_src/x.cc:123 FunctionName " and "tensorprotoutils.cc:1469 ValidateEmbedded... "
+    .replace(/\S*\.(?:cc|cpp|h|hpp):\d+(?:\s+[A-Za-z_][\w:~<>]*(?=\s))?\s*/g, "")
+    .replace(/\bstd::bad_alloc\b/g, "out of memory (bad_alloc)")
+    // Any qualified name left ("onnx::ModelProto"): its last part.
+    .replace(/\b(?:\w+::)+(\w+)/g, "$1")
     .replace(/\s+/g, " ")
     .trim();
   if (line === "") line = "it reported an error with no message";

@@ -26,7 +26,7 @@ import {
   type ValueInfoProto,
 } from "../core/onnx/proto.js";
 import { dtypeBits, dtypeName } from "../core/onnx/dtype.js";
-import { formatBytes, tensorDims, TYPED_ARRAY_MAX_BYTES } from "../core/onnx/tensor-data.js";
+import { formatBytes, rawBytes, tensorDims, TYPED_ARRAY_MAX_BYTES } from "../core/onnx/tensor-data.js";
 
 /** A declared dimension: a number, a symbolic name, or unknown. */
 type DeclaredDim = number | string | null;
@@ -175,7 +175,8 @@ function inlineExternal(t: TensorProto, readExternal: ExternalDataReader | undef
     throw new InputError(`tensor ${JSON.stringify(t.name)} keeps its data in an external file that was not opened`);
   return {
     ...t,
-    rawData: readExternal(ref, t.name) as Uint8Array<ArrayBuffer>,
+    // rawBytes reads the span onnxruntime would (the declared size when no length is given).
+    rawData: rawBytes(t, readExternal) as Uint8Array<ArrayBuffer>,
     dataLocation: TensorProto_DataLocation.DEFAULT,
     externalData: [],
   };

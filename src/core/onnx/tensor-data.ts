@@ -1,5 +1,5 @@
 /** Reading the values of a TensorProto, wherever they are stored, and checking its declared size. */
-import { InputError } from "../errors.js";
+import { InputError, quoted } from "../errors.js";
 import { formatBytes } from "../text-table.js";
 import { bfloat16ToFloat, dtypeBits, dtypeName, halfToFloat, rawByteLength } from "./dtype.js";
 import { externalRef, type ExternalDataReader } from "./external.js";
@@ -87,7 +87,12 @@ export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uin
   const ext = externalRef(t);
   if (ext) {
     if (!readExternal) throw new InputError(`tensor ${JSON.stringify(t.name)} is stored in an external file that was not opened`);
-    return readExternal(ext, t.name);
+    // Without a length the tensor spans what its shape and type need (as onnxruntime reads it), not the
+    // rest of the file; with one, the two must agree.
+    const need = declaredBytes(t);
+    if (need !== undefined && ext.length !== undefined && ext.length !== need)
+      throw new InputError(`tensor ${quoted(t.name)} declares ${ext.length} bytes of external data, but its shape and type need ${need}`);
+    return readExternal(ext.length === undefined && need !== undefined ? { ...ext, length: need } : ext, t.name);
   }
   return t.rawData.length > 0 || typedFieldLength(t) === 0 ? t.rawData : undefined;
 }

@@ -7,7 +7,7 @@
  */
 import { InputError, quoted } from "../errors.js";
 import { AttributeProto_AttributeType as AT, type AttributeProto, type GraphProto, type ModelProto, type NodeProto } from "./proto.js";
-import { nodeLabel } from "./walk.js";
+import { nodeLabel, walkNodes } from "./walk.js";
 
 const graphName = (path: string): string => (path ? `subgraph ${quoted(path, 60)}` : "the main graph");
 
@@ -132,4 +132,19 @@ function checkGraph(g: GraphProto, path: string, outer: ReadonlySet<string>, dep
 export function checkModelStructure(model: ModelProto): void {
   if (!model.graph) throw new InputError("the model has no graph");
   checkGraph(model.graph, "", new Set(), 0);
+  checkDomains(model);
+}
+
+/** Every operator's domain is imported by the model (the ONNX rule; "ai.onnx" is the default domain's other name). */
+function checkDomains(model: ModelProto): void {
+  const imported = new Set(model.opsetImport.map((o) => (o.domain === "ai.onnx" ? "" : o.domain)));
+  // A call of a model-local function names the function's domain (onnxruntime decides on those).
+  for (const f of model.functions) imported.add(f.domain);
+  walkNodes(model, (n, g, i) => {
+    const domain = n.domain === "ai.onnx" ? "" : n.domain;
+    if (!imported.has(domain))
+      throw new InputError(
+        `node ${quoted(nodeLabel(n, i))}${g.path ? ` in ${quoted(g.path)}` : ""} is a ${quoted(n.opType, 60)} of domain ${quoted(domain || "ai.onnx", 60)}, which the model does not import (no opset for it)`,
+      );
+  });
 }
