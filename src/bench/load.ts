@@ -77,10 +77,14 @@ export interface LoadMeasure {
   outputSum: number;
 }
 
-/** Runs in the fresh process: create a session at onnxruntime's defaults, then time `runs` inferences. */
+/**
+ * Runs in the fresh process: create a session at onnxruntime's default settings (one intra-op thread
+ * apart, which does not change what is folded, so that inference times on a shared machine compare),
+ * then time `runs` inferences.
+ */
 export async function measureLoad(path: string, runs: number): Promise<LoadMeasure> {
   const t0 = performance.now();
-  const session = await ort.InferenceSession.create(path, { logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(path, { logSeverityLevel: 3, intraOpNumThreads: 1 });
   const loadSeconds = (performance.now() - t0) / 1000;
   const loadPeakBytes = process.resourceUsage().maxRSS * 1024;
   const feeds: Record<string, ort.Tensor> = {};
