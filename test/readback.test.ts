@@ -25,7 +25,7 @@ import type { LayerReport, Report } from "../src/core/report.js";
 import { inspectFile, type ModelInspection } from "../src/io/inspect-file.js";
 import { DT, floatTensor, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { ssvq } from "./helpers/cli.js";
-import { runModel } from "./helpers/ort.js";
+import { maxAbsDiff, runModel } from "./helpers/ort.js";
 import { fixture } from "./helpers/paths.js";
 
 const work = mkdtempSync(join(tmpdir(), "ssvq-readback-"));
@@ -66,7 +66,11 @@ const writeModel = (name: string, m: ModelProto): string => {
 /** Expected index planes (width, shift) for k: 4+2 for k=64, one 8-bit plane for k=256, ... */
 const PLANES: Record<number, [number, number][]> = { 16: [[4, 0]], 64: [[4, 0], [2, 4]], 256: [[8, 0]] };
 /** Bytes of the shared lookup tables each configuration needs (sign [256,8] int8; u4 [256,2], u2 [256,4] uint8). */
-const LUT_BYTES: Record<string, number> = { "ssvq16": 2048 + 512, "ssvq64": 2048 + 512 + 1024, "vq16": 512, "vq256": 0, int4: 512, int8: 0 };
+// Shared tables of the lean format: int32 field tables [256, 8/w] (shift or sign offset baked in), the
+// [2^d, 1, d] float sign patterns, the int8 nibble table of INT4. A ConvTranspose keeps the first format
+// (uint8 field tables, the [256, 8] int8 sign table).
+const LUT_BYTES: Record<string, number> = { "ssvq16": 256 + 2048 + 2048, "ssvq64": 256 + 2048 + 4096 + 2048, "vq16": 2048, "vq256": 0, int4: 512, int8: 0 };
+const FIRST_FORMAT_LUT_BYTES: Record<string, number> = { "ssvq16": 512 + 2048, "ssvq64": 512 + 1024 + 2048, "vq16": 512, "vq256": 0, int4: 512, int8: 0 };
 const DTYPE_BYTES: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
 /** Everything the read-back says must equal what the compressor reported (or follow from it). */
@@ -95,7 +99,8 @@ function checkAgainstReport(c: CompressionReadback, report: Report, what: string
     const bytes = b.bytes!;
     assert.equal(bytes.total, bytes.codebook + bytes.indices + bytes.signs + bytes.values + bytes.scales, at);
     assert.equal(b.bits!.storedBits, 8 * bytes.total, at);
-    assert.ok(bytes.other > 0 && bytes.other < 200, `${at}: ${bytes.other} bytes of shapes and scalars`);
+    // INT8 in the lean format reads no shape: its values are stored in the weight's dims.
+    assert.ok(bytes.other >= (l.mode === "int8" ? 0 : 1) && bytes.other < 200, `${at}: ${bytes.other} bytes of shapes and scalars`);
     for (const t of b.tensors) assert.ok(!seenTensors.has(t.name), `${at}: ${t.name} read by two layers`);
     b.tensors.forEach((t) => seenTensors.add(t.name));
     if (l.mode === "ssvq" || l.mode === "vq") {
@@ -122,7 +127,10 @@ function checkAgainstReport(c: CompressionReadback, report: Report, what: string
   assert.equal(t.bitsPerWeight, report.sizes.bitsPerWeight, what);
   assert.equal(t.storedBytes, c.layers.reduce((a, l) => a + l.bytes!.total, 0), what);
   const cfg = report.config;
-  assert.equal(t.lookupTableBytes, LUT_BYTES[cfg.mode === "ssvq" || cfg.mode === "vq" ? `${cfg.mode}${cfg.k}` : cfg.mode], `${what}: lookup tables ${t.lookupTables}`);
+  const key = cfg.mode === "ssvq" || cfg.mode === "vq" ? `${cfg.mode}${cfg.k}` : cfg.mode;
+  const convTranspose = c.layers.some((l) => l.opType === "ConvTranspose");
+  const lean = c.layers.some((l) => l.opType !== "ConvTranspose");
+  assert.equal(t.lookupTableBytes, (lean ? LUT_BYTES[key]! : 0) + (convTranspose ? FIRST_FORMAT_LUT_BYTES[key]! : 0), `${what}: lookup tables ${t.lookupTables}`);
 }
 
 /** Negative values per weight (zero counts as positive), in the source model. */
@@ -168,7 +176,7 @@ test("ssvq inspect text: parameters and a per-layer table read from the file", (
   assert.match(r.stdout, /^SSVQ compression \(written by ssvq \d+\.\d+\.\d+/m);
   assert.match(r.stdout, /^parameters +SSVQ k=64 d=4, seed 3, 25 k-means iterations at most, format ssvq, not fine-tuned$/m);
   const s = report.sizes;
-  assert.match(r.stdout, new RegExp(`^stored +${s.compressedLayers} layers, ${s.compressedWeights.toLocaleString("en-US")} weights in .* at ${s.bitsPerWeight.toFixed(3)} bits/weight; shared lookup tables 3\\.50 KiB$`, "m"));
+  assert.match(r.stdout, new RegExp(`^stored +${s.compressedLayers} layers, ${s.compressedWeights.toLocaleString("en-US")} weights in .* at ${s.bitsPerWeight.toFixed(3)} bits/weight; shared lookup tables 8\\.25 KiB$`, "m"));
   assert.match(r.stdout, /^layer +op +mode +k +d +bits\/weight +stored +negative signs +codewords used$/m);
   const c = readBack(out);
   for (const l of report.layers) {
@@ -416,7 +424,8 @@ test("damaged files: broken metadata JSON, a listed layer missing, a malformed o
   const byName = (c: CompressionReadback, n: string) => c.layers.find((l) => l.name === n)!;
   assert.match(byName(damaged, "f2.weight").problem!, new RegExp(`cannot be read: .*${removed.replace(/\./g, "\\.")}`));
   assert.equal(byName(damaged, "f2.weight").stored, "subgraph");
-  assert.match(byName(damaged, "c2.weight").problem!, /holds 80 fields, fewer than the \d+ the weight needs/);
+  // 10 bytes of 4-bit sign patterns (d = 4: one field per sub-vector).
+  assert.match(byName(damaged, "c2.weight").problem!, /holds 20 fields, fewer than the \d+ the weight needs/);
   assert.equal(byName(damaged, "f1.weight").problem, undefined);
   assert.deepEqual(byName(damaged, "f1.weight").codebook, byName(good, "f1.weight").codebook);
 
@@ -499,4 +508,37 @@ test("an uncompressed model: no compression in ssvq inspect --json, readBackComp
   assert.equal(s.weights.length, 5, "the rest of the summary is unchanged");
   assert.equal(readBackCompression(decodeModel(readFileSync(src))), undefined);
   assert.doesNotMatch(ssvq(["inspect", src]).stdout, /SSVQ compression/);
+});
+
+test("first-format outputs (written before the lean decode subgraph) still read back, equal to today's output of the same run, and run alike", async () => {
+  // test/fixtures/legacy: the fixtures compressed with --no-finetune by the first format's writer
+  // (index planes unpacked to uint8 then Cast, signs multiplied as floats, row matrix Reshape, Transpose).
+  const runs: [string, string, string[]][] = [
+    ["fashion_lenet5", "ssvq", ["--k", "16", "--d", "4"]],
+    ["fashion_lenet5", "int4", ["--mode", "int4"]],
+    ["fashion_lenet5", "int8", ["--mode", "int8"]],
+    ["fashion_tinyvit", "ssvq", ["--k", "16", "--d", "4"]],
+    ["fashion_tinyvit", "vq", ["--mode", "vq", "--k", "16", "--d", "4"]],
+  ];
+  const x = new Float32Array(4 * 28 * 28).map((_, i) => ((i * 37) % 255) / 255);
+  for (const [model, mode, args] of runs) {
+    const at = `${model} ${mode}`;
+    const legacyPath = fixture("legacy", `${model}.${mode}.onnx`);
+    const legacy = readBack(legacyPath);
+    const { out } = compress(fixture(`${model}.onnx`), `${model}.${mode}.lean.onnx`, [...args, "--no-finetune"]);
+    const lean = readBack(out);
+    assert.deepEqual(legacy.problems, [], at);
+    assert.equal(legacy.layers.length, lean.layers.length, at);
+    for (const [i, a] of legacy.layers.entries()) {
+      const b = lean.layers[i]!;
+      assert.equal(a.problem, undefined, `${at} ${a.name}`);
+      const facts = (l: LayerReadback) => [l.name, l.stored, l.mode, l.k, l.d, l.dims, l.rows, l.cols, l.paddedCols, l.codebook, l.usage, l.signs, l.scaleRange, l.bits?.fieldBits, l.tensors.map((t) => [t.kind, t.width, t.shift, t.fields])];
+      assert.deepEqual(facts(a), facts(b), `${at} ${a.name}`);
+    }
+    assert.equal(legacy.totals.bitsPerWeight, lean.totals.bitsPerWeight, at);
+    const feeds = { input: { data: x, dims: [4, 1, 28, 28] } };
+    const ya = (await runModel(legacyPath, feeds))["logits"]!;
+    const yb = (await runModel(out, feeds))["logits"]!;
+    assert.ok(maxAbsDiff(ya, yb) < 1e-5, `${at}: the formats' outputs differ by ${maxAbsDiff(ya, yb)}`);
+  }
 });

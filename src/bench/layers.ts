@@ -30,7 +30,7 @@ import { createThreadPool } from "../io/pool.js";
 
 export const LAYERS_WIDTH = 32;
 
-function tensorInfo(name: string, dims: number[]): ValueInfoProto {
+export function tensorInfo(name: string, dims: number[]): ValueInfoProto {
   return create(ValueInfoProtoSchema, {
     name,
     type: create(TypeProtoSchema, {

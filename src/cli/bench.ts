@@ -10,6 +10,7 @@ import { isPipelineModel, measurePipeline, pipelineLine, PIPELINE_MODELS, runPip
 import { runInspectBench } from "../bench/inspect.js";
 import { runPanelBench } from "../bench/panel.js";
 import { LAYERS_MODES, measureLayers, runLayersBench } from "../bench/layers.js";
+import { measureLoad, runLoadBench, writeMatMulStack } from "../bench/load.js";
 
 const num = (v: unknown, name: string, dflt: number): number => {
   if (v === undefined) return dflt;
@@ -22,7 +23,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel|layers [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel|layers|load [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -56,6 +57,11 @@ export const benchCommand: Command = {
     "           compress --no-finetune as SSVQ k16 d4 and INT8 (--modes ssvq,int8), each in a fresh process:",
     "           seconds, seconds per 1,000 layers, stage times, peak RSS; the time per layer of the largest",
     "           model over the smallest's (about 1 when the pipeline is linear in the model's size)",
+    "  load     loading compressed models in onnxruntime at its default settings: a stack of --layers 8 MatMul",
+    "           layers of --width 4096 float32 weights in external data (--layers 40: the 2.7 GB model) and the",
+    "           bundled fixtures (--no-fixtures skips them), each compressed --no-finetune as SSVQ k16 d4 and",
+    "           INT8; every model loaded in a fresh process: peak RSS, load seconds, the median of --runs 20",
+    "           inferences, and their ratios to the original's",
   ].join("\n"),
   options: {
     mb: { type: "string" },
@@ -70,6 +76,9 @@ export const benchCommand: Command = {
     layers: { type: "string" },
     "pipeline-child": { type: "string" },
     "layers-child": { type: "string" },
+    "load-child": { type: "string" },
+    width: { type: "string" },
+    "no-fixtures": { type: "boolean" },
     sizes: { type: "string" },
     modes: { type: "string" },
     models: { type: "string" },
@@ -151,6 +160,24 @@ export const benchCommand: Command = {
         const modes = typeof values["modes"] === "string" ? values["modes"].split(",") : LAYERS_MODES;
         for (const m of modes) if (!LAYERS_MODES.includes(m)) throw new InputError(`--modes takes ${LAYERS_MODES.join(", ")}, not ${JSON.stringify(m)}`);
         ctx.out(JSON.stringify(runLayersBench({ sizes, modes, threads, log: (l) => ctx.err(l) })));
+        return 0;
+      }
+      case "load": {
+        const child = values["load-child"];
+        if (typeof child === "string") {
+          const job = JSON.parse(child) as { generate?: string; layers?: number; width?: number; measure?: string; runs?: number };
+          if (job.generate) writeMatMulStack(job.generate, job.layers ?? 8, job.width ?? 4096);
+          else ctx.out(JSON.stringify(await measureLoad(job.measure!, job.runs ?? 20)));
+          return 0;
+        }
+        const result = runLoadBench({
+          layers: num(values["layers"], "layers", 8),
+          width: num(values["width"], "width", 4096),
+          runs: num(values["runs"], "runs", 20),
+          fixtures: !values["no-fixtures"],
+          log: (line) => ctx.err(line),
+        });
+        ctx.out(JSON.stringify(result));
         return 0;
       }
       case "capture":

@@ -4,7 +4,7 @@
  */
 import { CancelledError, InputError } from "./errors.js";
 import { dtypeBits, dtypeName } from "./onnx/dtype.js";
-import { floatsAs, GraphBuilder, lookupTableTensor, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
 import type { ExternalDataReader } from "./onnx/external.js";
 import {
   create,
@@ -534,7 +534,7 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
   const lut = (table: LookupTable): string => {
     let name = luts.get(table);
     if (!name) {
-      name = fresh(table === "sign" ? "ssvq.lut_sign" : `ssvq.lut_u${table}`);
+      name = fresh(lookupTableName(table));
       luts.set(table, name);
     }
     return name;

@@ -19,7 +19,7 @@ import {
   type TensorProto,
 } from "./proto.js";
 import type { RowLayout } from "./weights.js";
-import { planeLookupTable, type Plane } from "../ssvq/pack.js";
+import { packPlane, planeLookupTable, unpackPlane, type Plane } from "../ssvq/pack.js";
 
 /** Oldest default-domain opset the decode subgraph can be written at (numpy broadcasting in Mul/Add/Sub). */
 export const MIN_OPSET = 7;
@@ -116,6 +116,30 @@ export class GraphBuilder {
     );
   }
 
+  /** The name of a shared table. */
+  lutName(table: LookupTable): string {
+    return this.lut(table);
+  }
+
+  /**
+   * The fields of a w-bit plane stored as `stored`, as int32 times `mult` (or, with table "s4", as int8
+   * minus 8): [bytes, 8/w] from one Gather on a shared table, or [bytes] (w = 8: a Cast when mult is 1).
+   * `fields` is how many the tensor holds (>= count: the last byte may be half used).
+   */
+  fields(bytes: Uint8Array, width: number, base: string, stored: string, mult: number, table?: "s4"): Field {
+    const packed = this.tensor(stored, { dims: [BigInt(bytes.length)], dataType: DT.UINT8, rawData: bytes as Uint8Array<ArrayBuffer> });
+    const per = 8 / width;
+    if (width === 8 && mult === 1 && !table) return { name: this.cast(packed, DT.INT32, base), dims: [bytes.length], fields: bytes.length };
+    const name = this.op("Gather", [this.lut(table ?? `i${width}x${mult}`), this.cast(packed, DT.INT32, base)], base);
+    return { name, dims: width === 8 ? [bytes.length] : [bytes.length, per], fields: bytes.length * per };
+  }
+
+  /** A field tensor as a flat [count] (a Reshape, and a Slice when the last byte is half used). */
+  flatten(f: Field, count: number, base: string): string {
+    const flat = f.dims.length === 1 ? f.name : this.reshape(f.name, [-1], base);
+    return f.fields === count ? flat : this.slice(flat, 0, 0, count, base);
+  }
+
   /**
    * Unpacks `count` fields of a w-bit plane, stored as the tensor `stored`, to a flat tensor of type `as`
    * (for w = 8 a Cast alone). With table "sign", 1-bit fields become +1 (bit 0) or -1 (bit 1).
@@ -131,13 +155,153 @@ export class GraphBuilder {
   }
 }
 
-export type LookupTable = number | "sign";
+/**
+ * A table shared by all layers, emitted once per model:
+ * - w (1, 2, 4, 8): [256, 8/w] uint8, entry [b][j] = field j of byte b (the first format's index planes);
+ * - "sign": [256, 8] int8, +1 for a 0 bit and -1 for a 1 bit (the first format's sign planes, and the
+ *   fallback when the signs cannot join the index);
+ * - "i{w}x{m}": the w-bit fields as int32 times m ([256, 8/w]; [256] for w = 8), so that one Gather
+ *   yields Gather-ready indices already shifted into place (m = 2^shift, or k for a sign pattern);
+ * - "s4": [256, 2] int8, the 4-bit fields minus 8 (INT4 values);
+ * - "pattern{d}": [2^d, 1, d] float32, row s = the signs of a sub-vector whose d sign bits are s.
+ */
+export interface Field {
+  name: string;
+  dims: number[];
+  fields: number;
+}
+
+export type LookupTable = number | "sign" | "s4" | `i${number}x${number}` | `pattern${number}`;
+
+/** The initializer name of a shared table (made unique by the caller). */
+export function lookupTableName(table: LookupTable): string {
+  if (typeof table === "number") return `ssvq.lut_u${table}`;
+  if (table === "sign") return "ssvq.lut_sign";
+  if (table === "s4") return "ssvq.lut_s4";
+  if (table.startsWith("pattern")) return `ssvq.sign_patterns${table.slice(7)}`;
+  return `ssvq.lut_${table}`;
+}
+
+/** Signs join the codebook index when a sub-vector's sign bits form an aligned field of the packed plane. */
+const MERGE_WIDTHS = new Set([1, 2, 4, 8]);
+
+/**
+ * Whether SSVQ's signs are folded into the index (a signed codebook of 2^d * k rows): for d = 1, 2, 4, 8,
+ * while that codebook stays small next to the layer (at most a quarter of its weights, or 4096 values).
+ */
+export function mergesSigns(k: number, d: number, weights: number): boolean {
+  return MERGE_WIDTHS.has(d) && 2 ** d * k * d <= Math.max(4096, weights / 4) && 2 ** d * k < 2 ** 31;
+}
 
 /**
  * The nodes and tensors that compute `target` from `src`. Intermediate values are named `base/...`
  * (keep it short: every node repeats it); stored tensors `stored.codebook`, `stored.indices4`, ...
+ *
+ * Shaped for a lean fold (onnxruntime keeps every folded intermediate of every layer until the end of
+ * its constant-folding pass, so the peak is their sum): indices are unpacked straight to int32 by one
+ * Gather per plane (shift or sign offset baked into the table), SSVQ's signs join the index as a d-bit
+ * field addressing a signed codebook (no per-element sign tensor), the codebook Gather is reshaped
+ * straight to the weight's dims, INT8/INT4 values are stored in the weight's own layout and dequantized
+ * by a Cast and a Mul by broadcast scales (no Reshape or Transpose of a layer-sized float tensor).
  */
 export function writeDecode(b: GraphBuilder, target: DecodeTarget, src: DecodeSource, base: string, stored: string): void {
+  if (target.layout.kind === "convtranspose") return writeDecodeRows(b, target, src, base, stored);
+  if (src.kind === "vq") return writeDecodeVq(b, target, src, base, stored);
+  return writeDecodeInt(b, target, src, base, stored);
+}
+
+/** The last node writes `target.output`, with a Cast when the weight is not float32. */
+function finish(b: GraphBuilder, target: DecodeTarget, base: string, write: (output?: string) => string): void {
+  if (target.dtype === DT.FLOAT) {
+    write(target.output);
+    return;
+  }
+  b.op("Cast", [write()], `${base}/out`, { to: target.dtype }, target.output);
+}
+
+const sameDims = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+function writeDecodeVq(b: GraphBuilder, target: DecodeTarget, src: Extract<DecodeSource, { kind: "vq" }>, base: string, stored: string): void {
+  const { count, d, rows, paddedCols } = src;
+  const k = src.codebook.dims.length ? Number(src.codebook.dims[0]) : 0;
+  const merge = src.signs !== undefined && mergesSigns(k, d, rows * paddedCols);
+  const terms = src.indexPlanes.map((p) => b.fields(p.bytes, p.width, `${base}/idx`, `${stored}.indices${p.width}`, 2 ** p.shift));
+  if (merge) terms.push(b.fields(src.signs!, d, `${base}/sign`, `${stored}.signs`, k));
+  // Terms of one shape add as they are; otherwise each is flattened to [count] first.
+  const flat = !terms.every((t) => sameDims(t.dims, terms[0]!.dims)) || terms[0]!.fields !== count || (src.signs !== undefined && !merge);
+  let index: string | undefined;
+  for (const t of terms) {
+    const v = flat ? b.flatten(t, count, `${base}/idx`) : t.name;
+    index = index === undefined ? v : b.op("Add", [index, v], `${base}/idx`);
+  }
+  let codebook = src.codebook.name;
+  if (target.dtype !== DT.FLOAT) codebook = b.cast(codebook, DT.FLOAT, `${base}/codebook`);
+  if (merge) {
+    const cb3 = b.reshape(codebook, [1, k, d], `${base}/codebook`);
+    const signed = b.op("Mul", [cb3, b.lutName(`pattern${d}`)], `${base}/codebook`);
+    codebook = b.reshape(signed, [2 ** d * k, d], `${base}/codebook`);
+  }
+  let values = b.op("Gather", [codebook, index!], `${base}/gather`);
+  if (src.signs && !merge) {
+    const sign = b.unpackPlane(src.signs, 1, count * d, `${base}/sign`, `${stored}.signs`, DT.FLOAT, "sign");
+    values = b.op("Mul", [values, b.reshape(sign, [count, d], `${base}/sign`)], `${base}/signed`);
+  }
+  const { layout, dims } = target;
+  const cols = layout.cols;
+  if (!layout.transposed && paddedCols === cols) {
+    finish(b, target, base, (output) => b.reshape(values, dims, `${base}/out`, output));
+    return;
+  }
+  let m = b.reshape(values, [rows, paddedCols], `${base}/rows`);
+  if (paddedCols !== cols) m = b.slice(m, 1, 0, cols, `${base}/unpad`);
+  if (!layout.transposed) {
+    finish(b, target, base, (output) => b.reshape(m, dims, `${base}/out`, output));
+    return;
+  }
+  finish(b, target, base, (output) =>
+    sameDims(dims, [cols, rows])
+      ? b.op("Transpose", [m], `${base}/layout`, { perm: [1, 0] }, output)
+      : b.reshape(b.op("Transpose", [m], `${base}/layout`, { perm: [1, 0] }), dims, `${base}/out`, output),
+  );
+}
+
+/**
+ * INT8/INT4 with q in the weight's own layout ([cols, rows] when transposed): int8 values (INT4 unpacked
+ * by one Gather on the "s4" table), Cast, and a Mul by the scales shaped to broadcast along the
+ * output-channel axis. (DequantizeLinear would be one node less, but onnxruntime does not fold it: for
+ * MatMul it fuses it into MatMulNBits, which quantizes the activations to 8 bits by default, so the
+ * outputs would no longer be those of the dense reconstruction.)
+ */
+function writeDecodeInt(b: GraphBuilder, target: DecodeTarget, src: Exclude<DecodeSource, { kind: "vq" }>, base: string, stored: string): void {
+  const { layout, dims } = target;
+  const { rows } = src;
+  const count = rows * src.cols;
+  let q: string;
+  if (src.kind === "int8") {
+    const v = layout.transposed ? transposeRows(src.q, rows, src.cols) : src.q;
+    q = b.tensor(`${stored}.int8`, { dims: dims.map(BigInt), dataType: DT.INT8, rawData: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) as Uint8Array<ArrayBuffer> });
+  } else {
+    const plane = layout.transposed ? packPlane(transposeRows(unpackPlane(src.plane, count, 4), rows, src.cols), 4, 0) : src.plane;
+    const t = b.fields(plane, 4, `${base}/q4`, `${stored}.int4`, 1, "s4");
+    q = b.reshape(t.fields === count ? t.name : b.flatten(t, count, `${base}/q4`), dims, `${base}/q4`);
+  }
+  const axis = layout.transposed ? dims.length - 1 : 0;
+  const raw = new Uint8Array(src.scales.slice().buffer);
+  const shape = dims.map((_, i) => (i === axis ? rows : 1));
+  const scales = b.tensor(`${stored}.scales`, { dims: shape.map(BigInt), dataType: DT.FLOAT, rawData: raw });
+  finish(b, target, base, (output) => b.op("Mul", [b.cast(q, DT.FLOAT, `${base}/q`), scales], `${base}/dequant`, {}, output));
+}
+
+/** Row matrix [rows, cols] (row-major) -> [cols, rows]. */
+function transposeRows<T extends Int8Array | Uint32Array>(v: T, rows: number, cols: number): T {
+  const out = new (v.constructor as new (n: number) => T)(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = v[r * cols + c]!;
+  return out;
+}
+
+/** The first format, kept for ConvTranspose (rows interleave groups and kernel positions). */
+function writeDecodeRows(b: GraphBuilder, target: DecodeTarget, src: DecodeSource, base: string, stored: string): void {
+
   let rowsMatrix: string;
   let cols: number;
   if (src.kind === "vq") {
@@ -188,9 +352,26 @@ export function writeDecode(b: GraphBuilder, target: DecodeTarget, src: DecodeSo
   }
 }
 
-/** A shared lookup table as a tensor: [256, 8/w] uint8 fields, or [256, 8] int8 signs (+1 for bit 0, -1 for bit 1). */
+/** A shared table as a tensor (see LookupTable). */
 export function lookupTableTensor(name: string, table: LookupTable): TensorProto {
-  const width = table === "sign" ? 1 : table;
+  const raw = (a: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength) as Uint8Array<ArrayBuffer>;
+  if (typeof table === "string" && table.startsWith("pattern")) {
+    const d = Number(table.slice(7));
+    const values = new Float32Array(2 ** d * d);
+    for (let s = 0; s < 2 ** d; s++) for (let t = 0; t < d; t++) values[s * d + t] = (s >>> t) & 1 ? -1 : 1;
+    return create(TensorProtoSchema, { name, dims: [BigInt(2 ** d), 1n, BigInt(d)], dataType: DT.FLOAT, rawData: raw(values) });
+  }
+  if (typeof table === "string" && table.startsWith("i")) {
+    const [width, mult] = table.slice(1).split("x").map(Number) as [number, number];
+    const values = Int32Array.from(planeLookupTable(width), (f) => f * mult);
+    const dims = width === 8 ? [256n] : [256n, BigInt(8 / width)];
+    return create(TensorProtoSchema, { name, dims, dataType: DT.INT32, rawData: raw(values) });
+  }
+  if (table === "s4") {
+    const values = Int8Array.from(planeLookupTable(4), (f) => f - 8);
+    return create(TensorProtoSchema, { name, dims: [256n, 2n], dataType: DT.INT8, rawData: raw(values) });
+  }
+  const width = table === "sign" ? 1 : Number(table);
   const fields = planeLookupTable(width);
   if (table === "sign") {
     const signs = Int8Array.from(fields, (bit) => (bit ? -1 : 1));

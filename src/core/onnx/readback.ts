@@ -328,6 +328,8 @@ interface PlaneRef {
 interface Plane {
   ref: PlaneRef;
   width: number;
+  /** The smallest non-zero value a field takes (2^shift for a table with the shift baked in). */
+  unit: number;
   /** Fields the plane holds (before any Slice). */
   available: number;
   value: (i: number) => number;
@@ -360,6 +362,10 @@ class Tracer {
   private steps = 0;
 
   constructor(private readonly readExternal: ExternalDataReader | undefined) {}
+
+  get readExternalData(): ExternalDataReader | undefined {
+    return this.readExternal;
+  }
 
   private step(): void {
     if (++this.steps > 10_000) fail("the decode subgraph is too deep (a cycle?)");
@@ -462,15 +468,17 @@ class Tracer {
     const packed = packedValues(ref.packed.tensor, this.readExternal);
     if (!ref.lut) {
       const width = dtypeBits(ref.packed.tensor.dataType) ?? fail(`${what}: ${JSON.stringify(ref.packed.name)} has no fixed width`);
-      return { ref, width, available: packed.length, value: (i) => packed[i]! };
+      return { ref, width, unit: 1, available: packed.length, value: (i) => packed[i]! };
     }
     const lutDims = tensorDims(ref.lut.tensor);
-    const per = lutDims[1] ?? 0;
-    if (lutDims.length !== 2 || lutDims[0] !== 256 || ![1, 2, 4, 8].includes(per))
-      fail(`${what}: the lookup table ${JSON.stringify(ref.lut.name)} is [${lutDims.join(", ")}], not [256, 1|2|4|8]`);
+    const per = lutDims.length === 1 ? 1 : lutDims[1] ?? 0;
+    if (lutDims.length < 1 || lutDims.length > 2 || lutDims[0] !== 256 || ![1, 2, 4, 8].includes(per))
+      fail(`${what}: the lookup table ${JSON.stringify(ref.lut.name)} is [${lutDims.join(", ")}], not [256, 1|2|4|8] or [256]`);
     if (ref.packed.tensor.dataType !== DT.UINT8) fail(`${what}: ${JSON.stringify(ref.packed.name)} is ${dtypeName(ref.packed.tensor.dataType)}, not packed uint8`);
     const table = this.ints(ref.lut);
-    return { ref, width: 8 / per, available: packed.length * per, value: (i) => table[packed[Math.floor(i / per)]! * per + (i % per)]! };
+    let unit = Infinity;
+    for (const v of table) if (v > 0) unit = Math.min(unit, v);
+    return { ref, width: 8 / per, unit: unit === Infinity ? 1 : unit, available: packed.length * per, value: (i) => table[packed[Math.floor(i / per)]! * per + (i % per)]! };
   }
 
   /** An index expression: a sum of planes, each possibly multiplied by a constant 2^shift. */
@@ -506,7 +514,13 @@ const part = (kind: StoredPartKind, c: ConstRef, extra: Partial<StoredTensor> = 
 
 const sameInts = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** Reads the decode subgraph whose last node is `out` (in `scope`). Throws Malformed when it is not one. */
+/**
+ * Reads the decode subgraph whose last node is `out` (in `scope`). Throws Malformed when it is not one.
+ * Both formats: the first (a row matrix Reshape [rows, paddedCols] or an INT Mul of a Reshape [rows, cols],
+ * then Transpose and Reshape to the weight's dims) and the lean one (the codebook Gather reshaped straight
+ * to the weight's dims, signs joined to the index, INT values in the weight's own layout, their scales
+ * shaped to broadcast along the output channels).
+ */
 function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataReader | undefined): Traced {
   const tr = new Tracer(readExternal);
   let n = out;
@@ -517,9 +531,11 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
     dtype = Number(n.attribute.find((a) => a.name === "to")?.i ?? 0);
     next("weight");
   }
-  if (!isOp(n, "Reshape")) return fail(`the weight is written by a ${n.opType} node, not by a decode subgraph's Reshape`);
-  const dims = tr.reshapeShape(n, s);
-  next("layout");
+  let dims: number[] | undefined;
+  if (isOp(n, "Reshape")) {
+    dims = tr.reshapeShape(n, s);
+    next("layout");
+  }
   let transposed = false;
   let convTransposeGroups: number | undefined;
   if (isOp(n, "Transpose")) {
@@ -558,41 +574,57 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
   };
   let result: Omit<Traced, "dims" | "dtype" | "transposed" | "convTransposeGroups" | "tensors" | "lookupTables" | "bytes">;
 
-  if (isOp(n, "Reshape")) {
-    // SSVQ / VQ: Reshape(values [count, d], [rows, paddedCols]).
-    const shape = tr.reshapeShape(n, s);
-    if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the row matrix Reshape to [${shape.join(", ")}]`);
-    const [rows, paddedCols] = shape as [number, number];
-    const cols = sliceCols ?? paddedCols;
-    if (!(cols > 0 && cols <= paddedCols)) fail(`${cols} columns of a ${paddedCols}-column padded row matrix`);
-    next("values");
+  const isGather = (name: string) => {
+    const p = resolve(s, name);
+    return p?.kind === "node" && isOp(p.node, "Gather") ? { node: p.node, scope: p.scope } : undefined;
+  };
+  const isVqValues = isOp(n, "Gather") || (isOp(n, "Mul") && (isGather(n.input[0] ?? "") || isGather(n.input[1] ?? "")) !== undefined);
+  if (isOp(n, "Reshape") || isVqValues) {
+    // SSVQ / VQ: values [count, d] (or [..., d]), reshaped to the row matrix [rows, paddedCols] or, in the
+    // lean format when nothing is transposed or cut, straight to the weight's dims.
+    let rowShape: [number, number] | undefined;
+    if (isOp(n, "Reshape")) {
+      const shape = tr.reshapeShape(n, s);
+      if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the row matrix Reshape to [${shape.join(", ")}]`);
+      rowShape = shape as [number, number];
+      next("values");
+    } else if (transposed || sliceCols !== undefined) fail("a transposed or cut weight without its row matrix Reshape");
     let gather: { node: NodeProto; scope: Scope } | undefined;
     let signName: string | undefined;
-    const isCodebookGather = (name: string) => {
-      const p = resolve(s, name);
-      return p?.kind === "node" && isOp(p.node, "Gather") ? { node: p.node, scope: p.scope } : undefined;
-    };
     if (isOp(n, "Gather")) gather = { node: n, scope: s };
     else if (isOp(n, "Mul")) {
       // values = Gather(codebook, index) * Reshape(signs, [count, d])
-      const g0 = isCodebookGather(n.input[0] ?? "");
-      const g1 = isCodebookGather(n.input[1] ?? "");
+      const g0 = isGather(n.input[0] ?? "");
+      const g1 = isGather(n.input[1] ?? "");
       const pick = g0 ? 0 : g1 ? 1 : fail("the signed values are not a codebook Gather times signs");
       gather = pick === 0 ? g0 : g1;
       signName = n.input[1 - pick] ?? "";
     } else fail(`the values come from a ${n.opType} node, not a codebook Gather`);
     const gn = gather!.node;
     if (Number(gn.attribute.find((a) => a.name === "axis")?.i ?? 0n) !== 0) fail("the codebook Gather is not on axis 0");
-    let cb = tr.maybeConst(gather!.scope, gn.input[0] ?? "");
-    if (!cb) {
-      const c = tr.node(gather!.scope, gn.input[0] ?? "", "codebook");
-      if (!isOp(c.node, "Cast")) fail(`the codebook comes from a ${c.node.opType} node`);
-      cb = tr.const(c.scope, c.node.input[0] ?? "", "codebook");
-    }
+    const { cb, patterns } = codebookOf(tr, gather!.scope, gn.input[0] ?? "");
     const cbDims = tensorDims(cb.tensor);
     if (cbDims.length !== 2) fail(`the codebook ${JSON.stringify(cb.name)} is [${cbDims.join(", ")}], not [k, d]`);
     const [k, d] = cbDims as [number, number];
-    if (!(k >= 1 && d >= 1) || paddedCols % d !== 0) fail(`a [${k}, ${d}] codebook for ${paddedCols}-column padded rows`);
+    if (!(k >= 1 && d >= 1)) fail(`a [${k}, ${d}] codebook`);
+    let rows: number;
+    let paddedCols: number;
+    let cols: number;
+    if (rowShape) {
+      [rows, paddedCols] = rowShape;
+      cols = sliceCols ?? paddedCols;
+      if (!(cols > 0 && cols <= paddedCols)) fail(`${cols} columns of a ${paddedCols}-column padded row matrix`);
+    } else {
+      // Lean format, weight not transposed nor padded: rows are the first dim.
+      if (!dims || dims.length < 2) return fail("the codebook values are reshaped to no weight shape");
+      rows = dims[0]!;
+      cols = elementCount(dims) / rows;
+      paddedCols = cols;
+    }
+    if (paddedCols % d !== 0) fail(`a [${k}, ${d}] codebook for ${paddedCols}-column padded rows`);
+    if (patterns && (patterns.d !== d || patterns.rows !== 2 ** d)) fail(`sign patterns for d = ${patterns.d} with a d = ${d} codebook`);
+    if (patterns) luts.set(patterns.ref.tensor, patterns.ref);
+    dims ??= [cols, rows];
     const count = (rows * paddedCols) / d;
     checkCarries(cb.tensor, readExternal);
     const cbValues = tensorToFloat32(cb.tensor, readExternal);
@@ -602,23 +634,52 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
     add(part("codebook", cb), cb, "codebook");
     let fieldBits = k * d * cbBits;
 
-    const terms = tr.indexTerms(gather!.scope, gn.input[1] ?? "");
+    // With sign patterns, the index is Add(codeword, k * pattern): the writer adds the sign plane last.
+    let indexName = gn.input[1] ?? "";
+    let signPlane: Plane | undefined;
+    if (patterns) {
+      const top = tr.node(gather!.scope, indexName, "signed index");
+      if (!isOp(top.node, "Add")) fail(`the signed index comes from a ${top.node.opType} node, not an Add of the sign plane`);
+      signPlane = tr.plane(top.scope, top.node.input[1] ?? "", "the sign plane");
+      indexName = top.node.input[0] ?? "";
+    }
+    const terms = tr.indexTerms(gather!.scope, indexName);
     const usage = new Array<number>(k).fill(0);
     for (const t of terms) {
       usePlane(t.plane, count, "the index plane");
-      const shift = Math.log2(t.mult);
+      const shift = Math.log2(t.mult * t.plane.unit);
       add(part("indices", t.plane.ref.packed, { width: t.plane.width, ...(Number.isInteger(shift) ? { shift } : {}), fields: count }), t.plane.ref.packed, "indices");
       fieldBits += t.plane.width * count;
     }
+    if (signPlane) usePlane(signPlane, count, "the sign plane");
+    const pattern = new Int32Array(count);
     for (let i = 0; i < count; i++) {
       let idx = 0;
       for (const t of terms) idx += t.mult * t.plane.value(i);
       if (!(idx >= 0 && idx < k)) fail(`sub-vector ${i} has index ${idx}, outside the ${k}-entry codebook`);
       usage[idx]!++;
+      if (signPlane) {
+        const p = signPlane.value(i) / k;
+        if (!(Number.isInteger(p) && p >= 0 && p < patterns!.rows)) fail(`sub-vector ${i} has sign offset ${signPlane.value(i)}, not k times one of ${patterns!.rows} patterns`);
+        pattern[i] = p;
+      }
     }
 
     let signs: SignReadback | undefined;
-    if (signName !== undefined) {
+    const weights = rows * cols;
+    const perRow = paddedCols / d;
+    if (signPlane) {
+      const plane = signPlane;
+      const elements = count * d;
+      add(part("signs", plane.ref.packed, { width: 1, fields: elements }), plane.ref.packed, "signs");
+      fieldBits += elements;
+      let negative = 0;
+      for (let i = 0; i < count; i++) {
+        const c0 = (i % perRow) * d;
+        for (let t = 0; t < d && c0 + t < cols; t++) if (patterns!.negative(pattern[i]!, t)) negative++;
+      }
+      signs = { negative, weights, fraction: weights ? negative / weights : 0 };
+    } else if (signName !== undefined) {
       const r = tr.node(s, signName, "signs");
       if (!isOp(r.node, "Reshape")) fail(`the signs come from a ${r.node.opType} node, not a Reshape to [count, d]`);
       const sshape = tr.reshapeShape(r.node, r.scope);
@@ -631,37 +692,63 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
       let negative = 0;
       for (let r0 = 0; r0 < rows; r0++)
         for (let c = 0; c < cols; c++) if (plane.value(r0 * paddedCols + c) < 0) negative++;
-      const weights = rows * cols;
       signs = { negative, weights, fraction: weights ? negative / weights : 0 };
     }
     result = { mode: signs ? "ssvq" : "vq", rows, cols, paddedCols, k, d, fieldBits, codebook, usage, signs };
   } else if (isOp(n, "Mul")) {
-    // INT: Mul(Reshape(q, [rows, cols]), scales [rows, 1]).
     const c0 = tr.maybeConst(s, n.input[0] ?? "");
     const c1 = tr.maybeConst(s, n.input[1] ?? "");
     const scalesRef = c1 ?? c0 ?? fail("the dequantizing Mul has no stored scales");
     const r = tr.node(s, (scalesRef === c1 ? n.input[0] : n.input[1]) ?? "", "quantized values");
-    if (!isOp(r.node, "Reshape")) fail(`the quantized values come from a ${r.node.opType} node, not a Reshape to [rows, cols]`);
-    const shape = tr.reshapeShape(r.node, r.scope);
-    if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the quantized values are reshaped to [${shape.join(", ")}]`);
-    const [rows, cols] = shape as [number, number];
-    if (sliceCols !== undefined) fail("an INT decode with a padding Slice");
+    let rows: number;
+    let cols: number;
+    let qName: string;
+    let qScope = r.scope;
+    const scaleDims = tensorDims(scalesRef.tensor);
+    if (isOp(r.node, "Reshape")) {
+      // First format: Mul(Reshape(q, [rows, cols]), scales [rows, 1]).
+      const shape = tr.reshapeShape(r.node, r.scope);
+      if (shape.length !== 2 || !(shape[0]! > 0 && shape[1]! > 0)) fail(`the quantized values are reshaped to [${shape.join(", ")}]`);
+      [rows, cols] = shape as [number, number];
+      if (sliceCols !== undefined) fail("an INT decode with a padding Slice");
+      qName = r.node.input[0] ?? "";
+    } else if (isOp(r.node, "Cast")) {
+      // Lean format: Mul(Cast(q in the weight's layout), scales broadcast along the output-channel axis).
+      if (transposed || sliceCols !== undefined || dims !== undefined) fail("an INT decode in the weight's layout followed by a Transpose, Slice or Reshape");
+      qName = r.node.input[0] ?? "";
+      const qc = tr.maybeConst(r.scope, qName);
+      if (qc) dims = tensorDims(qc.tensor);
+      else {
+        const q = tr.node(r.scope, qName, "quantized values");
+        if (!isOp(q.node, "Reshape")) fail(`the quantized values come from a ${q.node.opType} node, not a Reshape to the weight's dims`);
+        dims = tr.reshapeShape(q.node, q.scope);
+        qName = q.node.input[0] ?? "";
+        qScope = q.scope;
+      }
+      // Scales [rows, 1, ...] along the first dim, or [1, rows] along the last of a transposed 2-D weight.
+      const along0 = sameInts(scaleDims, dims.map((x, i) => (i === 0 ? x : 1)));
+      transposed = !along0 && dims.length === 2 && sameInts(scaleDims, [1, dims[1]!]);
+      if (!along0 && !transposed) fail(`scales [${scaleDims.join(", ")}] do not broadcast along the output channels of [${dims.join(", ")}]`);
+      rows = transposed ? dims[1]! : dims[0]!;
+      cols = elementCount(dims) / rows;
+    } else return fail(`the quantized values come from a ${r.node.opType} node, not a Reshape or Cast`);
     checkCarries(scalesRef.tensor, readExternal);
     const scales = tensorToFloat32(scalesRef.tensor, readExternal);
     if (scales.length !== rows) fail(`${scales.length} scales for ${rows} rows`);
-    let qName = r.node.input[0] ?? "";
     let offset = 0;
-    const sub = resolve(r.scope, qName);
+    const sub = resolve(qScope, qName);
     if (sub?.kind === "node" && isOp(sub.node, "Sub")) {
       offset = tr.scalar(tr.const(sub.scope, sub.node.input[1] ?? "", "INT4 offset"), "INT4 offset");
       qName = sub.node.input[0] ?? "";
+      qScope = sub.scope;
     }
-    const plane = tr.plane(r.scope, qName, "the quantized values");
+    const plane = tr.plane(qScope, qName, "the quantized values");
     const elements = rows * cols;
     usePlane(plane, elements, "the quantized values");
     let mode: Mode;
+    const signedNibbles = plane.ref.lut?.tensor.dataType === DT.INT8;
     if (plane.width === 8 && offset === 0 && plane.ref.packed.tensor.dataType === DT.INT8) mode = "int8";
-    else if (plane.width === 4 && offset === 8) mode = "int4";
+    else if (plane.width === 4 && (offset === 8 || (offset === 0 && signedNibbles))) mode = "int4";
     else return fail(`quantized values of ${plane.width} bits with offset ${offset}: neither INT8 nor INT4`);
     add(part(mode, plane.ref.packed, { width: plane.width, fields: elements }), plane.ref.packed, "values");
     add(part("scales", scalesRef), scalesRef, "scales");
@@ -675,10 +762,51 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
     result = { mode, rows, cols, fieldBits, scaleRange: [lo, hi] };
   } else return fail(`the row matrix comes from a ${n.opType} node: not a decode subgraph`);
 
+  if (!dims) return fail("the decode subgraph gives the weight no shape");
   if (elementCount(dims) !== result.rows * result.cols)
     fail(`the weight's shape [${dims.join(", ")}] does not hold the ${result.rows} x ${result.cols} row matrix`);
   for (const tensor of tr.touched.keys()) if (!parts.has(tensor) && !luts.has(tensor)) bytes.other += declaredBytes(tensor) ?? 0;
   return { ...result, dims, dtype, transposed, convTransposeGroups, tensors, lookupTables: [...luts.values()], bytes };
+}
+
+interface SignPatterns {
+  /** The shared table (counted with the lookup tables). */
+  ref: ConstRef;
+  d: number;
+  rows: number;
+  negative: (pattern: number, t: number) => boolean;
+}
+
+/**
+ * The codebook a Gather reads: stored (maybe Cast), or the lean format's signed codebook
+ * Reshape(Mul(Reshape(codebook, [1, k, d]), patterns [2^d, 1, d]), [2^d * k, d]).
+ */
+function codebookOf(tr: Tracer, scope: Scope, name: string): { cb: ConstRef; patterns?: SignPatterns } {
+  const stored = (sc: Scope, nm: string): ConstRef => {
+    const c = tr.maybeConst(sc, nm);
+    if (c) return c;
+    const p = tr.node(sc, nm, "codebook");
+    if (!isOp(p.node, "Cast")) fail(`the codebook comes from a ${p.node.opType} node`);
+    return tr.const(p.scope, p.node.input[0] ?? "", "codebook");
+  };
+  const direct = tr.maybeConst(scope, name);
+  if (direct) return { cb: direct };
+  const top = tr.node(scope, name, "codebook");
+  if (isOp(top.node, "Cast")) return { cb: stored(scope, name) };
+  if (!isOp(top.node, "Reshape")) return fail(`the codebook comes from a ${top.node.opType} node`);
+  const mul = tr.node(top.scope, top.node.input[0] ?? "", "signed codebook");
+  if (!isOp(mul.node, "Mul")) fail(`the signed codebook comes from a ${mul.node.opType} node, not a Mul by sign patterns`);
+  const a = tr.maybeConst(mul.scope, mul.node.input[0] ?? "");
+  const b = tr.maybeConst(mul.scope, mul.node.input[1] ?? "");
+  const pat = b ?? a ?? fail("the signed codebook has no stored sign patterns");
+  const inner = tr.node(mul.scope, (pat === b ? mul.node.input[0] : mul.node.input[1]) ?? "", "codebook");
+  if (!isOp(inner.node, "Reshape")) fail(`the codebook reaches the sign patterns through a ${inner.node.opType} node`);
+  const cb = stored(inner.scope, inner.node.input[0] ?? "");
+  const pd = tensorDims(pat.tensor);
+  if (pd.length !== 3 || pd[1] !== 1) fail(`sign patterns [${pd.join(", ")}], not [2^d, 1, d]`);
+  const values = tensorToFloat32(pat.tensor, tr.readExternalData);
+  const d = pd[2]!;
+  return { cb, patterns: { ref: pat, d, rows: pd[0]!, negative: (p, t) => values[p * d + t]! < 0 } };
 }
 
 // ---------------------------------------------------------------------------------------------------
