@@ -305,3 +305,38 @@ test("a model-local function that calls itself is checked by onnxruntime, not wa
   });
   refused(ssvq(["compress", b.path, "--no-finetune"], { timeout: 60_000 }), /onnxruntime cannot load the model: .*recursive/, b.dir, b.before);
 });
+
+test("an external-data key given twice (one location escaping the folder) is refused by all three (fuzz: hostile accepted)", () => {
+  const dir = folder();
+  const m = smallCnn();
+  const w = m.graph!.initializer[0]!;
+  writeFileSync(join(dir, "w.bin"), w.rawData);
+  const ext: TensorProto = create(TensorProtoSchema, {
+    name: w.name,
+    dims: w.dims,
+    dataType: w.dataType,
+    dataLocation: TensorProto_DataLocation.EXTERNAL,
+    externalData: [
+      create(StringStringEntryProtoSchema, { key: "location", value: "../outside/secret.bin" }),
+      create(StringStringEntryProtoSchema, { key: "location", value: "w.bin" }),
+    ],
+  });
+  m.graph!.initializer[0] = ext;
+  const path = join(dir, "model.onnx");
+  writeFileSync(path, encodeModel(m));
+  for (const res of Object.values(run3(path, dir))) refused(res, /tensor "w1" gives its external-data "location" twice/);
+});
+
+test("names in messages are cut: a weight 8 subgraphs deep with a wrong data size gets a line under 300 characters", () => {
+  const dir = folder();
+  const m = smallCnn();
+  m.graph!.initializer[5]!.name = `${"fuzz_if.then_branch/".repeat(12)}w4`;
+  m.graph!.node[7]!.input[1] = m.graph!.initializer[5]!.name;
+  m.graph!.initializer[5]!.dataType = DT.COMPLEX64;
+  const path = join(dir, "model.onnx");
+  writeFileSync(path, encodeModel(m));
+  for (const res of Object.values(run3(path, dir))) {
+    refused(res, /declares shape \[32, 10\] of complex64 \(2560 bytes\) but carries 1280 bytes/);
+    assert.ok(res.stderr.trim().length < 300, res.stderr);
+  }
+});

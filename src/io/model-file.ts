@@ -51,7 +51,7 @@ export function loadModel(path: string, opts: LoadOptions = {}): LoadedModel {
   const readExternal = externalReader(dir);
   const externalFiles = new Set<string>();
   walkTensors(model, (t, _place, where) => {
-    checkTensorSize(t, JSON.stringify(where), memoryLimit);
+    checkTensorSize(t, quoted(where), memoryLimit);
     const ref = externalRef(t);
     if (ref) {
       checkExternalFile(dir, t, ref, t.name);

@@ -94,7 +94,7 @@ export function inputShapes(
   const out: Record<string, { elemType: number; dims: number[] }> = {};
   for (const input of real) {
     const decl = declaredShape(input);
-    if (!decl) throw new InputError(`input ${JSON.stringify(input.name)} is not a tensor; only tensor inputs can be simulated`);
+    if (!decl) throw new InputError(`input ${quoted(input.name)} is not a tensor; only tensor inputs can be simulated`);
     const g2 = given[input.name];
     if (g2) {
       if (decl.dims && decl.dims.length !== g2.length)
@@ -164,7 +164,7 @@ function zeroTensor(name: string, elemType: number, dims: number[]): ort.Tensor 
     case DT.STRING:
       return new ort.Tensor("string", new Array<string>(n).fill(""), dims);
   }
-  throw new InputError(`input ${JSON.stringify(name)} is ${dtypeName(elemType)}, which cannot be fed to onnxruntime here`);
+  throw new InputError(`input ${quoted(name)} is ${dtypeName(elemType)}, which cannot be fed to onnxruntime here`);
 }
 
 /** A copy of the main graph's external initializers with their bytes inline (ORT gets the model as bytes). */
@@ -172,7 +172,7 @@ function inlineExternal(t: TensorProto, readExternal: ExternalDataReader | undef
   const ref = externalRef(t);
   if (!ref) return t;
   if (!readExternal)
-    throw new InputError(`tensor ${JSON.stringify(t.name)} keeps its data in an external file that was not opened`);
+    throw new InputError(`tensor ${quoted(t.name)} keeps its data in an external file that was not opened`);
   return {
     ...t,
     // rawBytes reads the span onnxruntime would (the declared size when no length is given).

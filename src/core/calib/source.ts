@@ -14,7 +14,7 @@
  *
  * Every result carries a JSON-ready `DataInfo` for the report: source, paths, range, indices used.
  */
-import { InputError } from "../errors.js";
+import { InputError, quoted } from "../errors.js";
 import { Rng } from "../rng.js";
 import { allocTyped, elemSize, isNpy, numElements, parseNpy, type ElemType, type TypedArray } from "./npy.js";
 import { numberToF16 as f16, shapeSample, type Preprocess, type SampleValue, type ShapedSample } from "./preprocess.js";
@@ -291,7 +291,7 @@ export function randomData(inputs: ModelInputSpec[], opts: RandomOptions = {}): 
     const perSample = numElements(dims[i]!) * elemSize(inp.elemType);
     if (!(perSample * Math.min(batchSize, count) <= MAX_FEED_BYTES))
       throw new InputError(
-        `input ${JSON.stringify(inp.name)} of shape [${dims[i]!.join(", ")}] takes ${(perSample / 2 ** 30).toFixed(2)} GiB per sample; ` +
+        `input ${quoted(inp.name)} of shape [${dims[i]!.join(", ")}] takes ${(perSample / 2 ** 30).toFixed(2)} GiB per sample; ` +
           `a batch of ${Math.min(batchSize, count)} cannot be held at once (arrays stop at 4 GiB): give real data, or a smaller --batch`,
       );
   }

@@ -23,7 +23,12 @@ export const isExternal = (t: TensorProto): boolean => t.dataLocation === Tensor
 /** The external-data description of a tensor, validated; undefined for tensors stored in the model. */
 export function externalRef(t: TensorProto): ExternalDataRef | undefined {
   if (!isExternal(t)) return undefined;
-  const kv = new Map(t.externalData.map((e) => [e.key, e.value]));
+  const kv = new Map<string, string>();
+  for (const e of t.externalData) {
+    // A key given twice is ambiguous (readers disagree on which one wins): a hostile file's trick.
+    if (kv.has(e.key)) throw new InputError(`tensor ${quoted(t.name)} gives its external-data ${quoted(e.key, 40)} twice`);
+    kv.set(e.key, e.value);
+  }
   const location = kv.get("location");
   if (location === undefined || location === "")
     throw new InputError(`tensor ${quoted(t.name)} is stored externally but names no location`);

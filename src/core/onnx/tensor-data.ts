@@ -86,7 +86,7 @@ export function checkTensorSize(t: TensorProto, where: string, memoryLimit: numb
 export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uint8Array | undefined {
   const ext = externalRef(t);
   if (ext) {
-    if (!readExternal) throw new InputError(`tensor ${JSON.stringify(t.name)} is stored in an external file that was not opened`);
+    if (!readExternal) throw new InputError(`tensor ${quoted(t.name)} is stored in an external file that was not opened`);
     // Without a length the tensor spans what its shape and type need (as onnxruntime reads it), not the
     // rest of the file; with one, the two must agree.
     const need = declaredBytes(t);
@@ -109,7 +109,7 @@ export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReade
   if (raw) {
     const need = rawByteLength(t.dataType, count);
     if (need === undefined || raw.length < need)
-      throw new InputError(`tensor ${JSON.stringify(t.name)} carries ${raw.length} bytes, fewer than its shape needs`);
+      throw new InputError(`tensor ${quoted(t.name)} carries ${raw.length} bytes, fewer than its shape needs`);
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     switch (t.dataType) {
       case DT.FLOAT:
@@ -141,7 +141,7 @@ export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReade
         return out;
     }
   }
-  throw new InputError(`tensor ${JSON.stringify(t.name)} is ${dtypeName(t.dataType)}, not a floating-point type`);
+  throw new InputError(`tensor ${quoted(t.name)} is ${dtypeName(t.dataType)}, not a floating-point type`);
 }
 
 export { formatBytes };
