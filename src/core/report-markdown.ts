@@ -12,6 +12,7 @@
  * 3 decimals, cosines with 4, stage times in seconds with 3. A value a JSON round trip turned into null
  * (NaN, Infinity) prints as `n/a`.
  */
+import { methodText } from "./report-search-text.js";
 import type { Report, LayerReport } from "./report.js";
 import type { AccelParams } from "./accel/params.js";
 import type { Bound, FormatTotals, LayerResult } from "./accel/simulate.js";
@@ -53,8 +54,8 @@ export function formatDuration(s: number | null | undefined): string {
 export const formatSeconds = (s: number | null | undefined): string => (finite(s) ? s.toFixed(3) : NA);
 
 /** "SSVQ k=16 d=4", "VQ k=16 d=2", "INT8". */
-export function methodLabel(c: Pick<Report["config"], "mode" | "k" | "d">): string {
-  return c.mode === "ssvq" || c.mode === "vq" ? `${c.mode.toUpperCase()} k=${c.k} d=${c.d}` : c.mode.toUpperCase();
+export function methodLabel(c: Pick<Report["config"], "mode" | "k" | "d" | "ratio" | "bits">): string {
+  return methodText(c);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -359,7 +360,7 @@ function runSection(r: Report): string[] {
       `${codeCell(r.source.path)} (${formatSize(r.source.fileBytes)}${r.source.producer ? `, from ${escapeMarkdown(r.source.producer)}` : ""}${r.source.opset !== undefined && r.source.opset !== null ? `, opset ${r.source.opset}` : ""})`,
     ],
     ["output", r.output ? `${codeCell(r.output.path)} (${r.output.format === "dense" ? "dense weights" : "SSVQ decode subgraphs"})` : "none (estimate only)"],
-    ["method", `${escapeMarkdown(methodLabel(c))}${c.bits !== undefined ? ` (--bits ${c.bits})` : ""}`],
+    ["method", `${escapeMarkdown(methodLabel(c))}${c.ratio !== undefined ? ` (--ratio ${c.ratio})` : c.bits !== undefined ? ` (--bits ${c.bits})` : ""}`],
     ["seed", String(c.seed)],
     ["k-means iterations (at most)", formatCount(c.kmeansIters)],
     ["minimum weights per layer", formatCount(c.minWeights)],
