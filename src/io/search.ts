@@ -6,7 +6,9 @@
  * (`planFor`), so a sweep pays for k-means once.
  */
 import { candidateGrid, evaluateCandidates, pointBits, pointKey, type EvaluatedCandidate, type OperatingPoint } from "../core/alloc/candidates.js";
-import { budgetBits, searchOperatingPoints, sensitivities, type BudgetBasis, type SearchLayerInput, type SearchTarget } from "../core/alloc/search.js";
+import { minimumCost } from "../core/alloc/allocate.js";
+import { InputError } from "../core/errors.js";
+import { budgetBits, compressedTensorBytes, searchOperatingPoints, sensitivities, type BudgetBasis, type SearchLayerInput, type SearchTarget } from "../core/alloc/search.js";
 import { quantCacheKey, tensorBytes } from "../core/compress.js";
 import { CancelledError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
@@ -181,7 +183,18 @@ export function planFor(p: PreparedSearch, target: SearchTarget, seconds = 0): {
   const budget = budgetBits(target, p.basis);
   const layers = target.ratio !== undefined ? p.layers : p.layers.map((l) => ({ ...l, candidates: l.candidates.filter((c) => c.point.mode !== "fp") }));
   const t0 = performance.now();
-  const r = searchOperatingPoints(layers, p.family, target, budget);
+  let r: ReturnType<typeof searchOperatingPoints>;
+  try {
+    r = searchOperatingPoints(layers, p.family, target, budget);
+  } catch (e) {
+    if (!(e instanceof InputError) || target.ratio === undefined) throw e;
+    const min = minimumCost(layers.map((l) => ({ name: l.name, candidates: l.candidates.map((c) => ({ cost: c.bits.totalBits, damage: 0 })) })));
+    const most = p.basis.originalTensorBytes / compressedTensorBytes(p.basis, min);
+    throw new InputError(
+      `--ratio ${target.ratio} cannot be reached with ${p.family.toUpperCase()}: at most ${most.toFixed(2)}x, every layer at its cheapest point` +
+        (p.family === "ssvq" ? " (SSVQ stores a sign bit per weight)" : ""),
+    );
+  }
   return {
     plan: r.plan,
     search: {
