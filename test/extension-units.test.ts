@@ -29,6 +29,8 @@ test("planned stages follow the job: data, fine-tuning, evaluation, comparison, 
   ]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["check", "read", "quantize", "finetune", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["check", "read"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--ratio", "12", "--calib", npy])), ["check", "capture", "search", "read", "quantize", "finetune", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--bits", "2"])), ["check", "capture", "search", "read", "quantize", "write"]);
 });
 
 test("a real job's events give a status text with stage, layer and percentage, and a run fraction that never goes back", async () => {

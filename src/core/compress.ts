@@ -179,9 +179,10 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   const opset = defaultOpset(model);
   const { selected: all, kept } = selectWeights(model, config);
   const selected = run.plan ? all.filter((w) => run.plan!.get(weightKey(w))?.mode !== "fp") : all;
-  for (const w of all)
-    if (!selected.includes(w))
-      kept.push({ name: w.name, opType: w.consumers[0]!.opType, dims: w.dims, reason: "the search kept it at full precision (the better use of the bits)" });
+  if (selected.length !== all.length)
+    for (const w of all)
+      if (run.plan!.get(weightKey(w))?.mode === "fp")
+        kept.push({ name: w.name, opType: w.consumers[0]!.opType, dims: w.dims, reason: "the search kept it at full precision (the better use of the bits)" });
   const pointOf = (w: WeightInfo): OperatingPoint => run.plan?.get(weightKey(w)) ?? { mode: config.mode, k: config.k, d: config.d };
   const sel: Selected[] = selected.map((weight) => ({ weight }));
   const warnings: string[] = [];

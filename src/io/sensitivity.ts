@@ -83,7 +83,8 @@ export async function measureModelChanges(
     } finally {
       await session.release();
     }
-    changes.push(energy > 0 ? diff / energy : diff);
+    // No float output (or outputs all zero): the change cannot be measured; the layer gets the others' sensitivity (`sensitivities`).
+    changes.push(energy > 0 ? diff / energy : NaN);
     o.onProgress?.((i + 1) / perturbations.length);
   }
   return { changes, samples };

@@ -123,11 +123,11 @@ export function searchOperatingPoints(layers: readonly SearchLayerInput[], famil
 
 /**
  * Sensitivity from one measured perturbation: the model's output change over the layer's squared output
- * error. A layer whose reference point reproduces it exactly (error 0) cannot be measured: it gets the
- * median of the others (1 when none could be).
+ * error. A layer whose reference point reproduces it exactly (error 0), or whose change could not be
+ * measured (NaN: no float output), gets the median of the others (1 when none could be measured).
  */
 export function sensitivities(measured: readonly { modelChange: number; error: number }[]): number[] {
-  const s = measured.map((m) => (m.error > 0 ? m.modelChange / (m.error * m.error) : NaN));
+  const s = measured.map((m) => (m.error > 0 && Number.isFinite(m.modelChange) ? m.modelChange / (m.error * m.error) : NaN));
   const known = s.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const median = known.length ? known[Math.floor((known.length - 1) / 2)]! : 1;
   return s.map((x) => (Number.isFinite(x) ? x : median));
