@@ -76,6 +76,16 @@ test("--ratio 12 on LeNet-5: at least 12x as the report counts it, per-layer poi
     r.search!.layers.map((l) => l.sensitivity),
   );
   assert.ok(v.evaluation?.accuracy?.compressed);
+  // The explanation in the printed report and the Markdown one: each layer's hull, the pick marked.
+  const text = ssvq(["report", join(work, "ratio12.json")]);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /search +SSVQ per layer, target 12x/);
+  assert.match(text.stdout, /search +VQ per layer, target 12x/);
+  assert.match(text.stdout, /\* SSVQ k\d+ d\d+|\* INT[48]|\* full precision/);
+  const md = ssvq(["report", join(work, "ratio12.json"), "--markdown"]);
+  assert.equal(md.status, 0, md.stderr);
+  assert.match(md.stdout, /## Operating-point search/);
+  assert.equal((md.stdout.match(/\| \*\*/g) ?? []).length, r.search!.layers.length + v.search!.layers.length, "one chosen point per layer and family");
 });
 
 test("--bits 2.5 on LeNet-5: average bits per weight at most 2.5 with codebooks; same settings, same bytes, any thread count", () => {
