@@ -90,7 +90,9 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
   const sumMin = minCost.reduce((a, b) => a + b, 0);
   const t0 = performance.now();
   const evaluated: EvaluatedCandidate[][] = [];
-  const refs: { key: string; stored: Float32Array; point: OperatingPoint; error: number }[] = [];
+  // The reference quantization of each layer is kept compact (indices, signs, codebook) and decoded
+  // only when its sensitivity is measured, one layer at a time.
+  const refs: { key: string; stored: () => Float32Array; point: OperatingPoint; error: number }[] = [];
   for (const [i, w] of o.selected.entries()) {
     check();
     o.onProgress?.({ kind: "layer", index: i, count: o.selected.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
@@ -100,7 +102,7 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
     if (points.length === 0) points.push(grids[i]![0]!);
     const ref = referencePoint(points, w, o.referenceBitsPerWeight);
     const rows = toRows(tensorToFloat32(w.tensor, o.loaded.readExternal), w.layout);
-    let refStored: Float32Array | undefined;
+    let refQ: Quantized | undefined;
     const c = await evaluateCandidates(rows, w.layout.rows, w.layout.cols, o.stats?.get(w.name), points, {
       seed: o.config.seed,
       kmeansIters: o.config.kmeansIters,
@@ -110,13 +112,14 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
       roundStored: (v) => roundTo(v, w.dtype),
       keep: (p, q) => {
         o.cache?.set(quantCacheKey(w, p), q);
-        if (pointKey(p) === pointKey(ref)) refStored = fromRows(reconstructRows(q), w.layout);
+        if (pointKey(p) === pointKey(ref)) refQ = q;
       },
       ...(o.signal ? { signal: o.signal } : {}),
     });
     evaluated.push(c);
     const refIndex = c.findIndex((x) => pointKey(x.point) === pointKey(ref));
-    refs.push({ key: weightKey(w), stored: refStored!, point: ref, error: c[refIndex]!.error });
+    const q = refQ!;
+    refs.push({ key: weightKey(w), stored: () => fromRows(reconstructRows(q), w.layout), point: ref, error: c[refIndex]!.error });
     o.onProgress?.({ kind: "fraction", stage: "search", fraction: (0.8 * (i + 1)) / o.selected.length });
   }
   const candidatesSeconds = (performance.now() - t0) / 1000;

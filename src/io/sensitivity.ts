@@ -26,13 +26,14 @@ export interface SensitivityOptions {
 }
 
 /**
- * The output change of the model for each perturbation (one layer, by weightKey, its values as stored),
+ * The output change of the model for each perturbation (one layer, by weightKey, its values as stored, or
+ * a function that makes them when that layer's turn comes),
  * in the perturbations' order, and the samples it was measured on.
  */
 export async function measureModelChanges(
   bytes: Uint8Array,
   path: string,
-  perturbations: readonly { key: string; stored: Float32Array }[],
+  perturbations: readonly { key: string; stored: Float32Array | (() => Float32Array) }[],
   data: { batches(): AsyncGenerator<Batch> },
   o: SensitivityOptions = {},
 ): Promise<{ changes: number[]; samples: number }> {
@@ -66,7 +67,8 @@ export async function measureModelChanges(
   const changes: number[] = [];
   for (const [i, p] of perturbations.entries()) {
     check();
-    const model = inlineExternal(withDenseWeights(bytes, path, new Map([[p.key, p.stored]])), o.readExternal);
+    const values = typeof p.stored === "function" ? p.stored() : p.stored;
+    const model = inlineExternal(withDenseWeights(bytes, path, new Map([[p.key, values]])), o.readExternal);
     const session = await createSession(encodeModel(model), { label: `${label} with ${p.key} perturbed` });
     let diff = 0;
     try {
