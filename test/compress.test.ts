@@ -221,6 +221,7 @@ test("nothing to compress, --layers matching nothing, output = input, existing o
     [["compress", lenet, "--ratio", "1"], /--ratio must be a whole-model ratio above 1/],
     [["compress", lenet, "--mode", "int8", "--ratio", "8"], /--ratio searches SSVQ or VQ operating points; it does not apply to --mode int8/],
     [["compress", lenet, "--ratio", "8", "--dry-run"], /--dry-run estimates a fixed --k and --d only/],
+    [["compress", lenet, "--bits", "2", "--finetune", "--sequential"], /--bits with --sequential is not supported/],
     [["compress", lenet, "--mode", "int3"], /--mode must be one of/],
     [["compress", lenet, "--layers", "("], /not a valid regular expression/],
   ];
