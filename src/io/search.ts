@@ -52,6 +52,7 @@ export interface PrepareSearchOptions {
   map?: ParallelMap;
   engine?: string;
   signal?: AbortSignal;
+  /** Fractions of the "search" stage only, increasing (candidates to 0.8, sensitivities to 1). */
   onProgress?: (e: ProgressEvent) => void;
 }
 
@@ -95,7 +96,6 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
   const refs: { key: string; stored: () => Float32Array; point: OperatingPoint; error: number }[] = [];
   for (const [i, w] of o.selected.entries()) {
     check();
-    o.onProgress?.({ kind: "layer", index: i, count: o.selected.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
     const stored = dtypeBits(w.dtype)!;
     const maxBits = maxBudget - (sumMin - minCost[i]!);
     const points = grids[i]!.filter((p) => pointBits(p, w.layout.rows, w.layout.cols, stored).totalBits <= maxBits);
