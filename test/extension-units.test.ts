@@ -59,6 +59,28 @@ test("a real job's events give a status text with stage, layer and percentage, a
   assert.ok(!progress.events.some((e) => e.type === "result"), "the outcome is not history");
 });
 
+test("a real job with --ratio: the search stage is planned and shown, and the run fraction never goes back", async () => {
+  const dir = mkdtempSync(join(work, "job-"));
+  const args = [fixture("fashion_lenet5.onnx"), "--out", join(dir, "out.ssvq.onnx"), "--ratio", "12", "--calib", fixture("fashion_test2000_x_u8.npy"), "--calib-range", "0:128", "--scale", "1/255", "--iters", "20"];
+  const spec = parseCompressArgs(args);
+  const progress = new JobProgress(spec);
+  assert.ok(progress.stages.includes("search"));
+  const texts: string[] = [];
+  let last = 0;
+  const outcome = await startJob(spec, {
+    onEvent: (e: WorkerEvent) => {
+      progress.add(e);
+      const f = progress.overallFraction();
+      assert.ok(f >= last - 1e-12, `the run fraction went back from ${last} to ${f} at ${JSON.stringify(e)}`);
+      last = f;
+      texts.push(progress.text());
+    },
+  }).outcome;
+  assert.equal(outcome.type, "result");
+  assert.ok(texts.some((t) => /^search \d+%$/.test(t)), texts.join("\n"));
+  assert.ok(last > 0.95, `the run ends near 1, not ${last}`);
+});
+
 test("messages from a webview are validated: unknown types, extra fields and wrong types are dropped", () => {
   assert.deepEqual(parseFromWebview({ type: "ready" }), { type: "ready" });
   assert.deepEqual(parseFromWebview({ type: "compress", chooseSettings: true }), { type: "compress", chooseSettings: true });
