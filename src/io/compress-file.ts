@@ -281,30 +281,38 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       // The same search for conventional VQ at the same budget, with the same layers' sensitivities.
       const { selected } = selectWeights(loaded.model, o.config);
       const config: CompressConfig = { ...o.config, mode: "vq", ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}) };
-      const prepared = await prepareSearch({
-        loaded,
-        selected,
-        ...(stats ? { stats } : {}),
-        config,
-        family: "vq",
-        loosest: target!,
-        referenceBitsPerWeight: 0,
-        sensitivity: searched.prepared.sensitivity,
-        map,
-        engine: productEngine,
-        ...(o.signal ? { signal: o.signal } : {}),
-      });
-      const vqPlan = planFor(prepared, target!);
-      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, productEngine, plan: vqPlan.plan, dryRun: false });
-      checkCancel();
-      let evaluation: Report["evaluation"];
-      if (o.data?.eval)
-        evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
-          names: { original: basename(loaded.path), compressed: "VQ (searched)" },
-          signal: o.signal,
-          onProgress: fraction("compare"),
+      let vqPlan: ReturnType<typeof planFor> | undefined;
+      try {
+        const prepared = await prepareSearch({
+          loaded,
+          selected,
+          ...(stats ? { stats } : {}),
+          config,
+          family: "vq",
+          loosest: target!,
+          referenceBitsPerWeight: 0,
+          sensitivity: searched.prepared.sensitivity,
+          map,
+          engine: productEngine,
+          ...(o.signal ? { signal: o.signal } : {}),
         });
-      result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings, search: vqPlan.search } };
+        vqPlan = planFor(prepared, target!);
+      } catch (e) {
+        if (!(e instanceof InputError)) throw e;
+        result.report.warnings.push(`--compare vq: ${e.message}`);
+      }
+      if (vqPlan) {
+        const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, productEngine, plan: vqPlan.plan, dryRun: false });
+        checkCancel();
+        let evaluation: Report["evaluation"];
+        if (o.data?.eval)
+          evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
+            names: { original: basename(loaded.path), compressed: "VQ (searched)" },
+            signal: o.signal,
+            onProgress: fraction("compare"),
+          });
+        result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings, search: vqPlan.search } };
+      }
     } else if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
     else {
       const { bits: _bits, ...rest } = o.config;
