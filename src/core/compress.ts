@@ -113,6 +113,8 @@ export interface CompressResult {
   report: Report;
   /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
   reconstructed: Map<string, Float32Array>;
+  /** Each compressed layer's final quantization (after fine-tuning), by `quantCacheKey`: empty for a dry run. */
+  quantized: Map<string, Quantized>;
 }
 
 interface Selected {
@@ -249,7 +251,9 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     timings,
     warnings,
   };
-  return { model: out, report, reconstructed };
+  const quantized = new Map<string, Quantized>();
+  for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
+  return { model: out, report, reconstructed, quantized };
 }
 
 /** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */

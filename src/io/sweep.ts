@@ -15,6 +15,8 @@ import type { CompressConfig, Report } from "../core/report.js";
 import type { ParallelMap } from "../core/parallel.js";
 import type { Quantized } from "../core/ssvq/quantize.js";
 import { serialMap } from "../core/tasks.js";
+import { pointKey, type OperatingPoint } from "../core/alloc/candidates.js";
+import { weightKey } from "../core/onnx/weights.js";
 import { openData } from "./calib-files.js";
 import { captureActivations } from "./capture.js";
 import { formChooser, type DataSpec } from "./compress-file.js";
@@ -141,19 +143,22 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   const points: SweepPoint[] = [];
   let ssvqSearch: PreparedSearch | undefined;
 
-  const evaluateRun = async (method: SweepMethod, target: number | undefined, run: Omit<CompressRun, "config">, c: CompressConfig): Promise<SweepPoint> => {
+  const compress = (stage: string, run: Omit<CompressRun, "config">, c: CompressConfig) =>
+    time(stage, () => compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config: c, stats, map, productEngine: engine, ...(o.signal ? { signal: o.signal } : {}) }));
+  /** Compresses (`c.finetune` off: the quantizations come tuned from `run.quantCache`) and evaluates one point. */
+  const evaluateRun = async (method: SweepMethod, target: number | undefined, run: Omit<CompressRun, "config">, c: CompressConfig, finetuned: boolean, extraSeconds = 0): Promise<SweepPoint> => {
     const t0 = performance.now();
-    const r = await time("compress", () => compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config: c, stats, map, productEngine: engine, ...(o.signal ? { signal: o.signal } : {}) }));
+    const r = await compress("compress", run, c);
     const ev = await time("evaluate", () =>
       evaluateModels(loaded.path, r.model, evalData, { names: { original: basename(loaded.path), compressed: `${method}${target ? ` ${target}x` : ""}` }, ...(o.signal ? { signal: o.signal } : {}) }),
     );
-    return pointOf(method, target, r.report, ev, c.finetune && (method === "ssvq" || method === "vq"), (performance.now() - t0) / 1000);
+    return pointOf(method, target, r.report, ev, finetuned, extraSeconds + (performance.now() - t0) / 1000);
   };
 
   for (const method of o.methods) {
     if (method === "int8" || method === "int4") {
       const { finetuning: _f, sequential: _s, ...plain } = config;
-      points.push(await evaluateRun(method, undefined, {}, { ...plain, mode: method, finetune: false }));
+      points.push(await evaluateRun(method, undefined, {}, { ...plain, mode: method, finetune: false }, false));
       continue;
     }
     const family = method;
@@ -186,16 +191,49 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
       continue;
     }
     if (family === "ssvq") ssvqSearch = prepared;
-    for (const target of o.targets) {
-      let planned;
+    const plans = o.targets.map((target) => {
       try {
-        planned = planFor(prepared, { ratio: target });
+        return { target, plan: planFor(prepared, { ratio: target }).plan };
       } catch (e) {
         if (!(e instanceof InputError)) throw e;
-        points.push({ method, target, reached: false, reason: e.message, finetuned: false });
+        return { target, reason: e.message };
+      }
+    });
+    // Fine-tuning depends on the layer and its point alone: each (layer, point) that some target chose
+    // is fine-tuned once, in rounds (round r: each layer's r-th distinct point, the others left out),
+    // and every target then takes its layers' tuned quantizations.
+    let tuned: Map<string, Quantized> | undefined;
+    let tuneSeconds = 0;
+    if (c.finetune) {
+      const t0 = performance.now();
+      tuned = new Map();
+      const distinct = new Map<string, OperatingPoint[]>();
+      for (const p of plans)
+        for (const [key, point] of p.plan ?? []) {
+          if (point.mode === "fp") continue;
+          const list = distinct.get(key) ?? [];
+          if (!list.some((x) => pointKey(x) === pointKey(point))) list.push(point);
+          distinct.set(key, list);
+        }
+      const rounds = Math.max(0, ...[...distinct.values()].map((l) => l.length));
+      for (let round = 0; round < rounds; round++) {
+        const plan = new Map<string, OperatingPoint>();
+        for (const w of selected) plan.set(weightKey(w), distinct.get(weightKey(w))?.[round] ?? { mode: "fp", k: 0, d: 0 });
+        const r = await compress(`finetune ${family}`, { plan, ...(cache ? { quantCache: cache } : {}) }, c);
+        for (const [key, q] of r.quantized) tuned.set(key, q);
+      }
+      tuneSeconds = (performance.now() - t0) / 1000;
+    }
+    const reached = plans.filter((p) => p.plan).length;
+    for (const p of plans) {
+      if (!p.plan) {
+        points.push({ method, target: p.target, reached: false, reason: p.reason!, finetuned: false });
         continue;
       }
-      points.push(await evaluateRun(method, target, { plan: planned.plan, ...(cache ? { quantCache: cache } : {}) }, c));
+      const quantCache = tuned ?? cache;
+      points.push(
+        await evaluateRun(method, p.target, { plan: p.plan, ...(quantCache ? { quantCache } : {}) }, { ...c, finetune: false }, c.finetune, reached ? tuneSeconds / reached : 0),
+      );
     }
   }
   timings["total"] = (performance.now() - t00) / 1000;
