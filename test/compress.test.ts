@@ -34,7 +34,7 @@ test("fashion models at 2 bits/weight (INT4 at 4): run in onnxruntime, equal the
     rows.push(`${name.padEnd(16)} FP32             acc ${(100 * acc(refTop)).toFixed(2)}%`);
     const errors: Record<string, number[]> = {};
     for (const mode of ["ssvq", "vq", "int4"]) {
-      const args = mode === "int4" ? ["--mode", "int4"] : ["--mode", mode, "--bits", "2"];
+      const args = ["--mode", mode];
       const out = join(work, `${name}.${mode}.onnx`);
       const dense = join(work, `${name}.${mode}.dense.onnx`);
       const report = compress(src, out, args);
@@ -182,7 +182,7 @@ test("same seed, same bytes; any --threads, same bytes; another seed, other byte
     ["--seed", "8", "--threads", "2"],
   ].map((args, i) => {
     const out = join(work, `det${i}.onnx`);
-    compress(src, out, ["--bits", "2", ...args]);
+    compress(src, out, ["--k", "16", "--d", "4", ...args]);
     return readFileSync(out);
   });
   assert.ok(outs[0]!.equals(outs[1]!) && outs[1]!.equals(outs[2]!), "thread count changed the output");
@@ -195,7 +195,7 @@ test("size on disk within 1.05 x theoretical + 1 KB per layer on a 1.2M-weight m
   const nodes = inits.map((t, i) => node("MatMul", [i ? `h${i}` : "x", t.name], [i === layers - 1 ? "y" : `h${i + 1}`]));
   const src = join(work, "big.onnx");
   writeFileSync(src, encodeModel(model(graph({ nodes, inputs: [valueInfo("x", [1, 448])], outputs: [valueInfo("y", [1, 448])], initializers: inits }))));
-  for (const args of [["--bits", "2"], ["--bits", "1.5"], ["--mode", "vq", "--bits", "1.5"], ["--mode", "int4"]]) {
+  for (const args of [["--k", "16", "--d", "4"], ["--k", "16", "--d", "8"], ["--mode", "vq", "--k", "64", "--d", "4"], ["--mode", "int4"]]) {
     const r = compress(src, join(work, "big.ssvq.onnx"), args);
     assert.ok(r.sizes.compressedWeights >= 1_000_000);
     const bound = 1.05 * r.sizes.theoreticalFileBytes + 1024 * r.sizes.compressedLayers;
@@ -216,7 +216,12 @@ test("nothing to compress, --layers matching nothing, output = input, existing o
     [["compress", lenet, "--layers", "^nomatch$"], /--layers \^nomatch\$ matches none/],
     [["compress", lenet, "--out", lenet], /is the input model itself/],
     [["compress", lenet, "--out", join(dir, "lenet.json.onnx"), "--min-weights", "99999999"], /fewer than --min-weights/],
-    [["compress", lenet, "--bits", "1.7"], /--bits 1.7 is not in the SSVQ table/],
+    [["compress", lenet, "--bits", "2", "--k", "16", "--d", "4"], /give either --bits \(each layer's own k and d\) or --k and --d/],
+    [["compress", lenet, "--ratio", "8", "--bits", "2"], /give either --ratio or --bits/],
+    [["compress", lenet, "--ratio", "1"], /--ratio must be a whole-model ratio above 1/],
+    [["compress", lenet, "--mode", "int8", "--ratio", "8"], /--ratio searches SSVQ or VQ operating points; it does not apply to --mode int8/],
+    [["compress", lenet, "--ratio", "8", "--dry-run"], /--dry-run estimates a fixed --k and --d only/],
+    [["compress", lenet, "--bits", "2", "--finetune", "--sequential"], /--bits with --sequential is not supported/],
     [["compress", lenet, "--mode", "int3"], /--mode must be one of/],
     [["compress", lenet, "--layers", "("], /not a valid regular expression/],
   ];

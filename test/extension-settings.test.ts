@@ -114,14 +114,20 @@ test("paths: ${workspaceFolder}, ${fileDirname}, ~ and relative to the model's f
 test("the arguments from settings parse into the same job as the CLI's, and errors name the setting", () => {
   const lenet = fixture("fashion_lenet5.onnx");
   const { args } = settingsToArgs(
-    { calib: "fashion_test2000_x_u8.npy", calibRange: "0:64", scale: "1/255", iters: 20, seed: 3, mode: "ssvq", bits: 1.5 },
+    { calib: "fashion_test2000_x_u8.npy", calibRange: "0:64", scale: "1/255", iters: 20, seed: 3, mode: "ssvq", k: 16, d: 8, bits: 1.5 },
     { model: lenet, workspaceFolders: [] },
   );
   const spec = parseCompressArgs(args);
   assert.equal(spec.input, lenet);
   assert.deepEqual([spec.config.mode, spec.config.k, spec.config.d, spec.config.seed, spec.config.finetune, spec.config.finetuning?.iters], ["ssvq", 16, 8, 3, true, 20]);
   assert.equal(spec.data?.calib?.path, fixture("fashion_test2000_x_u8.npy"));
-  assert.throws(() => parseCompressArgs([lenet, "--bits", "7"]), /--bits 7 is not in the SSVQ table/);
+  assert.throws(() => parseCompressArgs([lenet, "--bits", "0"]), /--bits must be a number of bits per weight above 0/);
+  // --ratio (or --bits): the search, with k and d 0 in the config; ssvq.k/ssvq.d take their place.
+  const searched = parseCompressArgs(settingsToArgs({ ratio: 12, mode: "vq" }, { model: lenet, workspaceFolders: [] }).args);
+  assert.deepEqual([searched.config.mode, searched.config.ratio, searched.config.k, searched.config.d], ["vq", 12, 0, 0]);
+  const both = settingsToArgs({ ratio: 12, bits: 2 }, { model: lenet, workspaceFolders: [] });
+  assert.deepEqual(both.args, [lenet, "--ratio", "12"]);
+  assert.deepEqual(both.ignored, ["ssvq.bits: ssvq.ratio is set and takes its place"]);
   assert.equal(withSettingNames("--lr-codebook must be a number > 0, not -1"), "ssvq.lrCodebook (--lr-codebook) must be a number > 0, not -1");
   assert.equal(withSettingNames("--no-finetune turns it off"), "ssvq.finetune (--no-finetune) turns it off");
 });

@@ -29,6 +29,8 @@ test("planned stages follow the job: data, fine-tuning, evaluation, comparison, 
   ]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["check", "read", "quantize", "finetune", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["check", "read"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--ratio", "12", "--calib", npy])), ["check", "capture", "search", "read", "quantize", "finetune", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--bits", "2"])), ["check", "capture", "search", "read", "quantize", "write"]);
 });
 
 test("a real job's events give a status text with stage, layer and percentage, and a run fraction that never goes back", async () => {
@@ -55,6 +57,28 @@ test("a real job's events give a status text with stage, layer and percentage, a
   assert.ok(last > 0.95, `the run ends near 1, not ${last}`);
   assert.ok(progress.events.some((e) => e.type === "freezeCheck"), "the history keeps the freeze checks for the panel");
   assert.ok(!progress.events.some((e) => e.type === "result"), "the outcome is not history");
+});
+
+test("a real job with --ratio: the search stage is planned and shown, and the run fraction never goes back", async () => {
+  const dir = mkdtempSync(join(work, "job-"));
+  const args = [fixture("fashion_lenet5.onnx"), "--out", join(dir, "out.ssvq.onnx"), "--ratio", "12", "--calib", fixture("fashion_test2000_x_u8.npy"), "--calib-range", "0:128", "--scale", "1/255", "--iters", "20"];
+  const spec = parseCompressArgs(args);
+  const progress = new JobProgress(spec);
+  assert.ok(progress.stages.includes("search"));
+  const texts: string[] = [];
+  let last = 0;
+  const outcome = await startJob(spec, {
+    onEvent: (e: WorkerEvent) => {
+      progress.add(e);
+      const f = progress.overallFraction();
+      assert.ok(f >= last - 1e-12, `the run fraction went back from ${last} to ${f} at ${JSON.stringify(e)}`);
+      last = f;
+      texts.push(progress.text());
+    },
+  }).outcome;
+  assert.equal(outcome.type, "result");
+  assert.ok(texts.some((t) => /^search \d+%$/.test(t)), texts.join("\n"));
+  assert.ok(last > 0.95, `the run ends near 1, not ${last}`);
 });
 
 test("messages from a webview are validated: unknown types, extra fields and wrong types are dropped", () => {

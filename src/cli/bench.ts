@@ -5,6 +5,7 @@ import { parseShapes, runKmeansBench, type KmeansCompare } from "../bench/kmeans
 import { runSimulateBench } from "../bench/simulate.js";
 import { runCaptureBench } from "../bench/capture.js";
 import { runQualityBench } from "../bench/quality.js";
+import { runSweepBench } from "../bench/sweep.js";
 import { runFinetuneKernelBench } from "../bench/finetune.js";
 import { isPipelineModel, measurePipeline, pipelineLine, PIPELINE_MODELS, runPipelineBench } from "../bench/pipeline.js";
 import { runInspectBench } from "../bench/inspect.js";
@@ -23,7 +24,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|finetune|inspect|panel|layers|load [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|sweep|finetune|inspect|panel|layers|load [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -37,7 +38,10 @@ export const benchCommand: Command = {
     "           --compare none: the engine alone",
     "  simulate the accelerator simulator on a generated 100-layer model",
     "  quality  accuracy, output error, bits and ratios of INT4, SSVQ and VQ on both Fashion-MNIST fixtures,",
-    "           without and with fine-tuning; JSON on stdout, a Markdown table on stderr",
+    "           without and with fine-tuning, and SSVQ and VQ searched per layer at --ratio 8, 12, 16;",
+    "           JSON on stdout, a Markdown table on stderr",
+    "  sweep    a 6-target ssvq sweep (4x..24x) on LeNet-5 and the tiny ViT against one plain compression",
+    "           (SSVQ k16 d4, fine-tuned, evaluated) of the same model: seconds, by stage",
     "  finetune the product G = 2 (W_hat - W) H: plain loop, blocked kernel, WebAssembly and onnxruntime",
     "           in one run (GFLOP/s), and with X itself ((E X) X^T / n); then whole compressions with",
     "           fine-tuning at the defaults in fresh processes: LeNet-5 on 512 images, a generated 3M-parameter",
@@ -131,6 +135,14 @@ export const benchCommand: Command = {
         });
         ctx.err(markdown);
         ctx.out(JSON.stringify({ bench: "quality", rows }));
+        return 0;
+      }
+      case "sweep": {
+        const rows = await runSweepBench({
+          threads: num(values["threads"], "threads", 2),
+          ...(values["iters"] !== undefined ? { iters: num(values["iters"], "iters", 500) } : {}),
+        });
+        ctx.out(JSON.stringify({ bench: "sweep", rows }));
         return 0;
       }
       case "finetune": {

@@ -12,9 +12,10 @@ import { simulateCommand } from "./simulate.js";
 import { demoCommand } from "./demo.js";
 import { evalCommand } from "./eval.js";
 import { reportCommand } from "./report.js";
+import { sweepCommand } from "./sweep.js";
 import { VERSION } from "../version.js";
 
-const COMMANDS: Command[] = [compressCommand, evalCommand, inspectCommand, simulateCommand, reportCommand, demoCommand, benchCommand];
+const COMMANDS: Command[] = [compressCommand, sweepCommand, evalCommand, inspectCommand, simulateCommand, reportCommand, demoCommand, benchCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -87,7 +87,15 @@ const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 export function renderCompression(c: CompressionReadback): string {
   const cfg = c.config ?? {};
   const vq = cfg.mode === "ssvq" || cfg.mode === "vq";
-  const method = cfg.mode === undefined ? "unknown mode" : vq ? `${cfg.mode.toUpperCase()} k=${cfg.k ?? "?"} d=${cfg.d ?? "?"}` : cfg.mode.toUpperCase();
+  const target = typeof cfg["ratio"] === "number" ? `${cfg["ratio"]}x` : typeof cfg["bits"] === "number" ? `${cfg["bits"]} bits/weight` : undefined;
+  const method =
+    cfg.mode === undefined
+      ? "unknown mode"
+      : vq && target
+        ? `${cfg.mode.toUpperCase()} with each layer's own point (searched for ${target})`
+        : vq
+          ? `${cfg.mode.toUpperCase()} k=${cfg.k ?? "?"} d=${cfg.d ?? "?"}`
+          : cfg.mode.toUpperCase();
   const params = [
     method,
     ...(cfg.seed !== undefined ? [`seed ${cfg.seed}`] : []),

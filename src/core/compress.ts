@@ -45,6 +45,7 @@ import {
   type FreezeCheck,
 } from "./ssvq/finetune.js";
 import { serialMap } from "./tasks.js";
+import { pointKey, pointLabel, type OperatingPoint } from "./alloc/candidates.js";
 import { VERSION } from "../version.js";
 
 export type ProgressEvent =
@@ -84,7 +85,17 @@ export interface CompressRun {
    * thread of `map` (default: WebAssembly; `registerStatEngine`).
    */
   productEngine?: string;
+  /**
+   * Each layer's own operating point (by weightKey), from the search of --ratio / --bits; layers not in
+   * it use the config's mode, k and d. A layer planned at "fp" is kept as it is.
+   */
+  plan?: ReadonlyMap<string, OperatingPoint>;
+  /** Quantizations already computed (by `quantCacheKey`): reused instead of running k-means again. */
+  quantCache?: ReadonlyMap<string, Quantized>;
 }
+
+/** The key of one layer's quantization at one point in `CompressRun.quantCache`. */
+export const quantCacheKey = (w: WeightInfo, p: OperatingPoint): string => `${weightKey(w)}|${pointKey(p)}`;
 
 /** What the sequential variant fine-tunes one layer with. */
 export interface SequentialLayerStats {
@@ -102,6 +113,8 @@ export interface CompressResult {
   report: Report;
   /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
   reconstructed: Map<string, Float32Array>;
+  /** Each compressed layer's final quantization (after fine-tuning), by `quantCacheKey`: empty for a dry run. */
+  quantized: Map<string, Quantized>;
 }
 
 interface Selected {
@@ -166,7 +179,13 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   };
   const model = await time("read", () => decodeModel(input.bytes, input.path));
   const opset = defaultOpset(model);
-  const { selected, kept } = selectWeights(model, config);
+  const { selected: all, kept } = selectWeights(model, config);
+  const selected = run.plan ? all.filter((w) => run.plan!.get(weightKey(w))?.mode !== "fp") : all;
+  if (selected.length !== all.length)
+    for (const w of all)
+      if (run.plan!.get(weightKey(w))?.mode === "fp")
+        kept.push({ name: w.name, opType: w.consumers[0]!.opType, dims: w.dims, reason: "the search kept it at full precision (the better use of the bits)" });
+  const pointOf = (w: WeightInfo): OperatingPoint => run.plan?.get(weightKey(w)) ?? { mode: config.mode, k: config.k, d: config.d };
   const sel: Selected[] = selected.map((weight) => ({ weight }));
   const warnings: string[] = [];
   const reconstructed = new Map<string, Float32Array>();
@@ -179,15 +198,19 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         run.onProgress?.({ kind: "layer", index: i, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
         const values = tensorToFloat32(w.tensor, input.readExternal);
         const rows = toRows(values, w.layout);
-        const q = await quantizeRows(rows, w.layout.rows, w.layout.cols, {
-          mode: config.mode,
-          k: config.k,
-          d: config.d,
-          seed: config.seed,
-          kmeansIters: config.kmeansIters,
-          map: run.map,
-          roundStored: (v) => roundTo(v, w.dtype),
-        });
+        const point = pointOf(w);
+        if (point.mode === "fp") throw new Error(`layer ${w.name} is planned at full precision but selected`);
+        const q =
+          run.quantCache?.get(quantCacheKey(w, point)) ??
+          (await quantizeRows(rows, w.layout.rows, w.layout.cols, {
+            mode: point.mode,
+            k: point.k,
+            d: point.d,
+            seed: config.seed,
+            kmeansIters: config.kmeansIters,
+            map: run.map,
+            roundStored: (v) => roundTo(v, w.dtype),
+          }));
         const rec = reconstructRows(q);
         s.q = q;
         s.rows = rows;
@@ -199,7 +222,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
       }
     });
   } else {
-    for (const s of sel) s.report = estimatedLayer(s.weight, config);
+    for (const s of sel) s.report = estimatedLayer(s.weight, pointOf(s.weight));
   }
   checkCancel();
   if (!run.dryRun && config.finetune) await time("finetune", () => finetune(sel, run, warnings, checkCancel));
@@ -228,7 +251,9 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     timings,
     warnings,
   };
-  return { model: out, report, reconstructed };
+  const quantized = new Map<string, Quantized>();
+  for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
+  return { model: out, report, reconstructed, quantized };
 }
 
 /** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */
@@ -474,7 +499,8 @@ function layerReport(w: WeightInfo, q: Quantized, weightError: number): LayerRep
   return { ...base, k: q.k, d: q.d, codebook, usage: usageHistogram(q), kmeansIterations: q.kmeansIterations };
 }
 
-function estimatedLayer(w: WeightInfo, c: CompressConfig): LayerReport {
+function estimatedLayer(w: WeightInfo, c: OperatingPoint): LayerReport {
+  if (c.mode === "fp") throw new Error(`${pointLabel(c)} is not a compressed layer`);
   const vq = c.mode === "ssvq" || c.mode === "vq";
   return {
     ...weightFields(w),
@@ -647,6 +673,8 @@ function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): voi
       mode: c.mode,
       k: c.k,
       d: c.d,
+      ...(c.ratio !== undefined ? { ratio: c.ratio } : {}),
+      ...(c.bits !== undefined ? { bits: c.bits } : {}),
       seed: c.seed,
       kmeansIters: c.kmeansIters,
       format: c.format,
@@ -672,7 +700,8 @@ function setMetadata(model: ModelProto, c: CompressConfig, sel: Selected[]): voi
   ];
 }
 
-function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], outputFileBytes: number): Report["sizes"] {
+/** Bytes of every tensor of a model at its own width (the report's originalTensorBytes), and of those stored externally. */
+export function tensorBytes(source: ModelProto): { originalTensorBytes: number; externalBytes: number } {
   let originalTensorBytes = 0;
   let externalBytes = 0;
   walkTensors(source, (t, place) => {
@@ -681,6 +710,11 @@ function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], out
     originalTensorBytes += b;
     if (t.dataLocation === TensorProto_DataLocation.EXTERNAL) externalBytes += b;
   });
+  return { originalTensorBytes, externalBytes };
+}
+
+function sizes(sourceFileBytes: number, source: ModelProto, sel: Selected[], outputFileBytes: number): Report["sizes"] {
+  const { originalTensorBytes, externalBytes } = tensorBytes(source);
   let replaced = 0;
   let bits = 0;
   let weights = 0;

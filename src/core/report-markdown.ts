@@ -12,6 +12,7 @@
  * 3 decimals, cosines with 4, stage times in seconds with 3. A value a JSON round trip turned into null
  * (NaN, Infinity) prints as `n/a`.
  */
+import { candidateLabel, methodText } from "./report-search-text.js";
 import type { Report, LayerReport } from "./report.js";
 import type { AccelParams } from "./accel/params.js";
 import type { Bound, FormatTotals, LayerResult } from "./accel/simulate.js";
@@ -53,8 +54,8 @@ export function formatDuration(s: number | null | undefined): string {
 export const formatSeconds = (s: number | null | undefined): string => (finite(s) ? s.toFixed(3) : NA);
 
 /** "SSVQ k=16 d=4", "VQ k=16 d=2", "INT8". */
-export function methodLabel(c: Pick<Report["config"], "mode" | "k" | "d">): string {
-  return c.mode === "ssvq" || c.mode === "vq" ? `${c.mode.toUpperCase()} k=${c.k} d=${c.d}` : c.mode.toUpperCase();
+export function methodLabel(c: Pick<Report["config"], "mode" | "k" | "d" | "ratio" | "bits">): string {
+  return methodText(c);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -359,7 +360,7 @@ function runSection(r: Report): string[] {
       `${codeCell(r.source.path)} (${formatSize(r.source.fileBytes)}${r.source.producer ? `, from ${escapeMarkdown(r.source.producer)}` : ""}${r.source.opset !== undefined && r.source.opset !== null ? `, opset ${r.source.opset}` : ""})`,
     ],
     ["output", r.output ? `${codeCell(r.output.path)} (${r.output.format === "dense" ? "dense weights" : "SSVQ decode subgraphs"})` : "none (estimate only)"],
-    ["method", `${escapeMarkdown(methodLabel(c))}${c.bits !== undefined ? ` (--bits ${c.bits})` : ""}`],
+    ["method", `${escapeMarkdown(methodLabel(c))}${c.ratio !== undefined ? ` (--ratio ${c.ratio})` : c.bits !== undefined ? ` (--bits ${c.bits})` : ""}`],
     ["seed", String(c.seed)],
     ["k-means iterations (at most)", formatCount(c.kmeansIters)],
     ["minimum weights per layer", formatCount(c.minWeights)],
@@ -555,6 +556,38 @@ function comparisonSection(r: Report): string[] {
       ["left", "right", "right", "right", "right", "right", "right"],
     ),
   );
+  return out;
+}
+
+/** With --ratio / --bits: each layer's candidates on its convex hull (and the chosen one), as the search saw them. */
+function searchSection(r: Report): string[] {
+  const searches = [r.search, r.comparison?.vq.search].filter((x): x is NonNullable<Report["search"]> => x !== undefined);
+  if (!searches.length) return [];
+  const out = ["## Operating-point search"];
+  for (const s of searches) {
+    const target = s.target.ratio !== undefined ? `${s.target.ratio}x whole-model tensors` : `${s.target.bits} bits/weight`;
+    out.push(
+      "",
+      `${s.family.toUpperCase()}, target ${target}: ${int(s.costBits)} of ${int(s.budgetBits)} bits. Damage = sensitivity × (output error after k-means)²; ` +
+        `sensitivities measured on ${s.sensitivitySamples} calibration samples (${escapeMarkdown(s.modelChange)}). Hull points shown; the chosen one in bold.`,
+      "",
+    );
+    const rows: string[][] = [];
+    for (const l of s.layers)
+      for (const [i, c] of l.candidates.entries()) {
+        if (!c.hull && i !== l.pick) continue;
+        const label = escapeMarkdown(candidateLabel(c));
+        rows.push([
+          codeCell(l.name),
+          l.sensitivity.toPrecision(3),
+          i === l.pick ? `**${label}**` : label,
+          c.bitsPerWeight.toFixed(3),
+          formatPercent(c.outputError),
+          c.damage.toPrecision(3),
+        ]);
+      }
+    out.push(markdownTable(["layer", "sensitivity", "candidate", "bits/weight", "output error", "damage"], rows, ["left", "right", "left", "right", "right", "right"]));
+  }
   return out;
 }
 
@@ -782,6 +815,7 @@ export function reportMarkdown(report: Report, opts: ReportMarkdownOptions = {})
     evaluationSection(r),
     timingsSection(r),
     comparisonSection(r),
+    searchSection(r),
     layersSection(r),
     freezingSection(r),
     simulationSection(r),

@@ -4,12 +4,13 @@
  */
 import type { Report } from "./report.js";
 import { formatBytes, table } from "./text-table.js";
+import { methodText, renderSearch } from "./report-search-text.js";
 
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
 export function renderReport(r: Report, dryRun: boolean): string {
   const c = r.config;
-  const method = c.mode === "ssvq" || c.mode === "vq" ? `${c.mode.toUpperCase()} k=${c.k} d=${c.d}` : c.mode.toUpperCase();
+  const method = methodText(c);
   const tuned = r.layers.some((l) => l.finetune);
   const rows = r.layers.map((l) => [
     l.name,
@@ -72,11 +73,14 @@ export function renderReport(r: Report, dryRun: boolean): string {
     };
     const evalText = (e: Report["evaluation"]) =>
       e ? `, model output error ${pct(e.outputs[0]!.relError)}${e.accuracy?.compressed ? `, accuracy ${pct(e.accuracy.compressed.accuracy)}` : ""}` : "";
+    const m = (x: string) => x.padEnd(Math.max(methodText(c).length, methodText(v.config).length));
     lines.push(
-      `compare     SSVQ k=${c.k} d=${c.d}: tensors ${formatBytes(Math.round(s.compressedTensorBytes))}${meanOut(r.layers)}${evalText(r.evaluation)}`,
-      `            VQ   k=${v.config.k} d=${v.config.d}: tensors ${formatBytes(Math.round(v.sizes.compressedTensorBytes))}${meanOut(v.layers)}${evalText(v.evaluation)}`,
+      `compare     ${m(methodText(c))}: tensors ${formatBytes(Math.round(s.compressedTensorBytes))}${meanOut(r.layers)}${evalText(r.evaluation)}`,
+      `            ${m(methodText(v.config))}: tensors ${formatBytes(Math.round(v.sizes.compressedTensorBytes))}${meanOut(v.layers)}${evalText(v.evaluation)}`,
     );
   }
+  if (r.search) lines.push(renderSearch(r.search));
+  if (r.comparison?.vq.search) lines.push(renderSearch(r.comparison.vq.search));
   if (r.simulation) {
     const sim = r.simulation;
     const mode = c.mode;

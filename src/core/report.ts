@@ -16,8 +16,14 @@ export interface CompressConfig {
   /** Codebook size and sub-vector length (SSVQ and VQ). */
   k: number;
   d: number;
-  /** The --bits value that picked (k, d), when given. */
+  /**
+   * --bits B: the target average bits per weight over the compressed layers, codebooks, signs and scales
+   * included; each layer gets its own operating point (`Report.search`), and `k`, `d` are 0. (Reports
+   * written before issue 12 used it for the value that picked one (k, d) from a table.)
+   */
   bits?: number;
+  /** --ratio R: the target whole-model tensor ratio; each layer gets its own operating point (`Report.search`). */
+  ratio?: number;
   seed: number;
   kmeansIters: number;
   minWeights: number;
@@ -86,6 +92,60 @@ export interface LayerReport {
   scaleRange?: [number, number];
 }
 
+/** One operating point the search tried for a layer. */
+export interface SearchCandidate {
+  /** "fp": the layer stays at full precision. */
+  mode: Mode | "fp";
+  k: number;
+  d: number;
+  /** Stored bits, as `layers[].bits.totalBits` counts them. */
+  bits: number;
+  bitsPerWeight: number;
+  /** Relative output error after k-means (or rounding), on the calibration statistic. */
+  outputError: number;
+  /** sensitivity * outputError^2: the estimated loss the allocator weighs against the bits. */
+  damage: number;
+  /** On the lower convex hull of (bits, damage): a point the Lagrangian sweep can stop at. */
+  hull: boolean;
+}
+
+/** How the search chose one layer's operating point. */
+export interface SearchLayer {
+  name: string;
+  graphPath: string;
+  weights: number;
+  /**
+   * How much the model's output moves per unit of this layer's squared relative output error:
+   * modelChange / reference.outputError^2.
+   */
+  sensitivity: number;
+  /** The perturbation the sensitivity was measured with: this layer alone quantized at one candidate. */
+  reference: { mode: Mode | "fp"; k: number; d: number; outputError: number; modelChange: number };
+  /** Every candidate tried, cheapest first. */
+  candidates: SearchCandidate[];
+  /** Index of the chosen candidate. */
+  pick: number;
+}
+
+/** With --ratio or --bits: the per-layer operating-point search (issue 12). */
+export interface SearchReport {
+  family: "ssvq" | "vq";
+  target: { ratio?: number; bits?: number };
+  /** The budget in stored bits over the selected layers (full-precision layers count at their width). */
+  budgetBits: number;
+  /** The chosen points' bits (<= budgetBits). */
+  costBits: number;
+  damage: number;
+  /** Damage per bit at the last convex-hull step the allocator took. */
+  lambda: number;
+  /** What the model's output change is measured as: sum ||y' - y||^2 / sum ||y||^2 over all float outputs. */
+  modelChange: string;
+  /** Calibration samples the sensitivities were measured on. */
+  sensitivitySamples: number;
+  layers: SearchLayer[];
+  seconds: { candidates: number; sensitivity: number; allocate: number };
+}
+
 export interface KeptWeight {
   name: string;
   opType: string;
@@ -129,12 +189,15 @@ export interface Report {
   };
   /** With --eval: the original and the compressed model on the evaluation data. */
   evaluation?: EvaluationReport;
+  /** With --ratio or --bits: how each layer's operating point was chosen. */
+  search?: SearchReport;
   /**
-   * With --compare vq: conventional VQ at the nearest operating point whose whole-model size is not larger,
-   * compressed and fine-tuned the same way on the same calibration data (its model is not written).
+   * With --compare vq: conventional VQ at the nearest operating point whose whole-model size is not larger
+   * (with --ratio or --bits: the same search at the same budget), compressed and fine-tuned the same way
+   * on the same calibration data (its model is not written).
    */
   comparison?: {
-    vq: Pick<Report, "config" | "layers" | "sizes" | "evaluation" | "timings">;
+    vq: Pick<Report, "config" | "layers" | "sizes" | "evaluation" | "timings" | "search">;
   };
   /** Simulated latency on an accelerator (with `--preset` / `--shape`): `ssvq simulate --json`'s object. */
   simulation?: {

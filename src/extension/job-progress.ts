@@ -9,6 +9,7 @@ import type { CompressJobSpec, LayerPosition, WorkerEvent } from "../job/protoco
 const STAGE_WEIGHTS: Record<string, number> = {
   check: 0.1,
   capture: 2,
+  search: 8,
   read: 0.2,
   quantize: 3,
   finetune: 6,
@@ -21,10 +22,13 @@ const STAGE_WEIGHTS: Record<string, number> = {
 /** The stages a job will go through, in order. */
 export function plannedStages(spec: CompressJobSpec): string[] {
   const c = spec.config;
-  const calib = !spec.dryRun && (spec.data?.calib !== undefined || c.finetune) && !c.sequential;
+  // --ratio / --bits: each layer's point is searched on calibration data (random inputs without it).
+  const search = !spec.dryRun && (c.mode === "ssvq" || c.mode === "vq") && (c.ratio !== undefined || c.bits !== undefined);
+  const calib = !spec.dryRun && (spec.data?.calib !== undefined || c.finetune || search) && !c.sequential;
   return [
     "check",
     ...(calib ? ["capture"] : []),
+    ...(search ? ["search"] : []),
     "read",
     ...(spec.dryRun ? [] : ["quantize"]),
     ...(!spec.dryRun && c.finetune ? ["finetune"] : []),

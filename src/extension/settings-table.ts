@@ -28,7 +28,8 @@ export interface SettingSpec {
 /** In the order of `ssvq compress --help`. */
 export const SETTINGS: readonly SettingSpec[] = [
   { key: "mode", flag: "mode", kind: "enum", default: "ssvq", group: "general" },
-  { key: "bits", flag: "bits", kind: "number", default: 2, group: "general" },
+  { key: "ratio", flag: "ratio", kind: "number", default: null, group: "general" },
+  { key: "bits", flag: "bits", kind: "number", default: null, group: "general" },
   { key: "k", flag: "k", kind: "integer", default: null, group: "general" },
   { key: "d", flag: "d", kind: "integer", default: null, group: "general" },
   { key: "layers", flag: "layers", kind: "string", default: "", group: "general" },
@@ -137,12 +138,16 @@ export function settingsToArgs(values: SettingValues, ctx: ArgsContext): Compres
     const v = values[s.key];
     if (!isSet(s, v)) continue;
     const skip = (why: string) => ignored.push(`ssvq.${s.key}: ${why}`);
-    if ((s.key === "bits" || s.key === "k" || s.key === "d") && !vq) {
+    if ((s.key === "ratio" || s.key === "bits" || s.key === "k" || s.key === "d") && !vq) {
       skip(`applies to modes ssvq and vq, not ${mode}`);
       continue;
     }
-    if (s.key === "bits" && kd) {
+    if ((s.key === "ratio" || s.key === "bits") && kd) {
       skip("ssvq.k and ssvq.d are set and take its place");
+      continue;
+    }
+    if (s.key === "bits" && isSet(spec("ratio"), values["ratio"])) {
+      skip("ssvq.ratio is set and takes its place");
       continue;
     }
     if (s.group === "finetune" && !finetunes) {

@@ -263,7 +263,7 @@ export function loadSeeds(p: SeedPaths): SeedModel[] {
   add("silero", readIf(join(p.repoRoot, "node_modules", "@ricky0123", "vad-node", "dist", "silero_vad.onnx")), 8);
   const lenet = seeds.find((s) => s.name === "lenet");
   if (lenet) add("lenet.ssvq", compressed(p, "lenet-ssvq", lenet.bytes, []), 10);
-  add("cnn.vq", compressed(p, "cnn-vq", cnn, ["--mode", "vq", "--bits", "2", "--min-weights", "256"]), 5);
+  add("cnn.vq", compressed(p, "cnn-vq", cnn, ["--mode", "vq", "--k", "256", "--d", "4", "--min-weights", "256"]), 5);
   add("if.int4", compressed(p, "if-int4", encode(ifModel()), ["--mode", "int4"]), 4);
   return seeds;
 }

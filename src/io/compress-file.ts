@@ -16,6 +16,7 @@ import { toRows } from "../core/ssvq/layout.js";
 import { chooseStatisticForm, shareStatistic } from "../core/ssvq/stat-product.js";
 import { captureSequential } from "./capture-sequential.js";
 import { ORT_PRODUCT, registerOrtProduct } from "./ort-product.js";
+import { planFor, prepareSearch, searchTarget, targetBitsPerWeight, budgetBasis, type PreparedSearch } from "./search.js";
 
 /**
  * Relative damping of the sequential target's solve (of mean diag H_qq): on the fixtures 1e-2 gave the
@@ -109,6 +110,10 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   selectWeights(loaded.model, o.config);
   if (o.simulate) resolveParams(o.simulate, false);
   if (o.config.sequential && !o.config.finetune) throw new InputError("--sequential is a way of fine-tuning: it needs --calib (or --finetune)");
+  if (searchTarget(o.config) && o.dryRun)
+    throw new InputError(`--${o.config.ratio !== undefined ? "ratio" : "bits"} searches each layer's operating point with k-means on every candidate; --dry-run estimates a fixed --k and --d only`);
+  if (searchTarget(o.config) && o.config.sequential)
+    throw new InputError(`--${o.config.ratio !== undefined ? "ratio" : "bits"} with --sequential is not supported: the search measures layers on the original network; give --k and --d with --sequential`);
   if (o.compare === "vq" && o.config.mode !== "ssvq") throw new InputError(`--compare vq compares an SSVQ compression with VQ; it does not apply to --mode ${o.config.mode}`);
   return { loaded, outPath, reportPath };
 }
@@ -135,7 +140,9 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     if (o.signal?.aborted) throw new CancelledError();
   };
   // Fine-tuning needs calibration statistics: without --calib, random inputs shaped from the model (with a warning).
-  const calibSpec = o.data?.calib ?? (o.config.finetune ? {} : undefined);
+  const target = searchTarget(o.config);
+  // The search (--ratio, --bits) measures errors and sensitivities on calibration data likewise.
+  const calibSpec = o.data?.calib ?? (o.config.finetune || target ? {} : undefined);
   const inputs = calibSpec || o.data?.eval ? modelInputs(loaded.model) : [];
   const preprocess = parsePreprocess(o.data?.preprocess ?? {});
   const open = (spec: DataSpec & { labels?: string }, role: "calib" | "eval") =>
@@ -209,7 +216,39 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     captureSeconds = (performance.now() - t0) / 1000;
     checkCancel();
   }
-  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, stats, sequentialStats, productEngine });
+  let searched: { prepared: PreparedSearch } | undefined;
+  let searchSeconds = 0;
+  if (target && calibSpec && !o.dryRun) {
+    o.onProgress?.({ kind: "stage", stage: "search" });
+    const t0 = performance.now();
+    const { selected } = selectWeights(loaded.model, o.config);
+    const prepared = await prepareSearch({
+      loaded,
+      selected,
+      ...(stats ? { stats } : {}),
+      config: o.config,
+      family: o.config.mode as "ssvq" | "vq",
+      loosest: target,
+      referenceBitsPerWeight: targetBitsPerWeight(target, budgetBasis(loaded, selected)),
+      data: await open(calibSpec, "calib"),
+      map,
+      engine: productEngine,
+      ...(o.signal ? { signal: o.signal } : {}),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    });
+    searched = { prepared };
+    searchSeconds = (performance.now() - t0) / 1000;
+    checkCancel();
+  }
+  const planned = searched ? planFor(searched.prepared, target!) : undefined;
+  const result = await compressModel(
+    { bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal },
+    { ...o, stats, sequentialStats, productEngine, ...(planned ? { plan: planned.plan } : {}) },
+  );
+  if (planned) {
+    result.report.search = planned.search;
+    result.report.timings = { search: searchSeconds, ...result.report.timings };
+  }
   if (loadCheck.warning) result.report.warnings.push(loadCheck.warning);
   result.report.timings = { check: checkSeconds, ...result.report.timings };
   if (calibration) {
@@ -237,8 +276,44 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     o.onProgress?.({ kind: "stage", stage: "compare" });
     const t0 = performance.now();
     const s = result.report.sizes;
-    const pick = nearestVqConfig(loaded.model, o.config, s.compressedTensorBytes, s.originalTensorBytes);
-    if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
+    const pick = planned ? undefined : nearestVqConfig(loaded.model, o.config, s.compressedTensorBytes, s.originalTensorBytes);
+    if (planned && searched) {
+      // The same search for conventional VQ at the same budget, with the same layers' sensitivities.
+      const { selected } = selectWeights(loaded.model, o.config);
+      const config: CompressConfig = { ...o.config, mode: "vq", ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}) };
+      let vqPlan: ReturnType<typeof planFor> | undefined;
+      try {
+        const prepared = await prepareSearch({
+          loaded,
+          selected,
+          ...(stats ? { stats } : {}),
+          config,
+          family: "vq",
+          loosest: target!,
+          referenceBitsPerWeight: 0,
+          sensitivity: searched.prepared.sensitivity,
+          map,
+          engine: productEngine,
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+        vqPlan = planFor(prepared, target!);
+      } catch (e) {
+        if (!(e instanceof InputError)) throw e;
+        result.report.warnings.push(`--compare vq: ${e.message}`);
+      }
+      if (vqPlan) {
+        const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...o, config, stats, productEngine, plan: vqPlan.plan, dryRun: false });
+        checkCancel();
+        let evaluation: Report["evaluation"];
+        if (o.data?.eval)
+          evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
+            names: { original: basename(loaded.path), compressed: "VQ (searched)" },
+            signal: o.signal,
+            onProgress: fraction("compare"),
+          });
+        result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings, search: vqPlan.search } };
+      }
+    } else if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
     else {
       const { bits: _bits, ...rest } = o.config;
       const config: CompressConfig = {
@@ -267,7 +342,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     const t0 = performance.now();
     const mode = o.config.mode;
     const formats = [...new Set(["fp16", "int8", "int4", mode])].join(",");
-    const values = { ...o.simulate, formats, ...(mode === "ssvq" || mode === "vq" ? { k: String(o.config.k), d: String(o.config.d) } : {}) };
+    const values = { ...o.simulate, formats, ...((mode === "ssvq" || mode === "vq") && o.config.k >= 2 ? { k: String(o.config.k), d: String(o.config.d) } : {}) };
     const sim = await runSimulate(values, loaded.path, { perLayer: perLayerFromReport(result.report) });
     result.report.simulation = simulationJson(sim.result, sim.gemms) as Report["simulation"];
     result.report.warnings.push(...sim.warnings.map((w) => `simulate: ${w}`));

@@ -7,7 +7,6 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { InputError } from "../core/errors.js";
 import type { CompressConfig } from "../core/report.js";
-import { BITS_TABLE } from "../core/ssvq/bits.js";
 import { MODES, type Mode } from "../core/ssvq/quantize.js";
 import { parsePreprocess } from "../core/calib/preprocess.js";
 import { resolveFinetuneOptions, type FinetuneOptions } from "../core/ssvq/finetune.js";
@@ -15,33 +14,33 @@ import type { DataOptions } from "../io/compress-file.js";
 import type { CompressJobSpec } from "./protocol.js";
 import { choiceOption, intOption, numberOption, threadsOption, type OptionValues } from "./option-values.js";
 
-export const DEFAULT_BITS = 2;
+/** The fixed operating point without --k/--d, --bits or --ratio (README: 2 bits per weight before codebooks). */
+export const DEFAULT_POINT = { ssvq: { k: 16, d: 4 }, vq: { k: 256, d: 4 } } as const;
 export const DEFAULT_KMEANS_ITERS = 25;
 
 /** The compression settings from the command line (shared with later commands that compress). */
 export function compressConfig(values: OptionValues): CompressConfig {
   const mode = choiceOption<Mode>(values, "mode", MODES, "ssvq");
   const bits = numberOption(values, "bits");
+  const ratio = numberOption(values, "ratio");
   const kGiven = values["k"] !== undefined;
   const dGiven = values["d"] !== undefined;
   let k = 0;
   let d = 0;
   if (mode === "ssvq" || mode === "vq") {
-    if (bits !== undefined && (kGiven || dGiven)) throw new InputError("give either --bits or --k and --d, not both");
+    if (bits !== undefined && ratio !== undefined) throw new InputError("give either --ratio or --bits, not both");
+    const target = ratio !== undefined ? "--ratio" : bits !== undefined ? "--bits" : undefined;
+    if (target && (kGiven || dGiven)) throw new InputError(`give either ${target} (each layer's own k and d) or --k and --d (one for every layer), not both`);
     if (kGiven !== dGiven) throw new InputError("--k and --d go together");
+    if (bits !== undefined && !(bits > 0 && bits < 32)) throw new InputError(`--bits must be a number of bits per weight above 0 and below 32, not ${bits}`);
+    if (ratio !== undefined && !(ratio > 1)) throw new InputError(`--ratio must be a whole-model ratio above 1, not ${ratio}`);
     if (kGiven) {
       k = intOption(values, "k", 16, 2, 65536);
       d = intOption(values, "d", 4, 1, 64);
-    } else {
-      const b = bits ?? DEFAULT_BITS;
-      const pick = BITS_TABLE[mode][String(b)];
-      if (!pick)
-        throw new InputError(
-          `--bits ${b} is not in the ${mode.toUpperCase()} table (${Object.keys(BITS_TABLE[mode]).join(", ")}); give --k and --d instead`,
-        );
-      ({ k, d } = pick);
-    }
+    } else if (!target) ({ k, d } = DEFAULT_POINT[mode]);
   } else if (kGiven || dGiven) throw new InputError(`--k and --d apply to --mode ssvq and vq, not ${mode}`);
+  else if (bits !== undefined || ratio !== undefined)
+    throw new InputError(`--${ratio !== undefined ? "ratio" : "bits"} searches SSVQ or VQ operating points; it does not apply to --mode ${mode}`);
   const layers = values["layers"];
   if (typeof layers === "string")
     try {
@@ -55,7 +54,8 @@ export function compressConfig(values: OptionValues): CompressConfig {
     mode,
     k,
     d,
-    ...(bits !== undefined && (mode === "ssvq" || mode === "vq") ? { bits } : {}),
+    ...(bits !== undefined ? { bits } : {}),
+    ...(ratio !== undefined ? { ratio } : {}),
     seed: intOption(values, "seed", 0, 0, 2 ** 32 - 1),
     kmeansIters: intOption(values, "kmeans-iters", DEFAULT_KMEANS_ITERS, 0, 10000),
     minWeights: intOption(values, "min-weights", 1024, 0),
@@ -165,6 +165,7 @@ export const dataOptionSpecs = {
 
 export const compressOptions = {
   mode: { type: "string" },
+  ratio: { type: "string" },
   bits: { type: "string" },
   k: { type: "string" },
   d: { type: "string" },

@@ -50,5 +50,7 @@ export function header(o: { fileName: string; inspection: ModelInspection | unde
 function describeConfig(c: NonNullable<ModelInspection["compression"]>["config"]): string {
   if (!c) return "SSVQ-compressed";
   const mode = String(c.mode ?? "").toUpperCase();
+  const target = typeof c["ratio"] === "number" ? `${c["ratio"]}x` : typeof c["bits"] === "number" ? `${c["bits"]} bits/weight` : undefined;
+  if ((c.mode === "ssvq" || c.mode === "vq") && target) return `${mode}, each layer's own point (searched for ${target})`;
   return c.mode === "ssvq" || c.mode === "vq" ? `${mode} k=${c.k} d=${c.d}` : mode;
 }

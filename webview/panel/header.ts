@@ -23,7 +23,7 @@ export function header(m: PanelModel): HTMLElement {
     status = h(
       "p",
       { class: "subtitle", id: "report-summary" },
-      `${r.config.mode === "ssvq" || r.config.mode === "vq" ? `${r.config.mode.toUpperCase()} k=${r.config.k} d=${r.config.d}` : r.config.mode.toUpperCase()} · ` +
+      `${r.config.mode === "ssvq" || r.config.mode === "vq" ? (r.search ? `${r.config.mode.toUpperCase()}, each layer searched` : `${r.config.mode.toUpperCase()} k=${r.config.k} d=${r.config.d}`) : r.config.mode.toUpperCase()} · ` +
         `${ratio(r.sizes.tensorRatio)} tensor-only, ${ratio(r.sizes.diskRatio)} on disk · ${r.sizes.bitsPerWeight.toFixed(3)} bits/weight` +
         (acc?.compressed ? ` · accuracy ${pct(acc.original.accuracy)} → ${pct(acc.compressed.accuracy)}` : "") +
         (shown.reportPath ? ` · ${base(shown.reportPath)}` : ""),

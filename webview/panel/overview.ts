@@ -132,8 +132,8 @@ function comparison(r: Report): HTMLElement | null {
     return e.length ? e.reduce((a, b) => a + b, 0) / e.length : NaN;
   };
   const rows = [
-    { method: `SSVQ k=${c.k} d=${c.d}`, sizes: r.sizes, layers: r.layers, ev: r.evaluation },
-    { method: `VQ k=${v.config.k} d=${v.config.d}`, sizes: v.sizes, layers: v.layers, ev: v.evaluation },
+    { method: r.search ? "SSVQ, each layer searched" : `SSVQ k=${c.k} d=${c.d}`, sizes: r.sizes, layers: r.layers, ev: r.evaluation },
+    { method: v.search ? "VQ, each layer searched" : `VQ k=${v.config.k} d=${v.config.d}`, sizes: v.sizes, layers: v.layers, ev: v.evaluation },
   ];
   return h(
     "section",

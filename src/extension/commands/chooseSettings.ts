@@ -5,7 +5,7 @@
  */
 import * as vscode from "vscode";
 import { basename } from "node:path";
-import { BITS_TABLE } from "../../core/ssvq/bits.js";
+import { DEFAULT_POINT } from "../../job/compress-args.js";
 import { PRESETS } from "../../core/accel/presets.js";
 import { settingValues } from "../settings.js";
 import { resolveSettingPath, type SettingValues } from "../settings-table.js";
@@ -28,18 +28,25 @@ export async function chooseSettings(model: vscode.Uri): Promise<SettingValues |
   const answers: Record<string, unknown> = {};
 
   // 1. Method and size.
-  type Method = { mode: string; bits?: number; k?: number | null; d?: number | null; custom?: boolean };
+  type Method = { mode: string; ratio?: number | null; bits?: number | null; k?: number | null; d?: number | null; custom?: boolean };
   const mode = String(now["mode"] ?? "ssvq");
-  const bits = Number(now["bits"] ?? 2);
+  const ratio = now["ratio"] == null ? undefined : Number(now["ratio"]);
   const kd = now["k"] != null && now["d"] != null;
   const methods: Item<Method>[] = [];
   for (const m of ["ssvq", "vq"] as const) {
-    for (const [b, { k, d }] of Object.entries(BITS_TABLE[m]))
+    const { k, d } = DEFAULT_POINT[m];
+    methods.push({
+      label: `${m.toUpperCase()} k=${k} d=${d}`,
+      description: "one fixed point for every layer",
+      detail: current(mode === m && !kd && ratio === undefined && now["bits"] == null) || undefined,
+      value: { mode: m, ratio: null, bits: null, k: null, d: null },
+    });
+    for (const r of [8, 12, 16, 24])
       methods.push({
-        label: `${m.toUpperCase()} ${b} bits/weight`,
-        description: `k=${k} d=${d}${m === "ssvq" && b === "1.5" ? " (the paper's 21x)" : ""}`,
-        detail: current(mode === m && !kd && bits === Number(b)) || undefined,
-        value: { mode: m, bits: Number(b), k: null, d: null },
+        label: `${m.toUpperCase()}, whole model about ${r}x smaller`,
+        description: "each layer its own k and d (or INT8, INT4), searched on the calibration data",
+        detail: current(mode === m && !kd && ratio === r) || undefined,
+        value: { mode: m, ratio: r, bits: null, k: null, d: null },
       });
     methods.push({ label: `${m.toUpperCase()} with a chosen k and d...`, description: kd && mode === m ? `k=${now["k"]} d=${now["d"]}` : "", value: { mode: m, custom: true } });
   }
@@ -47,11 +54,12 @@ export async function chooseSettings(model: vscode.Uri): Promise<SettingValues |
     { label: "INT8", description: "round to nearest, one scale per output channel", detail: current(mode === "int8") || undefined, value: { mode: "int8" } },
     { label: "INT4", description: "round to nearest, one scale per output channel", detail: current(mode === "int4") || undefined, value: { mode: "int4" } },
   );
-  const method = await pick(title, 1, methods, "Method and bits per weight (codebooks cost extra on small layers)");
+  const method = await pick(title, 1, methods, "Method and size (a whole-model target lets each layer pay for the codebook it can afford)");
   if (method === CANCELLED) return undefined;
   answers["mode"] = method.mode;
-  if (method.bits !== undefined) Object.assign(answers, { bits: method.bits, k: null, d: null });
+  if (method.ratio !== undefined) Object.assign(answers, { ratio: method.ratio, bits: method.bits, k: null, d: null });
   if (method.custom) {
+    Object.assign(answers, { ratio: null, bits: null });
     const k = await askInt(title, "Codebook size k (2 to 65536)", now["k"] ?? 16, 2, 65536);
     if (k === undefined) return undefined;
     const d = await askInt(title, "Sub-vector length d (1 to 64)", now["d"] ?? 4, 1, 64);
