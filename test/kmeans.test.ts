@@ -278,6 +278,35 @@ describe("the SIMD kernel's float32 answers", () => {
     }
   });
 
+  it("of the dot-product scan (k <= 64) survive cancellation and mixed magnitudes", async () => {
+    // |x|^2 + |c|^2 - 2 x.c cancels when the points sit far from the origin and close together, and its
+    // error bound grows with the largest centroid: such points must fall to the float64 search, with
+    // the brute-force answer, ties to the lowest index included.
+    const n = 6000;
+    for (const [what, d, k, make] of [
+      ["offset 1e3, spread 1e-3", 4, 16, (v: number) => 1000 + v * 1e-3],
+      ["offset 1e3, grid of 2^-10", 8, 64, (v: number) => 1000 + Math.round(v * 4) / 1024],
+      ["offset -3e4, spread 1", 4, 40, (v: number) => -30000 + v],
+      ["ordinary, one centroid at 1e12", 8, 16, (v: number) => v],
+      ["ordinary, one centroid at 1e16 (no scan)", 4, 64, (v: number) => v],
+    ] as const) {
+      const points = normalPoints(n, d, 34).map(make);
+      const init = points.slice(0, k * d);
+      if (what.includes("1e12")) init.fill(1e12, 0, d);
+      if (what.includes("1e16")) init.fill(1e16, 0, d);
+      init.set(init.subarray(d, 2 * d), (k - 1) * d); // a duplicate centroid: never chosen over centroid 1
+      const lloyd = new Lloyd(points, n, d, k, init, pool2);
+      for (let pass = 0; pass < 4; pass++) {
+        await lloyd.assign();
+        // Distances of 1e-6 beside values of 1e6: nothing the float32 scan says is provable.
+        if (pass === 0 && what.includes("spread 1e-3") && kernelAvailable(d)) assert.ok(lloyd.stats.exact >= n - k, `${lloyd.stats.exact} exact`);
+        const want = bruteNearest(points, n, d, lloyd.centroids(), k);
+        assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `${what}, d=${d} k=${k} pass ${pass}`);
+        lloyd.update();
+      }
+    }
+  });
+
   it("settle nearly every searched point on ordinary data (few exact re-searches)", async () => {
     const n = 40000;
     const points = normalPoints(n, 4, 32);

@@ -24,8 +24,9 @@
  */
 import { F32_OUTWARD, nearestKernel, SLACK } from "./kmeans-kernel.js";
 
-/** Up to this k, the kernel scans every centroid four points at a time instead of searching by groups
- *  (measured: 1.6 to 2.5 times faster per searched point at k = 16, up to 1.3 at 64, slower at 256). */
+/** Up to this k, the kernel scans every centroid four points at a time (kmeans-scan.ts) instead of
+ *  searching by groups (measured: 1.6 to 2.5 times faster per searched point at k = 16, up to 1.3 at 64,
+ *  slower at 256). */
 const SCAN_MAX_K = 64;
 
 export interface AssignInput {
@@ -46,6 +47,8 @@ export interface AssignInput {
   /** Search every point, without the bounds (which the kernel then leaves as they were: the caller
    *  rescans every pass after the first, or none). */
   rescan: boolean;
+  /** Some later pass reads the bounds this one leaves (else they are not computed). */
+  keepBounds: boolean;
   /** [k, d], the float32 centroids widened. */
   centroids: Float64Array;
   /** Upper bound on how far each centroid moved since the previous pass. */
@@ -100,12 +103,12 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
       kernel.lower.set(lower.subarray(s, e));
     }
     const mode = fresh ? "fresh" : t.rescan ? "rescan" : "bounds";
-    const [ch, se, ex] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift);
+    const [ch, se, ex] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift, t.keepBounds);
     changed += ch;
     searched += se;
     exact += ex;
     assignments.set(kernel.assignments.subarray(0, e - s), s);
-    if (!t.rescan) {
+    if (t.keepBounds) {
       // (A rescan's bounds are not kept: the next pass rescans too.)
       upper.set(kernel.upper.subarray(0, e - s), s);
       lower.set(kernel.lower.subarray(0, e - s), s);

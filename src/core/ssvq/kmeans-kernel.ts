@@ -7,7 +7,9 @@
  *  - `pass()`: a whole chunk of points (kmeans-assign.ts gives the steps): Hamerly's test on each point,
  *    one of the two searches below for those it does not settle, the acceptance test or else the exact
  *    float64 search over all centroids (the brute-force loop's own arithmetic), the new bounds, and the
- *    chunk's float64 sums in point order;
+ *    chunk's float64 sums in point order. When no later pass reads the bounds and the scan is used, it
+ *    takes a shorter road: the scan over every point in place (no test, no queue), then per point the
+ *    acceptance test, the exact search if needed, the assignment and the sums in one loop;
  *  - `search()` (k > 64): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
  *    the squared distance from x to each group's bounding box, then the squared distances to the
  *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
@@ -15,11 +17,14 @@
  *    returns the best centroid (as a lane index), its approximate squared distance a1, and a2: the
  *    smallest of the approximate squared distances to every other centroid examined and of the boxes of
  *    the groups skipped, so a2 bounds from below (up to rho) the distance to every centroid but the best;
- *  - `scan4()` (k <= 64): every centroid for four points at once (one point per lane), the same outputs.
+ *  - `scan()` (k <= 64, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
+ *    the dot-product form, returning the best centroid itself, an upper bound a1 on its distance and a
+ *    lower bound a2 on every other one (so the same acceptance test holds).
  *
- * Error bound. Every quantity is a sum of squares of float32 differences, so float32 rounding makes a
- * relative error only (no cancellation): |approx - exact| <= rho * exact with rho = (d + 3) 2^-24, as
- * long as the values stay between 2^-100 and 1e37 (no underflow, no overflow), which `pass()` checks.
+ * Error bound (of `search`). Every quantity is a sum of squares of float32 differences, so float32
+ * rounding makes a relative error only (no cancellation): |approx - exact| <= rho * exact with
+ * rho = (d + 3) 2^-24, as long as the values stay between 2^-100 and 1e37 (no underflow, no overflow),
+ * which `pass()` checks.
  *
  * Layout (four centroids side by side, so one f32x4 holds a coordinate of four centroids): block b of
  * the centroids is d vectors, coordinate t of lanes 0..3 at blocks + (b d + t) 16; group g owns blocks
@@ -33,113 +38,8 @@
  * the exact float64 search alone, with the same results).
  */
 
-// ---- a minimal WebAssembly assembler -----------------------------------------------------------------
-
-const uleb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-};
-const sleb = (n: number): number[] => {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-};
-const name = (s: string): number[] => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
-const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.length), ...bytes];
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const f32Bytes = (v: number): number[] => [...new Uint8Array(Float32Array.of(v).buffer)];
-
-const I32 = 0x7f;
-const F32 = 0x7d;
-const V128 = 0x7b;
-
-/** Instruction encoders (each returns its bytes). */
-const op = {
-  get: (l: number) => [0x20, ...uleb(l)],
-  set: (l: number) => [0x21, ...uleb(l)],
-  tee: (l: number) => [0x22, ...uleb(l)],
-  i32: (v: number) => [0x41, ...sleb(v)],
-  f32: (v: number) => [0x43, ...f32Bytes(v)],
-  add: [0x6a],
-  sub: [0x6b],
-  mul: [0x6c],
-  shl: [0x74],
-  ltS: [0x48],
-  geS: [0x4e],
-  ne: [0x47],
-  f32Lt: [0x5d],
-  f32Le: [0x5f],
-  f32Mul: [0x94],
-  select: [0x1b],
-  i32Load: (offset = 0) => [0x28, 2, ...uleb(offset)],
-  f32Load: (offset = 0) => [0x2a, 2, ...uleb(offset)],
-  i32Store: (offset = 0) => [0x36, 2, ...uleb(offset)],
-  f32Store: (offset = 0) => [0x38, 2, ...uleb(offset)],
-  block: [0x02, 0x40],
-  loop: [0x03, 0x40],
-  if: [0x04, 0x40],
-  else: [0x05],
-  end: [0x0b],
-  br: (depth: number) => [0x0c, ...uleb(depth)],
-  brIf: (depth: number) => [0x0d, ...uleb(depth)],
-  call: (f: number) => [0x10, ...uleb(f)],
-  eq: [0x46],
-  eqz: [0x45],
-  gtS: [0x4a],
-  and: [0x71],
-  or: [0x72],
-  f64: (x: number) => [0x44, ...new Uint8Array(Float64Array.of(x).buffer)],
-  f64Load: (offset = 0) => [0x2b, 3, ...uleb(offset)],
-  f64Store: (offset = 0) => [0x39, 3, ...uleb(offset)],
-  f64Add: [0xa0],
-  f64Sub: [0xa1],
-  f64Mul: [0xa2],
-  f64Sqrt: [0x9f],
-  f64Eq: [0x61],
-  f64Lt: [0x63],
-  f64Gt: [0x64],
-  f64Le: [0x65],
-  f64Ge: [0x66],
-  demote: [0xb6],
-  promote: [0xbb],
-};
-const simd = (code: number, ...imm: number[]): number[] => [0xfd, ...uleb(code), ...imm];
-const v = {
-  load: (offset = 0) => simd(0x00, 4, ...uleb(offset)),
-  load32Splat: (offset = 0) => simd(0x09, 2, ...uleb(offset)),
-  store: (offset = 0) => simd(0x0b, 4, ...uleb(offset)),
-  const: (bytes: number[]) => simd(0x0c, ...bytes),
-  shuffle: (lanes: number[]) => simd(0x0d, ...lanes),
-  i32Splat: simd(0x11),
-  f32Splat: simd(0x13),
-  f32Replace: (lane: number) => simd(0x20, lane),
-  f32Extract: (lane: number) => simd(0x1f, lane),
-  i32Extract: (lane: number) => simd(0x1b, lane),
-  f32Lt: simd(0x43),
-  bitselect: simd(0x52),
-  i32Add: simd(0xae),
-  f32Add: simd(0xe4),
-  f32Sub: simd(0xe5),
-  f32Mul: simd(0xe6),
-  f32Pmin: simd(0xea),
-  f32Pmax: simd(0xeb),
-};
-const i32x4 = (a: number, b: number, c: number, d: number): number[] =>
-  v.const([...new Uint8Array(Int32Array.of(a, b, c, d).buffer)]);
-const f32x4 = (x: number): number[] => v.const([...new Uint8Array(Float32Array.of(x, x, x, x).buffer)]);
+import { scanBody, scanTableBytes, writeScanTable } from "./kmeans-scan.js";
+import { f32x4, I32, F32, i32x4, name, op, section, uleb, V128, vec, v } from "./wasm-asm.js";
 /** Byte shuffles that swap the halves of a vector, and neighbouring lanes. */
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
 const SWAP_PAIRS = [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11];
@@ -275,50 +175,6 @@ function body(d: number): number[] {
   return c;
 }
 
-// Parameters and locals of `scan4(m, pts, outIdx, outA1, outA2, cents, k)`: every centroid (float32,
-// row-major [k, d] at `cents`) for four points at a time (lanes = points), the output index being the
-// centroid itself. For small k, where it beats the group search. Reads and writes m rounded up to 4.
-function scan4Body(d: number): { locals: number[]; code: number[] } {
-  const { get, set, tee, i32 } = op;
-  const [SM, SPTS, SIDX, SA1, SA2, SCENT, SK] = [0, 1, 2, 3, 4, 5, 6];
-  const [SP, SJ, SCP, SPA] = [7, 8, 9, 10];
-  const [SBEST, SSEC, SIDXV, SJV, SACC, SDV] = [11, 12, 13, 14, 15, 16];
-  const SX = 17;
-  const c: number[] = [];
-  const e = (...parts: number[][]): void => {
-    for (const p of parts) c.push(...p);
-  };
-  e(i32(0), set(SP));
-  e(op.block, op.loop, get(SP), get(SM), op.geS, op.brIf(1));
-  e(get(SPTS), get(SP), i32(4 * d), op.mul, op.add, set(SPA));
-  for (let t = 0; t < d; t++) {
-    e(get(SPA), op.f32Load(4 * t), v.f32Splat);
-    for (let q = 1; q < 4; q++) e(get(SPA), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
-    e(set(SX + t));
-  }
-  e(f32x4(Infinity), set(SBEST), f32x4(Infinity), set(SSEC), i32x4(0, 0, 0, 0), set(SIDXV), i32x4(0, 0, 0, 0), set(SJV));
-  e(get(SCENT), set(SCP), i32(0), set(SJ));
-  e(op.block, op.loop, get(SJ), get(SK), op.geS, op.brIf(1));
-  for (let t = 0; t < d; t++) {
-    e(get(SX + t), get(SCP), v.load32Splat(4 * t), v.f32Sub, tee(SDV), get(SDV), v.f32Mul);
-    if (t > 0) e(get(SACC), v.f32Add);
-    e(set(SACC));
-  }
-  e(get(SSEC), get(SBEST), get(SACC), v.f32Pmax, v.f32Pmin, set(SSEC));
-  e(get(SJV), get(SIDXV), get(SACC), get(SBEST), v.f32Lt, v.bitselect, set(SIDXV));
-  e(get(SBEST), get(SACC), v.f32Pmin, set(SBEST));
-  e(get(SJV), i32x4(1, 1, 1, 1), v.i32Add, set(SJV));
-  e(get(SCP), i32(4 * d), op.add, set(SCP));
-  e(get(SJ), i32(1), op.add, set(SJ), op.br(0));
-  e(op.end, op.end);
-  e(get(SIDX), get(SP), i32(2), op.shl, op.add, get(SIDXV), v.store(0));
-  e(get(SA1), get(SP), i32(2), op.shl, op.add, get(SBEST), v.store(0));
-  e(get(SA2), get(SP), i32(2), op.shl, op.add, get(SSEC), v.store(0));
-  e(get(SP), i32(4), op.add, set(SP), op.br(0));
-  e(op.end, op.end);
-  return { locals: vec([[...uleb(4), I32], [...uleb(6 + d), V128]]), code: c };
-}
-
 /**
  * The header the caller writes before `pass()`: i32 fields at 4 * index, then the two float64 shifts.
  * Addresses are byte offsets into the instance's memory.
@@ -327,7 +183,7 @@ export const HDR = {
   count: 0, fresh: 1, points: 2, assignments: 3, upper: 4, lower: 5, centroids: 6, shift: 7, half: 8, groupOf: 9,
   laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
   qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
-  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31,
+  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36,
 } as const;
 /** Byte offsets of the float64 header fields, and the header's size. */
 export const HDR_MAX_SHIFT = 128;
@@ -367,7 +223,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   };
   const h = (f: number): number[] => [...i32(0), ...op.i32Load(4 * f)];
   const [CNT, FRESH, PTSC, ASG, UP, LO, CEN, SHIFT, HALF, GOF, LANE, SUMS, CNTS, QUE, MAXAT, K] = Array.from({ length: 16 }, () => local(I32));
-  const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR] = Array.from({ length: 13 }, () => local(I32));
+  const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR, FAST] = Array.from({ length: 14 }, () => local(I32));
   const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V] = Array.from({ length: 12 }, () => local(0x7c));
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
@@ -394,8 +250,58 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   ];
   const xa = [...get(PTSC), ...get(I), ...i32(4 * d), ...op.mul, ...op.add, ...set(XA)];
 
-  // 1. Hamerly's test; the points it does not settle are queued for the search.
+  /** The exact search of point XA over all centroids: A, BEST (its squared distance) and SEC. */
+  const exactSearch = (): number[] => {
+    const out: number[] = [];
+    const o = (...parts: number[][]): void => {
+      for (const p of parts) out.push(...p);
+    };
+    o(get(EXACT), i32(1), op.add, set(EXACT));
+    o(f64(Infinity), set(BEST), f64(Infinity), set(SEC), i32(0), set(A), i32(0), set(J));
+    o(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
+    o(dist2(J), set(DD));
+    o(get(DD), get(BEST), op.f64Lt, op.if);
+    o(get(BEST), set(SEC), get(DD), set(BEST), get(J), set(A));
+    o(op.else);
+    o(get(DD), get(SEC), get(DD), get(SEC), op.f64Lt, op.select, set(SEC));
+    o(op.end);
+    o(get(J), i32(1), op.add, set(J), op.br(0));
+    o(op.end, op.end);
+    return out;
+  };
+  /** Adds point XA to the sums and count of centroid A. */
+  const addPoint = (): number[] => {
+    const out: number[] = [...get(CNTS), ...get(A), ...i32(2), ...op.shl, ...op.add, ...tee(ADDR), ...get(ADDR), ...op.i32Load(0), ...i32(1), ...op.add, ...op.i32Store(0)];
+    out.push(...get(SUMS), ...get(A), ...i32(8 * d), ...op.mul, ...op.add, ...set(ADDR));
+    for (let t = 0; t < d; t++) out.push(...get(ADDR), ...get(ADDR), ...op.f64Load(8 * t), ...get(XA), ...op.f32Load(4 * t), ...op.promote, ...op.f64Add, ...op.f64Store(8 * t));
+    return out;
+  };
+  /** Counts point I as changed when fresh or moved to A, and stores A. */
+  const storeAssignment = [
+    ...get(FRESH), ...i32(1), ...op.eq, ...get(A), ...get(ASG), ...get(I), ...i32(2), ...op.shl, ...op.add, ...op.i32Load(0), ...op.ne, ...op.or,
+    ...op.if, ...get(CHANGED), ...i32(1), ...op.add, ...set(CHANGED), ...op.end,
+    ...get(ASG), ...get(I), ...i32(2), ...op.shl, ...op.add, ...get(A), ...op.i32Store(0),
+  ];
+
   e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT));
+  // 0. No bounds to keep and the direct scan (FAST): every point is scanned in place, its answer taken
+  // when the scan's bounds prove it (l2 > u1 (1 + 4 rho), in float32: the product rounds by far less than
+  // 4 rho) or else searched exactly, then stored and added to the sums, point by point.
+  e(h(HDR.noBounds), h(HDR.direct), op.and, tee(FAST), op.if);
+  e(get(CNT), get(PTSC), h(HDR.outIdx), h(HDR.outA1), h(HDR.outA2), h(HDR.cents32), get(K), op.call(2));
+  e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
+  e(xa, get(I), i32(2), op.shl, set(ADDR));
+  e(get(ADDR), h(HDR.outIdx), op.add, op.i32Load(0), set(A));
+  e(get(ADDR), h(HDR.outA1), op.add, op.f32Load(0), op.f32(1 + 4 * rho), op.f32Mul, get(ADDR), h(HDR.outA2), op.add, op.f32Load(0), op.f32Lt, op.eqz, op.if);
+  e(exactSearch());
+  e(op.end);
+  e(storeAssignment, addPoint());
+  e(get(I), i32(1), op.add, set(I), op.br(0));
+  e(op.end, op.end);
+  e(get(CNT), set(M));
+  e(op.else);
+
+  // 1. Hamerly's test; the points it does not settle are queued for the search.
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
   e(xa, i32(-1), set(HINT));
   e(op.block); // skip: br 0 out of this block goes to "queue"; settled points branch past the queueing
@@ -451,35 +357,21 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(get(LN), set(A), f64(0), set(BSQ), get(A2), f64(1 - 2 * rho), op.f64Mul, op.f64Sqrt, f64(1 - c.slack), op.f64Mul, set(L), i32(1), set(DONE));
   e(op.end, op.end, op.end);
   e(get(DONE), op.eqz, op.if);
-  e(get(EXACT), i32(1), op.add, set(EXACT));
-  e(f64(Infinity), set(BEST), f64(Infinity), set(SEC), i32(0), set(A), i32(0), set(J));
-  e(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
-  e(dist2(J), set(DD));
-  e(get(DD), get(BEST), op.f64Lt, op.if);
-  e(get(BEST), set(SEC), get(DD), set(BEST), get(J), set(A));
-  e(op.else);
-  e(get(DD), get(SEC), get(DD), get(SEC), op.f64Lt, op.select, set(SEC));
-  e(op.end);
-  e(get(J), i32(1), op.add, set(J), op.br(0));
-  e(op.end, op.end);
+  e(exactSearch());
   e(get(BEST), set(BSQ), get(SEC), op.f64Sqrt, f64(1 - c.slack), op.f64Mul, set(L));
   e(op.end);
-  // changed when fresh or moved
-  e(get(FRESH), i32(1), op.eq, get(A), get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), op.ne, op.or, op.if, get(CHANGED), i32(1), op.add, set(CHANGED), op.end);
-  e(get(ASG), get(I), i32(2), op.shl, op.add, get(A), op.i32Store(0));
-  e(storeBounds([...get(BSQ), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul], []));
+  e(storeAssignment);
+  e(h(HDR.noBounds), op.eqz, op.if, storeBounds([...get(BSQ), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul], []), op.end);
   e(get(Q), i32(1), op.add, set(Q), op.br(0));
   e(op.end, op.end);
 
   // 4. The chunk's sums and counts, in point order.
   e(i32(0), set(I));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
-  e(xa, get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), set(A));
-  e(get(CNTS), get(A), i32(2), op.shl, op.add, tee(ADDR), get(ADDR), op.i32Load(0), i32(1), op.add, op.i32Store(0));
-  e(get(SUMS), get(A), i32(8 * d), op.mul, op.add, set(ADDR));
-  for (let t = 0; t < d; t++) e(get(ADDR), get(ADDR), op.f64Load(8 * t), get(XA), op.f32Load(4 * t), op.promote, op.f64Add, op.f64Store(8 * t));
+  e(xa, get(ASG), get(I), i32(2), op.shl, op.add, op.i32Load(0), set(A), addPoint());
   e(get(I), i32(1), op.add, set(I), op.br(0));
   e(op.end, op.end);
+  e(op.end);
   e(i32(0), get(CHANGED), op.i32Store(4 * HDR.changed), i32(0), get(M), op.i32Store(4 * HDR.searched), i32(0), get(EXACT), op.i32Store(4 * HDR.exact));
   // local declarations: runs of equal types
   const runs: number[][] = [];
@@ -497,13 +389,13 @@ function moduleBytes(d: number, c: PassConstants): Uint8Array {
   const type = section(1, vec([[0x60, ...vec(params), ...vec([])], [0x60, ...vec([]), ...vec([])], [0x60, ...vec(params.slice(0, 7)), ...vec([])]]));
   const imports = section(2, vec([[...name("env"), ...name("memory"), 0x02, 0x00, ...uleb(1)]]));
   const funcs = section(3, vec([uleb(0), uleb(1), uleb(2)]));
-  const exports = section(7, vec([[...name("search"), 0x00, ...uleb(0)], [...name("pass"), 0x00, ...uleb(1)], [...name("scan4"), 0x00, ...uleb(2)]]));
+  const exports = section(7, vec([[...name("search"), 0x00, ...uleb(0)], [...name("pass"), 0x00, ...uleb(1)], [...name("scan"), 0x00, ...uleb(2)]]));
   const locals = vec([[...uleb(I32_LOCALS), I32], [...uleb(F32_LOCALS), F32], [...uleb(X + d - BEST), V128]]);
   const code = [...locals, ...body(d), ...op.end];
   const pass = passBody(d, c);
   const passCode = [...pass.locals, ...pass.code, ...op.end];
-  const scan4 = scan4Body(d);
-  const scan4Code = [...scan4.locals, ...scan4.code, ...op.end];
+  const scan = scanBody(d);
+  const scan4Code = [...scan.locals, ...scan.code, ...op.end];
   const codeSection = section(10, vec([[...uleb(code.length), ...code], [...uleb(passCode.length), ...passCode], [...uleb(scan4Code.length), ...scan4Code]]));
   return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...type, ...imports, ...funcs, ...exports, ...codeSection]);
 }
@@ -628,7 +520,7 @@ export class NearestKernel {
     take("upper", full ? capacity * 4 : 0);
     take("lower", full ? capacity * 4 : 0);
     take("queued", full ? capacity * 4 : 0);
-    take("cents32", k * d * 4);
+    take("cents32", direct ? scanTableBytes(k, d) : 0);
     take("sums", k * d * 8);
     take("counts", k * 4);
     const need = Math.ceil(at / 65536) - this.memory.buffer.byteLength / 65536;
@@ -682,8 +574,8 @@ export class NearestKernel {
       hd[HDR.boxBlocks] = boxBlocks;
       hd[HDR.scratch] = l["scratch"]!;
       hd[HDR.cents32] = l["cents32"]!;
+      if (direct) direct = writeScanTable(buf, l["cents32"]!, g.centroids, k, d);
       hd[HDR.direct] = direct ? 1 : 0;
-      if (direct) new Float32Array(buf, l["cents32"], k * d).set(g.centroids.subarray(0, k * d));
     }
     this.capacity = capacity;
     this.layout = l;
@@ -702,9 +594,10 @@ export class NearestKernel {
    * with "bounds" their `upper` and `lower`); returns [changed, searched, exact]. `sums` and `counts`
    * are zeroed first.
    */
-  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number): [number, number, number] {
+  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number, keepBounds = true): [number, number, number] {
     const hd = this.header;
     hd[HDR.count] = count;
+    hd[HDR.noBounds] = keepBounds ? 0 : 1;
     hd[HDR.fresh] = mode === "fresh" ? 1 : mode === "rescan" ? 2 : 0;
     hd[HDR.maxShiftAt] = maxShiftAt;
     this.headerF64[HDR_MAX_SHIFT / 8] = maxShift;

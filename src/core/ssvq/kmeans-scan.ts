@@ -1,0 +1,112 @@
+/**
+ * The brute-force nearest-centroid scan of the k-means kernel (kmeans-kernel.ts), for small k: every
+ * centroid for four points at once (one point per lane), in the dot-product form
+ *
+ *     a_j = |x|^2 + |c_j|^2 + sum_t x_t (-2 c_jt)      (float32)
+ *
+ * two operations per coordinate instead of three, and the running minimum and second minimum kept as
+ * integers: a squared distance's float32 bits with the low b bits replaced by the centroid index
+ * (b = bits of k - 1), so one i32x4.min_s gives both the smallest value and its centroid, and two more the
+ * second smallest. Lower indices win ties among equal packed values.
+ *
+ * Error bound. The dot-product form cancels, so its error is absolute: |a_j - D_j| <= E with
+ * E = gamma (|x| + cmax)^2 + tiny, gamma = 1.1 (2d + 4) 2^-24, cmax >= every |c_j|, tiny covering
+ * underflow (standard bounds for a sum of 2d + 3 rounded terms: |x|^2 and the products each have their
+ * own rounding). Clearing the low b bits moves a non-negative value down by less than a relative
+ * delta = 2^(b - 23) (negative values, possible only within E of 0, sort below every non-negative one and
+ * make the point fail the test below). So the scan reports, per point, an upper bound on the distance to
+ * its best centroid and a lower bound on the distance to every other one:
+ *
+ *     u1 = (max(p1, 0) (1 + 2 delta) + E) (1 + 2^-20),   l2 = max(0, (p2 - E) (1 - 2^-20))
+ *
+ * (p1, p2: the two smallest packed values with the index bits cleared; NaN or overflow give u1 = +Inf or
+ * l2 = 0). The caller (`pass` in kmeans-kernel.ts) takes the answer only when l2 > u1 (1 + 4 rho), where
+ * it is provably the exact float64 answer; else it searches the point again in float64.
+ *
+ * Memory, at `recs` (written by `writeScanTable`): 16 bytes of constants (the packing mask, cmax, gamma,
+ * 1 + 2 delta), then per centroid j a record of d + 2 words: |c_j|^2, -2 c_j0 .. -2 c_j(d-1), and j.
+ */
+import { f32x4, I32, i32x4, op, uleb, V128, v, vec } from "./wasm-asm.js";
+
+/** Bytes of the table for k centroids of dimension d. */
+export const scanTableBytes = (k: number, d: number): number => 16 + k * (d + 2) * 4;
+
+/**
+ * Writes the scan's table for the centroids [k, d] (float32 values, widened) at byte `at` of `buffer`.
+ * Returns false when the values are too large for the float32 bound (then the scan must not be used).
+ */
+export function writeScanTable(buffer: ArrayBuffer, at: number, centroids: Float64Array, k: number, d: number): boolean {
+  const words = (d + 2) * k + 4;
+  const f = new Float32Array(buffer, at, words);
+  const i = new Int32Array(buffer, at, words);
+  let cmax = 0;
+  for (let j = 0; j < k; j++) {
+    let h = 0;
+    const r = 4 + j * (d + 2);
+    for (let t = 0; t < d; t++) {
+      const c = centroids[j * d + t];
+      h += c * c;
+      f[r + 1 + t] = -2 * c;
+    }
+    f[r] = h;
+    i[r + d + 1] = j;
+    cmax = Math.max(cmax, Math.sqrt(h));
+  }
+  const b = k > 1 ? Math.ceil(Math.log2(k)) : 0;
+  i[0] = ~((1 << b) - 1);
+  f[1] = cmax * (1 + 2 ** -20);
+  f[2] = 1.1 * (2 * d + 4) * 2 ** -24;
+  f[3] = 1 + 2 * 2 ** (b - 23);
+  return cmax < 1e15;
+}
+
+/**
+ * The function `scan(m, pts, outIdx, outA1, outA2, recs, k)`: points [m rounded up to 4, d] at `pts`;
+ * writes per point the best centroid, u1 and l2 (see the file comment).
+ */
+export function scanBody(d: number): { locals: number[]; code: number[] } {
+  const { get, set, tee, i32 } = op;
+  const [M, PTS, IDX, A1, A2, RECS, K] = [0, 1, 2, 3, 4, 5, 6];
+  const [P, J, CP, PA] = [7, 8, 9, 10];
+  const [BEST, SEC, ACC, XX, MASK, E, T] = [11, 12, 13, 14, 15, 16, 17];
+  const X = 18;
+  const c: number[] = [];
+  const e = (...parts: number[][]): void => {
+    for (const p of parts) c.push(...p);
+  };
+  const stride = 4 * (d + 2);
+  e(get(RECS), v.load32Splat(0), set(MASK));
+  e(i32(0), set(P));
+  e(op.block, op.loop, get(P), get(M), op.geS, op.brIf(1));
+  e(get(PTS), get(P), i32(4 * d), op.mul, op.add, set(PA));
+  for (let t = 0; t < d; t++) {
+    e(get(PA), op.f32Load(4 * t), v.f32Splat);
+    for (let q = 1; q < 4; q++) e(get(PA), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
+    e(tee(X + t), get(X + t), v.f32Mul);
+    if (t > 0) e(get(XX), v.f32Add);
+    e(set(XX));
+  }
+  e(i32x4(0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff), tee(BEST), set(SEC));
+  e(get(RECS), i32(16), op.add, set(CP), i32(0), set(J));
+  e(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
+  e(get(XX), get(CP), v.load32Splat(0), v.f32Add);
+  for (let t = 0; t < d; t++) e(get(X + t), get(CP), v.load32Splat(4 * (1 + t)), v.f32Mul, v.f32Add);
+  e(get(MASK), v.and, get(CP), v.load32Splat(4 * (d + 1)), v.or, set(ACC));
+  // second = min(second, max(best, acc)); best = min(best, acc), on the packed bits
+  e(get(SEC), get(BEST), get(ACC), v.i32MaxS, v.i32MinS, set(SEC));
+  e(get(BEST), get(ACC), v.i32MinS, set(BEST));
+  e(get(CP), i32(stride), op.add, set(CP));
+  e(get(J), i32(1), op.add, set(J), op.br(0));
+  e(op.end, op.end);
+  // E = gamma (|x| + cmax)^2 + tiny
+  e(get(XX), v.f32Sqrt, get(RECS), v.load32Splat(4), v.f32Add, tee(T), get(T), v.f32Mul, get(RECS), v.load32Splat(8), v.f32Mul);
+  e(f32x4(2 ** -120), v.f32Add, set(E));
+  e(get(IDX), get(P), i32(2), op.shl, op.add, get(BEST), get(MASK), i32x4(-1, -1, -1, -1), v.xor, v.and, v.store(0));
+  e(get(A1), get(P), i32(2), op.shl, op.add);
+  e(get(BEST), get(MASK), v.and, f32x4(0), v.f32Pmax, get(RECS), v.load32Splat(12), v.f32Mul, get(E), v.f32Add, f32x4(1 + 2 ** -20), v.f32Mul, v.store(0));
+  e(get(A2), get(P), i32(2), op.shl, op.add);
+  e(f32x4(0), get(SEC), get(MASK), v.and, get(E), v.f32Sub, f32x4(1 - 2 ** -20), v.f32Mul, v.f32Pmax, v.store(0));
+  e(get(P), i32(4), op.add, set(P), op.br(0));
+  e(op.end, op.end);
+  return { locals: vec([[...uleb(4), I32], [...uleb(X + d - BEST), V128]]), code: c };
+}
