@@ -17,35 +17,13 @@ import {
   OperatorSetIdProtoSchema,
   TensorProto_DataType,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
-  type ValueInfoProto,
 } from "../core/onnx/proto.js";
+import { valueInfo } from "../core/onnx/build.js";
 import type { CompressConfig } from "../core/report.js";
 import { compressFile } from "../io/compress-file.js";
 import { createThreadPool } from "../io/pool.js";
 
 export const LAYERS_WIDTH = 32;
-
-export function tensorInfo(name: string, dims: number[]): ValueInfoProto {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: TensorProto_DataType.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimValue", value: BigInt(d) } })),
-          }),
-        }),
-      },
-    }),
-  });
-}
 
 /** A runnable chain x -> MatMul(w0) -> ... -> MatMul(w{n-1}) -> y of `width` x `width` float32 weights. */
 export function generateLayerChain(layers: number, width = LAYERS_WIDTH): Uint8Array {
@@ -67,8 +45,8 @@ export function generateLayerChain(layers: number, width = LAYERS_WIDTH): Uint8A
         name: "chain",
         node: nodes,
         initializer: inits,
-        input: [tensorInfo("x", [1, width])],
-        output: [tensorInfo("y", [1, width])],
+        input: [valueInfo("x", [1, width])],
+        output: [valueInfo("y", [1, width])],
       }),
     }),
   );

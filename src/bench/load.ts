@@ -25,7 +25,7 @@ import {
   TensorProtoSchema,
 } from "../core/onnx/proto.js";
 import { fixturesDir } from "../cli/demo.js";
-import { tensorInfo } from "./layers.js";
+import { valueInfo } from "../core/onnx/build.js";
 
 /**
  * A runnable stack x [1, width] -> MatMul(w0) -> ... -> y of `layers` float32 [width, width] weights,
@@ -61,7 +61,7 @@ export function writeMatMulStack(path: string, layers: number, width: number): v
     irVersion: 8n,
     producerName: "ssvq-bench",
     opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
-    graph: create(GraphProtoSchema, { name: "stack", node: nodes, initializer: inits, input: [tensorInfo("x", [1, width])], output: [tensorInfo("y", [1, width])] }),
+    graph: create(GraphProtoSchema, { name: "stack", node: nodes, initializer: inits, input: [valueInfo("x", [1, width])], output: [valueInfo("y", [1, width])] }),
   });
   writeFileSync(path, encodeModel(model));
 }

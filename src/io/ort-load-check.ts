@@ -8,10 +8,9 @@
  * weights in memory (a model of several GB costs what its graph costs). Small tensors (shape constants,
  * which shape inference reads) stay, read from external data when they live there.
  */
-import { create, encodeModel, TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto, type ValueInfoProto } from "../core/onnx/proto.js";
-import { TensorShapeProto_DimensionSchema, TensorShapeProtoSchema, TypeProto_TensorSchema, TypeProtoSchema, ValueInfoProtoSchema } from "../core/onnx/proto.js";
 import { clone } from "@bufbuild/protobuf";
-import { ModelProtoSchema } from "../core/onnx/proto.js";
+import { encodeModel, ModelProtoSchema, TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto, type ValueInfoProto } from "../core/onnx/proto.js";
+import { valueInfo } from "../core/onnx/build.js";
 import { isExternal, type ExternalDataReader } from "../core/onnx/external.js";
 import { declaredBytes, rawBytes } from "../core/onnx/tensor-data.js";
 import { walkNodes, walkTensors } from "../core/onnx/walk.js";
@@ -71,7 +70,7 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
       initializer.push(t);
       continue;
     }
-    if (!declared.has(t.name)) input.push(inputLike(t));
+    if (!declared.has(t.name)) input.push(valueInfo(t.name, t.dims.map(Number), t.dataType));
   }
   const graph: GraphProto = { ...g, initializer, input };
   const skeleton: ModelProto = { ...model, graph };
@@ -91,21 +90,4 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
     t.dataLocation = TensorProto_DataLocation.DEFAULT;
   });
   return copy;
-}
-
-function inputLike(t: TensorProto): ValueInfoProto {
-  return create(ValueInfoProtoSchema, {
-    name: t.name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: t.dataType,
-          shape: create(TensorShapeProtoSchema, {
-            dim: t.dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: { case: "dimValue", value: d } })),
-          }),
-        }),
-      },
-    }),
-  });
 }

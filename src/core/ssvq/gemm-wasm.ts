@@ -15,36 +15,10 @@
  * stride), released with the layer.
  */
 
-// ---- a minimal WebAssembly assembler -----------------------------------------------------------------
+// ---- the kernel's instructions (the encoding basics are in wasm-asm.ts) -----------------------------------------------------------------
 
-const uleb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-};
-const sleb = (n: number): number[] => {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-};
-const name = (s: string): number[] => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
-const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.length), ...bytes];
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+import { I32, name, section, sleb, uleb, V128, vec } from "./wasm-asm.js";
 
-const I32 = 0x7f;
-const V128 = 0x7b;
 const get = (l: number): number[] => [0x20, ...uleb(l)];
 const set = (l: number): number[] => [0x21, ...uleb(l)];
 const i32 = (v: number): number[] => [0x41, ...sleb(v)];

@@ -1,5 +1,5 @@
 /**
- * A minimal WebAssembly assembler for the k-means kernels (kmeans-kernel.ts, kmeans-scan.ts): LEB128
+ * A minimal WebAssembly assembler for the k-means kernels (kmeans-kernel.ts, kmeans-scan.ts) and the fine-tuning product (gemm-wasm.ts): LEB128
  * numbers, sections, and encoders of the instructions they use, each returning its bytes. No build
  * step or binary file: the modules are assembled at run time.
  */
