@@ -44,7 +44,7 @@ function sizes(r: Report): HTMLElement {
     { id: "sizes" },
     h("h2", {}, "Size"),
     facts([
-      ["Method", `${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}${c.finetune && c.finetuning ? `, fine-tuned ${c.finetuning.iters} iterations${c.sequential ? " sequentially" : ""}` : ""}`],
+      ["Method", `${method}, seed ${c.seed}${c.format === "dense" ? ", dense output" : ""}${c.finetune && c.finetuning ? `, fine-tuned${c.sequential ? " sequentially" : ""} (${c.finetuning.iters} iterations per layer)` : ""}`],
       ["Compressed", `${int(s.compressedLayers)} layers, ${int(s.compressedWeights)} weights at ${s.bitsPerWeight.toFixed(3)} bits/weight`],
       ["Tensors", h("span", { id: "tensor-ratio", "data-value": s.tensorRatio }, `${bytes(s.originalTensorBytes)} → ${bytes(s.compressedTensorBytes)} (${ratio(s.tensorRatio)}, tensor-only)`)],
       ["On disk", h("span", { id: "disk-ratio", "data-value": s.diskRatio }, `${bytes(s.sourceFileBytes)} → ${bytes(s.outputFileBytes)} (${ratio(s.diskRatio)}; theoretical ${bytes(s.theoreticalFileBytes)})`)],
