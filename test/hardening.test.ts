@@ -340,3 +340,10 @@ test("names in messages are cut: a weight 8 subgraphs deep with a wrong data siz
     assert.ok(res.stderr.trim().length < 300, res.stderr);
   }
 });
+
+test("names made of control characters are cut as printed, not as stored (fuzz seed 7: a 334-character line)", () => {
+  const b = broken((m) => void (m.graph!.node[1]!.input[0] = `\n\u0010/Relu_1_output_0\u0012\u0013${"\u0001\u0002".repeat(60)}`));
+  const r = ssvq(["compress", b.path, "--no-finetune"]);
+  refused(r, /reads ".*"\.\.\. \(140 characters\), which nothing defines/, b.dir, b.before);
+  assert.ok(r.stderr.trim().length < 300, r.stderr);
+});

@@ -21,10 +21,18 @@ export const isInputError = (e: unknown): e is InputError => e instanceof Error 
 export const isCancelledError = (e: unknown): e is CancelledError => e instanceof Error && e.name === "CancelledError";
 
 /**
- * A name from a file, quoted for a one-line message: at most `max` characters of it (a hostile file may
- * carry names of megabytes), with the full length said when cut.
+ * A name from a file, quoted for a one-line message: at most `max` characters of it as printed (a hostile
+ * file may carry names of megabytes, or control characters that JSON escapes into six characters each),
+ * with the full length said when cut.
  */
 export function quoted(name: string, max = 100): string {
-  if (name.length <= max) return JSON.stringify(name);
-  return `${JSON.stringify(name.slice(0, max))}... (${name.length} characters)`;
+  const whole = JSON.stringify(name);
+  if (whole.length <= max + 2) return whole;
+  let shown = "";
+  for (const ch of name) {
+    const escaped = JSON.stringify(ch).slice(1, -1);
+    if (shown.length + escaped.length > max) break;
+    shown += escaped;
+  }
+  return `"${shown}"... (${name.length} characters)`;
 }
