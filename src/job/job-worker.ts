@@ -83,6 +83,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
       data: spec.data,
       compare: spec.compare,
       command: spec.command,
+      ...(spec.memoryBudget !== undefined ? { memoryBudget: spec.memoryBudget } : {}),
       map: pool,
       signal: controller.signal,
       onProgress,

@@ -23,6 +23,8 @@ export interface CompressJobSpec {
   dryRun?: boolean;
   config: CompressConfig;
   threads: number;
+  /** --memory-budget in bytes (default: half the machine's memory, at most 16 GiB); never changes the result. */
+  memoryBudget?: number;
   /** Simulate on an accelerator too: { preset?, config?, shape?: string[] } as `ssvq simulate` spells them. */
   simulate?: { preset?: string; config?: string; shape?: string[] };
   /** Calibration (--calib) and evaluation (--eval) data. */
