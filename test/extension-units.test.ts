@@ -25,7 +25,7 @@ test("planned stages follow the job: data, fine-tuning, evaluation, comparison, 
   const npy = fixture("fashion_test2000_x_u8.npy");
   assert.deepEqual(plannedStages(parseCompressArgs([lenet])), ["check", "read", "quantize", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--eval", npy, "--compare", "vq", "--preset", "ethos-u55-256"])), [
-    "check", "capture", "read", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
+    "check", "read", "capture", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
   ]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["check", "read", "quantize", "finetune", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["check", "read"]);

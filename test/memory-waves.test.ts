@@ -12,6 +12,8 @@ import { createThreadPool } from "../src/io/pool.js";
 import { sizeOption } from "../src/job/option-values.js";
 import { generateFashionCnn } from "../src/bench/models.js";
 import { ssvq } from "./helpers/cli.js";
+import { JobProgress } from "../src/extension/job-progress.js";
+import type { CompressJobSpec, WorkerEvent } from "../src/job/protocol.js";
 import { decodeModel } from "../src/core/onnx/proto.js";
 import { findWeights } from "../src/core/onnx/weights.js";
 import { parsePreprocess } from "../src/core/calib/preprocess.js";
@@ -34,6 +36,12 @@ test("planWaves keeps the order, fills each wave while the next layer fits, and 
   // Working memory counts once per thread, for the largest layer of the wave.
   assert.equal(waveBytes([l("x", 10, 7), l("y", 10, 3)], 3), 20 + 3 * 7);
   assert.deepEqual(planWaves([l("x", 10, 7), l("y", 10, 3)], 30, 2).waves, [["x"], ["y"]]);
+  // A layer that fits on one thread only: its wave runs its products on one thread.
+  const one = planWaves([l("z", 10, 20), l("w", 1, 1)], 35, 2);
+  assert.deepEqual(one.waves, [["z", "w"]]);
+  assert.deepEqual(one.threads, [1]);
+  assert.deepEqual(one.oversized, []);
+  assert.deepEqual(planWaves([l("w", 1, 1), l("z", 10, 20)], 35, 2).threads, [2, 1]);
   // Nothing available: one layer per wave, each oversized.
   const none = planWaves(layers, 0, 1);
   assert.deepEqual(none.waves, layers.map((x) => [x.name]));
@@ -97,6 +105,8 @@ test("waves give the same bytes: a budget too small for any layer (one layer per
     const tiny = await run("tiny", 1);
     assert.deepEqual(whole.report.calibration!.memory!.waves, [3], "the default budget holds every statistic at once");
     assert.deepEqual(tiny.report.calibration!.memory!.waves, [1, 1, 1]);
+    assert.deepEqual(tiny.report.calibration!.memory!.threads, [1, 1, 1], "a wave that does not fit runs its products on one thread");
+    assert.deepEqual(whole.report.calibration!.memory!.threads, [2]);
     assert.equal(tiny.report.calibration!.memory!.precision, "float64", "fine-tuning keeps H in float64");
     assert.ok(tiny.bytes.equals(whole.bytes), "the output model is the same bytes");
     assert.deepEqual(result(tiny.report), result(whole.report));
@@ -176,4 +186,28 @@ test("without fine-tuning H is kept in float32 (half the memory): the same H as 
   assert.equal(tuned.calibration!.memory!.precision, "float64");
   // The output error after k-means, measured with either H.
   for (const [i, l] of plain.layers.entries()) assert.ok(Math.abs(l.outputError! - tuned.layers[i]!.finetune!.errorBefore) < 1e-5, l.name);
+});
+
+test("the run fraction over waves: capture, quantize and finetune come once per wave and the fraction never goes back", () => {
+  const spec = { kind: "compress", input: "m.onnx", config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 25, minWeights: 1024, format: "ssvq", finetune: true, finetuning: resolveFinetuneOptions() }, threads: 2, data: { calib: { path: "x.npy" } } } as const;
+  const p = new JobProgress(spec as unknown as CompressJobSpec);
+  const seen: number[] = [];
+  const add = (e: WorkerEvent) => {
+    p.add(e);
+    seen.push(p.overallFraction());
+  };
+  add({ type: "stage", stage: "check" });
+  add({ type: "stage", stage: "read" });
+  for (let w = 0; w < 3; w++) {
+    add({ type: "wave", index: w, count: 3, layers: 2 });
+    add({ type: "stage", stage: "capture" });
+    add({ type: "progress", stage: "capture", fraction: (w + 0.5) / 3 });
+    add({ type: "stage", stage: "quantize" });
+    add({ type: "progress", stage: "quantize", fraction: 0.5, layer: { index: 2 * w, count: 6, name: `l${2 * w}`, rows: 4, cols: 4 } });
+    add({ type: "stage", stage: "finetune" });
+    add({ type: "progress", stage: "finetune", fraction: (2 * w + 2) / 6, layer: { index: 2 * w + 1, count: 6, name: `l${2 * w + 1}`, rows: 4, cols: 4 } });
+  }
+  add({ type: "stage", stage: "write" });
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! >= seen[i - 1]!, `went back at event ${i}: ${seen[i - 1]} -> ${seen[i]}`);
+  assert.ok(seen.at(-1)! < 1 && seen.at(-1)! > 0.8);
 });

@@ -51,7 +51,9 @@ export type ProgressEvent =
   | { kind: "stage"; stage: string }
   | { kind: "fraction"; stage: string; fraction: number }
   | ({ kind: "freezeCheck"; layer: string } & FreezeCheck)
-  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number };
+  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number }
+  /** Statistics in waves: wave `index` of `count` starts (its capture, quantize and finetune stages follow). */
+  | { kind: "wave"; index: number; count: number; layers: number };
 
 export interface CompressInput {
   /** The source model's bytes (decoded afresh here, so the caller's copy is never touched). */
@@ -95,6 +97,8 @@ export interface CompressRun {
 export interface StatisticWaves {
   /** Weight names per wave, in order; a selected weight in none has no statistics. */
   waves: readonly (readonly string[])[];
+  /** Per wave, 1 when its products must run on one thread (this one) to fit; default: the map's threads. */
+  threads?: readonly number[];
   /** The statistics of one wave's weights (those that can be calibrated). */
   capture(names: readonly string[], wave: number): Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
 }
@@ -188,10 +192,14 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   if (!run.dryRun) {
     const index = new Map(sel.map((s, i) => [s, i]));
     const tuning: TuneProgress = { done: 0, count: sel.length, missing: [], warnings: [] };
-    for (const wave of waveGroups(sel, run)) {
+    const groups = waveGroups(sel, run);
+    for (const [w, wave] of groups.entries()) {
       checkCancel();
+      if (run.waves) run.onProgress?.({ kind: "wave", index: w, count: groups.length, layers: wave.layers.length });
       const stats = wave.capture ? await time("capture", () => wave.capture!()) : run.stats;
       checkCancel();
+      // The same bytes on any map: a wave that only fits on one thread runs its products here.
+      const products = wave.serial ? serialMap : (run.map ?? serialMap);
       await time("quantize", async () => {
         for (const s of wave.layers) {
           checkCancel();
@@ -215,11 +223,11 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
           reconstructed.set(weightKey(w), s.stored);
           s.report = layerReport(w, q, relativeError(rows, rec));
           const stat = stats?.get(w.name);
-          if (stat) s.report.outputError = await relativeOutputErrorOn(run.map ?? serialMap, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
+          if (stat) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
         }
       });
       checkCancel();
-      if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats }, tuning, checkCancel));
+      if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats, map: products }, tuning, checkCancel));
       if (wave.capture) await releaseStatistics(run.map ?? serialMap);
     }
     if (tuning.missing.length && !config.sequential)
@@ -267,6 +275,8 @@ interface TuneProgress {
 /** One wave: its layers and, when statistics come wave by wave, how to capture them. */
 interface WaveGroup {
   layers: Selected[];
+  /** Run the wave's products (output errors, fine-tuning) in this thread alone: one copy of each kernel. */
+  serial?: boolean;
   capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
 }
 
@@ -284,7 +294,7 @@ function waveGroups(sel: Selected[], run: CompressRun): WaveGroup[] {
     const set = new Set(names);
     const layers = sel.filter((s) => set.has(s.weight.name) && !placed.has(s));
     for (const s of layers) placed.add(s);
-    if (layers.length) groups.push({ layers, capture: () => source.capture(names, wave) });
+    if (layers.length) groups.push({ layers, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
   });
   const rest = sel.filter((s) => !placed.has(s));
   if (rest.length) groups.push({ layers: rest });

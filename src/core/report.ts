@@ -140,6 +140,8 @@ export interface Report {
       /** The precision H is kept in. */
       precision: "float32" | "float64";
       waves: number[];
+      /** Threads each wave's products used (1 when the wave fitted only so). */
+      threads: number[];
     };
   };
   /** With --eval: the original and the compressed model on the evaluation data. */

@@ -179,6 +179,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   let calibration: Report["calibration"];
   let waves: CompressRun["waves"];
   let runner: CaptureRunner | undefined;
+  let prepareSeconds = 0;
   const warnings: string[] = [];
   let sequentialStats: CompressRun["sequentialStats"];
   let calibrationSamples = (): number | undefined => undefined;
@@ -212,7 +213,8 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     calibration = { data: data.info, samples: 0, uncalibrated };
     calibrationSamples = () => samples;
   } else if (calibSpec && !o.dryRun) {
-    o.onProgress?.({ kind: "stage", stage: "capture" });
+    // Preparing capture (the passes, the estimates) counts as capture; its stage comes with the waves.
+    const t0 = performance.now();
     const data = await open(calibSpec, "calib");
     const { selected } = selectWeights(loaded.model, o.config);
     runner = await openCapture(loaded.model, selected, data, {
@@ -222,6 +224,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       choose: formChooser(selected, o.config),
       gramPrecision: gramPrecision(o.config),
     });
+    prepareSeconds = (performance.now() - t0) / 1000;
     try {
       const setup = statisticWaves(runner, selected, {
         budgetBytes: o.memoryBudget ?? defaultMemoryBudget(),
@@ -241,12 +244,13 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
           statisticsBytes: setup.statisticsBytes,
           precision: gramPrecision(o.config),
           waves: setup.plan.waves.map((w) => w.length),
+        threads: setup.plan.threads,
         },
       };
       calibrationSamples = setup.samples;
       for (const l of setup.plan.oversized)
         warnings.push(
-          `memory budget: layer ${l.name} needs about ${formatBytes(l.bytes)} on its own, more than the ${formatBytes(Math.max(0, setup.availableBytes))} of --memory-budget ${formatBytes(setup.budgetBytes)} left for statistics; it was captured and fine-tuned alone`,
+          `memory budget: layer ${l.name} needs about ${formatBytes(l.bytes)} on its own, more than the ${formatBytes(Math.max(0, setup.availableBytes))} of --memory-budget ${formatBytes(setup.budgetBytes)} left for statistics; it was captured and fine-tuned alone, on one thread`,
         );
       checkCancel();
     } catch (e) {
@@ -260,6 +264,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       checkSeconds,
       calibration,
       calibrationSamples,
+      prepareSeconds,
       open,
       fraction,
       run: { ...o, waves, sequentialStats, productEngine },
@@ -281,6 +286,7 @@ async function finishCompress(
     checkSeconds: number;
     calibration: Report["calibration"];
     calibrationSamples: () => number | undefined;
+    prepareSeconds: number;
     open: (spec: DataSpec & { labels?: string }, role: "calib" | "eval") => ReturnType<typeof openData>;
     fraction: (stage: string) => (p: { fraction: number | undefined }) => void;
     run: CompressRun;
@@ -298,7 +304,8 @@ async function finishCompress(
   if (calibration) {
     calibration.samples = calibrationSamples() ?? calibration.samples;
     result.report.calibration = calibration;
-    if (!run.waves) result.report.timings = { capture: 0, ...result.report.timings };
+    const { capture = 0, ...rest } = result.report.timings;
+    result.report.timings = { capture: capture + c.prepareSeconds, ...rest };
     result.report.warnings.push(...calibration.data.warnings.map((w) => `calibration: ${w}`));
   }
   checkCancel();

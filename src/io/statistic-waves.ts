@@ -61,6 +61,7 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
   let kept: Map<string, AnyLayerCapture> | undefined;
   const waves: StatisticWaves = {
     waves: plan.waves,
+    threads: plan.threads,
     async capture(names, wave) {
       if (kept) return kept;
       const progress = (p: CaptureProgress) => {

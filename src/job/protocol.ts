@@ -99,6 +99,8 @@ export type WorkerEvent =
   /** Within a stage: the fraction done and, while layers are processed one by one, which one. */
   | { type: "progress"; stage: string; fraction: number; layer?: LayerPosition }
   | { type: "layerDone"; stats: LayerStats }
+  /** Statistics in waves under the memory budget: wave `index` of `count` (of `layers` layers) starts. */
+  | { type: "wave"; index: number; count: number; layers: number }
   /** One progressive-freezing check of a layer (iteration, loss, relative output error, flips, freezing). */
   | ({ type: "freezeCheck"; layer: string } & FreezeCheck)
   | { type: "log"; level: LogLevel; text: string }

@@ -9,9 +9,10 @@
  * What a wave holds at once: every layer's statistic (from capture to the end of its fine-tuning), and
  * the working memory of the layers being fine-tuned, at most one per thread (or one split over all
  * threads): Sum(stat) + threads * max(work). Layers keep their order (graph order), so that capture's
- * passes over the data expose neighbouring activations. A layer that alone needs more than the bytes
- * available still gets a wave of its own (`oversized`): the compression goes on, more slowly, rather
- * than refusing.
+ * passes over the data expose neighbouring activations. A wave that cannot hold even its first layer on
+ * every thread runs its products on one thread (`threads` 1: one working copy instead of one per
+ * thread; the bytes are the same on any map). A layer that needs more than the bytes available even so
+ * still gets a wave of its own (`oversized`): the compression goes on, more slowly, rather than refusing.
  *
  * Results never depend on the plan: every layer's statistic, quantization and fine-tuning depend on that
  * layer alone (src/io/capture.ts runs the same passes for every wave).
@@ -31,6 +32,8 @@ export interface WavePlan {
   waves: string[][];
   /** Estimated peak bytes of each wave (`waveBytes`). */
   bytes: number[];
+  /** Threads each wave's products may use: all of them, or 1 when the wave does not fit otherwise. */
+  threads: number[];
   /** Layers that need more than the bytes available on their own (each alone in its wave). */
   oversized: Array<{ name: string; bytes: number }>;
 }
@@ -68,29 +71,35 @@ export function waveBytes(layers: readonly WaveLayer[], threads: number): number
  * takes layers while the next one still fits.
  */
 export function planWaves(layers: readonly WaveLayer[], available: number, threads: number): WavePlan {
-  const t = Math.max(1, threads);
+  const all = Math.max(1, threads);
   const waves: string[][] = [];
   const bytes: number[] = [];
+  const used: number[] = [];
   const oversized: WavePlan["oversized"] = [];
   let current: string[] = [];
+  let t = all;
   let stats = 0;
   let work = 0;
   const close = () => {
     if (current.length === 0) return;
     waves.push(current);
     bytes.push(stats + t * work);
+    used.push(t);
     current = [];
     stats = 0;
     work = 0;
   };
   for (const l of layers) {
-    const alone = l.statBytes + t * l.workBytes;
     if (current.length > 0 && stats + l.statBytes + t * Math.max(work, l.workBytes) > available) close();
-    if (alone > available) oversized.push({ name: l.name, bytes: alone });
+    if (current.length === 0) {
+      // A new wave: on every thread when its first layer fits so, else on one.
+      t = l.statBytes + all * l.workBytes <= available ? all : 1;
+      if (l.statBytes + l.workBytes > available) oversized.push({ name: l.name, bytes: l.statBytes + l.workBytes });
+    }
     current.push(l.name);
     stats += l.statBytes;
     work = Math.max(work, l.workBytes);
   }
   close();
-  return { waves, bytes, oversized };
+  return { waves, bytes, threads: used, oversized };
 }
