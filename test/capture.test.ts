@@ -176,7 +176,7 @@ function refChannels(acc: RefGram, x: Arr, dims: number[], group: number): void 
     }
 }
 
-function assertClose(actual: Float64Array, expected: Float64Array, rel: number, what: string): void {
+function assertClose(actual: Float32Array | Float64Array, expected: Float32Array | Float64Array, rel: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   let scale = 0;
   for (const v of expected) scale = Math.max(scale, Math.abs(v));

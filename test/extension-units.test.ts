@@ -25,12 +25,12 @@ test("planned stages follow the job: data, fine-tuning, evaluation, comparison, 
   const npy = fixture("fashion_test2000_x_u8.npy");
   assert.deepEqual(plannedStages(parseCompressArgs([lenet])), ["check", "read", "quantize", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--eval", npy, "--compare", "vq", "--preset", "ethos-u55-256"])), [
-    "check", "capture", "read", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
+    "check", "read", "capture", "quantize", "finetune", "write", "evaluate", "compare", "simulate",
   ]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--calib", npy, "--sequential"])), ["check", "read", "quantize", "finetune", "write"]);
   assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--dry-run"])), ["check", "read"]);
-  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--ratio", "12", "--calib", npy])), ["check", "capture", "search", "read", "quantize", "finetune", "write"]);
-  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--bits", "2"])), ["check", "capture", "search", "read", "quantize", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--ratio", "12", "--calib", npy])), ["check", "search", "read", "capture", "quantize", "finetune", "write"]);
+  assert.deepEqual(plannedStages(parseCompressArgs([lenet, "--bits", "2"])), ["check", "search", "read", "capture", "quantize", "write"]);
 });
 
 test("a real job's events give a status text with stage, layer and percentage, and a run fraction that never goes back", async () => {

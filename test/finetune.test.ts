@@ -59,7 +59,7 @@ function syntheticLayer(rows: number, cols: number, seed: number, groups = 1, sc
 }
 
 /** tr((A - W) H (A - W)^T) per group, the textbook way (independent of the engine). */
-function naiveLoss(a: ArrayLike<number>, w: Float32Array, h: Float64Array, rows: number, cols: number, groups: number): number {
+function naiveLoss(a: ArrayLike<number>, w: Float32Array, h: Float32Array | Float64Array, rows: number, cols: number, groups: number): number {
   const rpg = rows / groups;
   let loss = 0;
   for (let r = 0; r < rows; r++) {

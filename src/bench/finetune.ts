@@ -1,5 +1,5 @@
 /**
- * `ssvq bench finetune` (kernel part): the heavy product of fine-tuning, P = E H (E [m, k] float64, H
+ * `ssvq bench finetune`: the heavy product of fine-tuning, P = E H (E [m, k] float64, H
  * [k, k] symmetric), measured in one run: the plain triple loop and the blocked kernel of
  * `src/core/ssvq/gemm-kernels.ts`, the WebAssembly SIMD kernel of `gemm-wasm.ts` (what fine-tuning
  * uses), and onnxruntime-node's MatMul (a one-node model, E and H fed as inputs, intraOpNumThreads 1) in

@@ -5,6 +5,11 @@
  * MaxPool 2x2, Gemm 128 x 9216, Gemm 10 x 128, ReLUs between; input [batch, 1, 28, 28]): its 128 x 9216
  * Gemm fed by a few hundred calibration samples is the case where the statistic's factor X (9216 x 512)
  * is far cheaper than H (9216 x 9216).
+ *
+ * `generateSegmentationCnn`: a 100 MB convolutional encoder-decoder shaped like ISNet (many 3 x 3
+ * convolutions of 64-512 channels, strided down to 1/16 and resized back up; input [batch, 3, 512, 512],
+ * output a one-channel mask at 1/2 size): ten 4608-column convolutions whose H (4608 x 4608) is 85 MB each
+ * in float32, the model whose statistics do not fit at once under a small memory budget.
  */
 import { valueInfo } from "../core/onnx/build.js";
 import {
@@ -38,6 +43,13 @@ class ModelWriter {
     const v = new Float32Array(n);
     const s = Math.sqrt(2 / fanIn);
     for (let i = 0; i < n; i++) v[i] = this.rng.normal() * s;
+    this.inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.FLOAT, rawData: new Uint8Array(v.buffer) }));
+    return name;
+  }
+
+  /** A float32 tensor of given values (no randomness). */
+  constant(name: string, dims: number[], values: number[]): string {
+    const v = Float32Array.from(values);
     this.inits.push(create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.FLOAT, rawData: new Uint8Array(v.buffer) }));
     return name;
   }
@@ -92,4 +104,53 @@ export function generateFashionCnn(seed = 1): Uint8Array {
   m.tensor("fc2.bias", [10], 10);
   m.op("Gemm", ["fr1", "fc2.weight", "fc2.bias"], "logits", { transB: 1 }, "fc2");
   return m.encode("fashion-cnn", ["input", ["batch", 1, 28, 28]], ["logits", ["batch", 10]]);
+}
+
+/**
+ * The ISNet-like network (25.1M parameters, 100 MB): Conv 3x3 with ReLU throughout, strides 2 down to
+ * 32 x 32, nearest-neighbour Resize back up to 256 x 256, a 1 x 1 head. Input "input" [batch, 3, 512, 512],
+ * output "mask" [batch, 1, 256, 256].
+ */
+export function generateSegmentationCnn(seed = 1): Uint8Array {
+  const m = new ModelWriter(seed);
+  let x = "input";
+  let i = 0;
+  const conv = (cin: number, cout: number, stride = 1, k = 3, relu = true) => {
+    i++;
+    m.tensor(`conv${i}.weight`, [cout, cin, k, k], cin * k * k);
+    m.tensor(`conv${i}.bias`, [cout], cout);
+    const p = (k - 1) >> 1;
+    m.op("Conv", [x, `conv${i}.weight`, `conv${i}.bias`], `c${i}`, { kernel_shape: [k, k], strides: [stride, stride], pads: [p, p, p, p] }, `conv${i}`);
+    x = relu ? m.op("Relu", [`c${i}`], `r${i}`) : `c${i}`;
+  };
+  const scales = m.constant("up2.scales", [4], [1, 1, 2, 2]);
+  let ups = 0;
+  const up = () => {
+    ups++;
+    x = m.op("Resize", [x, "", scales], `up${ups}`, {}, `resize${ups}`);
+  };
+  conv(3, 64, 2); // 256 x 256
+  conv(64, 64);
+  conv(64, 128, 2); // 128
+  conv(128, 128);
+  conv(128, 256, 2); // 64
+  conv(256, 256);
+  conv(256, 512);
+  conv(512, 512);
+  conv(512, 512);
+  conv(512, 512, 2); // 32
+  for (let j = 0; j < 5; j++) conv(512, 512);
+  up(); // 64
+  conv(512, 512);
+  conv(512, 256);
+  up(); // 128
+  conv(256, 128);
+  conv(128, 64);
+  up(); // 256
+  conv(64, 64);
+  conv(64, 1, 1, 1, false);
+  // Resize's mode defaults to nearest.
+  const last = m.nodes[m.nodes.length - 1]!;
+  last.output = ["mask"];
+  return m.encode("segmentation-cnn", ["input", ["batch", 3, 512, 512]], ["mask", ["batch", 1, 256, 256]]);
 }

@@ -7,7 +7,7 @@ import { runCaptureBench } from "../bench/capture.js";
 import { runQualityBench } from "../bench/quality.js";
 import { runSweepBench } from "../bench/sweep.js";
 import { runFinetuneKernelBench } from "../bench/finetune.js";
-import { isPipelineModel, measurePipeline, pipelineLine, PIPELINE_MODELS, runPipelineBench } from "../bench/pipeline.js";
+import { isPipelineModel, measurePipeline, parsePipelineChild, PIPELINE_MODELS, runPipelineBench } from "../bench/pipeline.js";
 import { runInspectBench } from "../bench/inspect.js";
 import { runPanelBench } from "../bench/panel.js";
 import { LAYERS_MODES, measureLayers, runLayersBench } from "../bench/layers.js";
@@ -24,7 +24,7 @@ const num = (v: unknown, name: string, dflt: number): number => {
 export const benchCommand: Command = {
   name: "bench",
   summary: "measure speed and memory; prints JSON figures",
-  usage: "ssvq bench io|kmeans|simulate|capture|quality|sweep|finetune|inspect|panel|layers|load [options]",
+  usage: "ssvq bench io|kmeans|simulate|capture|quality|sweep|finetune|pipeline|inspect|panel|layers|load [options]",
   help: [
     "Benchmarks:",
     "  io       decode a generated model of --mb megabytes (default 100) in a fresh process: time, peak RSS,",
@@ -43,10 +43,12 @@ export const benchCommand: Command = {
     "  sweep    a 6-target ssvq sweep (4x..24x) on LeNet-5 and the tiny ViT against one plain compression",
     "           (SSVQ k16 d4, fine-tuned, evaluated) of the same model: seconds, by stage",
     "  finetune the product G = 2 (W_hat - W) H: plain loop, blocked kernel, WebAssembly and onnxruntime",
-    "           in one run (GFLOP/s), and with X itself ((E X) X^T / n); then whole compressions with",
-    "           fine-tuning at the defaults in fresh processes: LeNet-5 on 512 images, a generated 3M-parameter",
-    "           CNN, and issue 11's 1.2M-parameter CNN with its 128 x 9216 Gemm (--models lenet,cnn3m,cnn1m;",
-    "           --no-kernels skips the kernels): seconds per stage, peak RSS and CPU seconds",
+    "           in one run (GFLOP/s), and with X itself ((E X) X^T / n)",
+    "  pipeline whole compressions with fine-tuning (SSVQ k16 d4), each in a fresh process: (a) issue 11's",
+    "           1.2M-parameter CNN (Gemm 128 x 9216) on 512 images, (b) the generated 3M-parameter CNN, (c)",
+    "           LeNet-5 and the tiny ViT, (d) a 100 MB ISNet-like conv network at 512 x 512 on 4 images under",
+    "           --memory-budget 2G, also without calibration (--models cnn1m,cnn3m,lenet,tinyvit,segment):",
+    "           seconds per stage, peak RSS, the waves, CPU seconds",
     "  capture  activation capture (H = X X^T / n per layer) on a generated 3M-parameter CNN with 512",
     "           samples, in a fresh process: seconds, peak RSS, and the time from cancel to stop",
     "  inspect  the SSVQ Inspector's summary of a generated model of --mb megabytes (default 100): the",
@@ -87,7 +89,6 @@ export const benchCommand: Command = {
     modes: { type: "string" },
     models: { type: "string" },
     runs: { type: "string" },
-    "no-kernels": { type: "boolean" },
     screenshots: { type: "string" },
     shapes: { type: "string" },
     compare: { type: "string" },
@@ -146,18 +147,22 @@ export const benchCommand: Command = {
         return 0;
       }
       case "finetune": {
+        const kernels = await runFinetuneKernelBench({ log: (line) => ctx.err(line) });
+        ctx.out(JSON.stringify({ bench: "finetune", kernels }));
+        return 0;
+      }
+      case "pipeline": {
         const threads = num(values["threads"], "threads", 2);
-        const child = values["pipeline-child"];
-        if (isPipelineModel(child)) {
-          ctx.out(JSON.stringify(await measurePipeline(child, threads)));
+        if (values["pipeline-child"] !== undefined) {
+          const child = parsePipelineChild(values["pipeline-child"]);
+          if (!child) throw new InputError(`--pipeline-child takes a model of ${PIPELINE_MODELS.join(", ")}, optionally with :without`);
+          ctx.out(JSON.stringify(await measurePipeline(child.model, threads, child.run)));
           return 0;
         }
         const models = typeof values["models"] === "string" ? values["models"].split(",") : PIPELINE_MODELS;
         for (const m of models) if (!isPipelineModel(m)) throw new InputError(`--models takes ${PIPELINE_MODELS.join(", ")}, not ${JSON.stringify(m)}`);
-        const kernels = values["no-kernels"] ? undefined : await runFinetuneKernelBench({ log: (line) => ctx.err(line) });
-        const pipelines = runPipelineBench(models.filter(isPipelineModel), threads);
-        for (const p of pipelines) ctx.err(pipelineLine(p));
-        ctx.out(JSON.stringify({ bench: "finetune", kernels, pipelines }));
+        const pipelines = runPipelineBench(models.filter(isPipelineModel), threads, (line) => ctx.err(line));
+        ctx.out(JSON.stringify({ bench: "pipeline", threads, pipelines }));
         return 0;
       }
       case "layers": {

@@ -29,6 +29,7 @@ export function progressPrinter(ctx: CliContext): { onEvent(e: WorkerEvent): voi
         if (e.stage !== "check") ctx.err(`stage: ${e.stage}`);
       }
       else if (e.type === "progress" && e.layer) ctx.err(`  [${e.layer.index + 1}/${e.layer.count}] ${e.layer.name}`);
+      else if (e.type === "wave" && e.count > 1) ctx.err(`wave ${e.index + 1}/${e.count}: ${e.layers} layers`);
       else if (e.type === "log") ctx.err(`${e.level}: ${e.text}`);
     },
     done() {

@@ -26,7 +26,7 @@ import { walkGraphs, walkTensors } from "./onnx/walk.js";
 import { findWeights, weightKey, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
 import { relativeOutputErrorOn, type LayerStatistic } from "./ssvq/objective.js";
-import { productRowFlops, rowBlocks, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
+import { clearKernelCache, productRowFlops, rowBlocks, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
@@ -52,7 +52,9 @@ export type ProgressEvent =
   | { kind: "stage"; stage: string }
   | { kind: "fraction"; stage: string; fraction: number }
   | ({ kind: "freezeCheck"; layer: string } & FreezeCheck)
-  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number };
+  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number }
+  /** Statistics in waves: wave `index` of `count` starts (its capture, quantize and finetune stages follow). */
+  | { kind: "wave"; index: number; count: number; layers: number };
 
 export interface CompressInput {
   /** The source model's bytes (decoded afresh here, so the caller's copy is never touched). */
@@ -75,6 +77,11 @@ export interface CompressRun {
    */
   stats?: ReadonlyMap<string, LayerStatistic | StatHandle>;
   /**
+   * Statistics captured wave by wave (instead of `stats`): each wave is captured, quantized, fine-tuned
+   * and freed before the next (src/core/calib/waves.ts). Ignored by the sequential variant.
+   */
+  waves?: StatisticWaves;
+  /**
    * With `config.sequential`: the statistics of one layer on the network whose earlier layers carry the
    * given reconstructed weights (by weightKey, as stored), or undefined for a layer that cannot be
    * observed. Called in graph order, one layer at a time.
@@ -96,6 +103,16 @@ export interface CompressRun {
 
 /** The key of one layer's quantization at one point in `CompressRun.quantCache`. */
 export const quantCacheKey = (w: WeightInfo, p: OperatingPoint): string => `${weightKey(w)}|${pointKey(p)}`;
+
+/** Statistics that come in waves of layers (`planWaves`). */
+export interface StatisticWaves {
+  /** Weight names per wave, in order; a selected weight in none has no statistics. */
+  waves: readonly (readonly string[])[];
+  /** Per wave, 1 when its products must run on one thread (this one) to fit; default: the map's threads. */
+  threads?: readonly number[];
+  /** The statistics of one wave's weights (those that can be calibrated). */
+  capture(names: readonly string[], wave: number): Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
+}
 
 /** What the sequential variant fine-tunes one layer with. */
 export interface SequentialLayerStats {
@@ -171,7 +188,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     run.onProgress?.({ kind: "stage", stage });
     const t0 = performance.now();
     const r = await f();
-    timings[stage] = (performance.now() - t0) / 1000;
+    // Stages that come back wave after wave add up.
+    timings[stage] = (timings[stage] ?? 0) + (performance.now() - t0) / 1000;
     return r;
   };
   const checkCancel = () => {
@@ -191,41 +209,56 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   const reconstructed = new Map<string, Float32Array>();
 
   if (!run.dryRun) {
-    await time("quantize", async () => {
-      for (const [i, s] of sel.entries()) {
-        checkCancel();
-        const w = s.weight;
-        run.onProgress?.({ kind: "layer", index: i, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
-        const values = tensorToFloat32(w.tensor, input.readExternal);
-        const rows = toRows(values, w.layout);
-        const point = pointOf(w);
-        if (point.mode === "fp") throw new Error(`layer ${w.name} is planned at full precision but selected`);
-        const q =
-          run.quantCache?.get(quantCacheKey(w, point)) ??
-          (await quantizeRows(rows, w.layout.rows, w.layout.cols, {
-            mode: point.mode,
-            k: point.k,
-            d: point.d,
-            seed: config.seed,
-            kmeansIters: config.kmeansIters,
-            map: run.map,
-            roundStored: (v) => roundTo(v, w.dtype),
-          }));
-        const rec = reconstructRows(q);
-        s.q = q;
-        s.rows = rows;
-        s.stored = fromRows(rec, w.layout);
-        reconstructed.set(weightKey(w), s.stored);
-        s.report = layerReport(w, q, relativeError(rows, rec));
-        const stat = run.stats?.get(w.name);
-        if (stat) s.report.outputError = await relativeOutputErrorOn(run.map ?? serialMap, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
-      }
-    });
+    const index = new Map(sel.map((s, i) => [s, i]));
+    const tuning: TuneProgress = { done: 0, count: sel.length, missing: [], warnings: [] };
+    const groups = waveGroups(sel, run);
+    for (const [w, wave] of groups.entries()) {
+      checkCancel();
+      if (run.waves) run.onProgress?.({ kind: "wave", index: w, count: groups.length, layers: wave.layers.length });
+      const stats = wave.capture ? await time("capture", () => wave.capture!()) : run.stats;
+      checkCancel();
+      // The same bytes on any map: a wave that only fits on one thread runs its products here.
+      const products = wave.serial ? serialMap : (run.map ?? serialMap);
+      await time("quantize", async () => {
+        for (const s of wave.layers) {
+          checkCancel();
+          const w = s.weight;
+          run.onProgress?.({ kind: "layer", index: index.get(s)!, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
+          const values = tensorToFloat32(w.tensor, input.readExternal);
+          const rows = toRows(values, w.layout);
+          const point = pointOf(w);
+          if (point.mode === "fp") throw new Error(`layer ${w.name} is planned at full precision but selected`);
+          const q =
+            run.quantCache?.get(quantCacheKey(w, point)) ??
+            (await quantizeRows(rows, w.layout.rows, w.layout.cols, {
+              mode: point.mode,
+              k: point.k,
+              d: point.d,
+              seed: config.seed,
+              kmeansIters: config.kmeansIters,
+              map: run.map,
+              roundStored: (v) => roundTo(v, w.dtype),
+            }));
+          const rec = reconstructRows(q);
+          s.q = q;
+          s.rows = rows;
+          s.stored = fromRows(rec, w.layout);
+          reconstructed.set(weightKey(w), s.stored);
+          s.report = layerReport(w, q, relativeError(rows, rec));
+          const stat = stats?.get(w.name);
+          if (stat) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
+        }
+      });
+      checkCancel();
+      if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats, map: products }, tuning, checkCancel));
+      if (wave.capture) await releaseStatistics(run.map ?? serialMap);
+    }
+    if (tuning.missing.length && !config.sequential)
+      warnings.push(`${tuning.missing.length} layers were not fine-tuned, having no calibration statistics: ${tuning.missing.join(", ")}`);
+    warnings.push(...tuning.warnings);
   } else {
     for (const s of sel) s.report = estimatedLayer(s.weight, pointOf(s.weight));
   }
-  checkCancel();
-  if (!run.dryRun && config.finetune) await time("finetune", () => finetune(sel, run, warnings, checkCancel));
   checkCancel();
 
   let out: Uint8Array = new Uint8Array(0);
@@ -254,6 +287,52 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   const quantized = new Map<string, Quantized>();
   for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
   return { model: out, report, reconstructed, quantized };
+}
+
+/** Fine-tuning's progress over the waves: layers done of `count`, those without statistics, warnings. */
+interface TuneProgress {
+  done: number;
+  count: number;
+  missing: string[];
+  warnings: string[];
+}
+
+/** One wave: its layers and, when statistics come wave by wave, how to capture them. */
+interface WaveGroup {
+  layers: Selected[];
+  /** Run the wave's products (output errors, fine-tuning) in this thread alone: one copy of each kernel. */
+  serial?: boolean;
+  capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
+}
+
+/**
+ * The waves of a run: with `run.waves`, its groups (layers in no wave, and the sequential variant, which
+ * observes one layer at a time itself, come in a last wave without statistics); otherwise one wave of
+ * every layer with `run.stats`.
+ */
+function waveGroups(sel: Selected[], run: CompressRun): WaveGroup[] {
+  const source = run.waves;
+  if (!source || run.config.sequential) return [{ layers: sel }];
+  const placed = new Set<Selected>();
+  const groups: WaveGroup[] = [];
+  source.waves.forEach((names, wave) => {
+    const set = new Set(names);
+    const layers = sel.filter((s) => set.has(s.weight.name) && !placed.has(s));
+    for (const s of layers) placed.add(s);
+    if (layers.length) groups.push({ layers, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
+  });
+  const rest = sel.filter((s) => !placed.has(s));
+  if (rest.length) groups.push({ layers: rest });
+  return groups;
+}
+
+/**
+ * Frees what a wave's statistics left behind: the product kernels every thread keeps for them (each
+ * thread's cache), so that the next wave starts from the memory the last one had before it.
+ */
+export async function releaseStatistics(map: ParallelMap): Promise<void> {
+  await map.broadcast?.("stat.clearKernels", {});
+  await clearKernelCache();
 }
 
 /** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */
@@ -347,13 +426,12 @@ class LiveChecks {
  * result depends on that layer alone, not on where or how it ran: the order and the split only change
  * when events arrive.
  */
-async function finetune(sel: Selected[], run: CompressRun, warnings: string[], checkCancel: () => void): Promise<void> {
+async function finetune(sel: Selected[], run: CompressRun, tuning: TuneProgress, checkCancel: () => void): Promise<void> {
   const options = run.config.finetuning ?? resolveFinetuneOptions();
+  const warnings = tuning.warnings;
   const todo = sel.filter((s) => s.q && !isIntQuantized(s.q));
   if (todo.length === 0) return;
-  const missing = todo.filter((s) => !run.stats?.has(s.weight.name));
-  if (missing.length && !run.config.sequential)
-    warnings.push(`${missing.length} layers were not fine-tuned, having no calibration statistics: ${missing.map((s) => s.weight.name).join(", ")}`);
+  if (!run.config.sequential) for (const s of todo) if (!run.stats?.has(s.weight.name)) tuning.missing.push(s.weight.name);
   const ready = todo.filter((s) => run.stats?.has(s.weight.name));
   const map = run.map ?? serialMap;
   const engine = run.productEngine;
@@ -375,7 +453,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     if (run.config.sequential) {
       if (!run.sequentialStats) throw new Error("the sequential variant needs sequentialStats");
       const compressed = new Map<string, Float32Array>();
-      for (const [index, s] of todo.entries()) {
+      for (const s of todo) {
         checkCancel();
         const seq = await run.sequentialStats(s.weight, compressed);
         if (seq) {
@@ -386,7 +464,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
           const errorBefore = await seq.outputError(reconstructRows(s.q!));
           await apply(s, r, (performance.now() - t0) / 1000, { before: errorBefore, after: seq.outputError });
         } else warnings.push(`layer ${s.weight.name} was not fine-tuned: its inputs cannot be observed (inside an If/Loop/Scan body)`);
-        run.onProgress?.({ kind: "layer", index, count: todo.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+        run.onProgress?.({ kind: "layer", index: tuning.done++, count: tuning.count, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
         compressed.set(weightKey(s.weight), s.stored!);
       }
       return;
@@ -395,7 +473,6 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
     const costs = ready.map((s, i) => layerCost(stats[i]!, s, options.iters));
     const total = costs.reduce((a, b) => a + b, 0);
     const order = ready.map((_, i) => i).sort((a, b) => costs[b]! - costs[a]! || a - b);
-    let done = 0;
     await Promise.all(
       order.map(async (index) => {
         const s = ready[index]!;
@@ -404,7 +481,7 @@ async function finetune(sel: Selected[], run: CompressRun, warnings: string[], c
         const r = await tune(s, { w: s.rows!, stat, quantized: s.q as VqQuantized }, splitLayer(stat, s, costs[index]! / total, ready.length, map.threads));
         const seconds = (performance.now() - t0) / 1000;
         await apply(s, r, seconds, undefined, stat);
-        run.onProgress?.({ kind: "layer", index: done++, count: ready.length, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
+        run.onProgress?.({ kind: "layer", index: tuning.done++, count: tuning.count, name: s.weight.name, rows: s.weight.layout.rows, cols: s.weight.layout.cols });
       }),
     );
   } finally {

@@ -27,6 +27,11 @@ export interface ParallelMap {
   readonly threads: number;
   /** Runs `task` on every input; the outputs come back in input order. Rejects with the first task error. */
   run<I, O>(task: TaskName, inputs: readonly I[]): Promise<O[]>;
+  /**
+   * Runs `task` once on every thread that has started, each with `input` (for what threads keep between
+   * tasks: the product kernels' caches). Called while no run is pending.
+   */
+  broadcast?<I>(task: TaskName, input: I): Promise<void>;
 }
 
 /** [start, end) ranges of at most `size` items covering [0, count), in order. */

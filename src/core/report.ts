@@ -186,6 +186,23 @@ export interface Report {
     samples: number;
     /** Layers without statistics (inside If/Loop/Scan bodies), with the reason. */
     uncalibrated: { name: string; reason: string }[];
+    /**
+     * The memory budget (`--memory-budget`) and the waves it gave: layers per wave, each captured,
+     * quantized, fine-tuned and freed before the next. Absent for the sequential variant (one layer at a
+     * time).
+     */
+    memory?: {
+      budgetBytes: number;
+      /** The budget less what the run holds anyway: what the waves were planned in. */
+      availableBytes: number;
+      /** Estimated bytes of every layer's statistic at once. */
+      statisticsBytes: number;
+      /** The precision H is kept in. */
+      precision: "float32" | "float64";
+      waves: number[];
+      /** Threads each wave's products used (1 when the wave fitted only so). */
+      threads: number[];
+    };
   };
   /** With --eval: the original and the compressed model on the evaluation data. */
   evaluation?: EvaluationReport;

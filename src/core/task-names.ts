@@ -5,6 +5,6 @@
  */
 export const TASK_NAMES = ["kmeans.assign", "kmeans.sse", "kmeans.worst", "finetune.layer"] as const;
 /** The tasks of the statistic products (ssvq/stat-product.ts, ssvq/finetune.ts, calib/sequential.ts). */
-export const PRODUCT_TASK_NAMES = ["stat.quadratic", "finetune.block", "stat.product", "sequential.solve", "sequential.expand"] as const;
+export const PRODUCT_TASK_NAMES = ["stat.quadratic", "finetune.block", "stat.product", "sequential.solve", "sequential.expand", "stat.clearKernels"] as const;
 
 export type TaskName = (typeof TASK_NAMES)[number] | (typeof PRODUCT_TASK_NAMES)[number];

@@ -8,7 +8,7 @@ import type { ParallelMap } from "./parallel.js";
 import type { TaskName } from "./task-names.js";
 import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.js";
 import { finetuneBlockTask, finetuneLayerTask } from "./ssvq/finetune.js";
-import { productTask, quadraticTask } from "./ssvq/stat-product.js";
+import { clearKernelsTask, productTask, quadraticTask } from "./ssvq/stat-product.js";
 import { sequentialExpandTask, sequentialSolveTask } from "./calib/sequential.js";
 
 export const tasks = {
@@ -21,6 +21,7 @@ export const tasks = {
   "stat.product": productTask,
   "sequential.solve": sequentialSolveTask,
   "sequential.expand": sequentialExpandTask,
+  "stat.clearKernels": clearKernelsTask,
 } satisfies Record<TaskName, (input: never) => unknown>;
 
 export type { TaskName };
@@ -38,5 +39,8 @@ export const serialMap: ParallelMap = {
     const out: O[] = [];
     for (const input of inputs) out.push((await runTask(task, input)) as O);
     return out;
+  },
+  async broadcast<I>(task: TaskName, input: I): Promise<void> {
+    await runTask(task, input);
   },
 };

@@ -19,6 +19,9 @@ const STAGE_WEIGHTS: Record<string, number> = {
   simulate: 0.5,
 };
 
+/** The stages that come once per wave when statistics come in waves (src/core/calib/waves.ts). */
+const WAVE_STAGES = new Set(["capture", "quantize", "finetune"]);
+
 /** The stages a job will go through, in order. */
 export function plannedStages(spec: CompressJobSpec): string[] {
   const c = spec.config;
@@ -27,9 +30,10 @@ export function plannedStages(spec: CompressJobSpec): string[] {
   const calib = !spec.dryRun && (spec.data?.calib !== undefined || c.finetune || search) && !c.sequential;
   return [
     "check",
-    ...(calib ? ["capture"] : []),
+    // The search captures its statistics itself (wave by wave), before the compression reads the model.
     ...(search ? ["search"] : []),
     "read",
+    ...(calib ? ["capture"] : []),
     ...(spec.dryRun ? [] : ["quantize"]),
     ...(!spec.dryRun && c.finetune ? ["finetune"] : []),
     ...(spec.dryRun ? [] : ["write"]),
@@ -52,6 +56,9 @@ export class JobProgress {
   private readonly iters: number;
   private layersQuantized = 0;
   private readonly iterationByLayer = new Map<string, number>();
+  /** Statistics in waves: the wave running and how many there are; each wave stage's furthest fraction. */
+  private wave = { index: 0, count: 1 };
+  private readonly blockFractions = new Map<string, number>();
 
   constructor(spec: CompressJobSpec) {
     this.stages = plannedStages(spec);
@@ -66,6 +73,8 @@ export class JobProgress {
       this.stage = e.stage;
       this.stageFraction = 0;
       this.layer = undefined;
+    } else if (e.type === "wave") {
+      this.wave = { index: e.index, count: Math.max(1, e.count) };
     } else if (e.type === "progress") {
       if (e.stage !== this.stage) {
         this.stage = e.stage;
@@ -82,6 +91,7 @@ export class JobProgress {
       for (const it of this.iterationByLayer.values()) done += this.iters > 0 ? Math.min(1, it / this.iters) : 0;
       this.stageFraction = Math.max(this.stageFraction, Math.min(1, done / layers));
     } else if (e.type === "log" && e.level === "warning") this.warnings.push(e.text);
+    if (WAVE_STAGES.has(this.stage)) this.blockFractions.set(this.stage, Math.max(this.blockFractions.get(this.stage) ?? 0, this.stageFraction));
   }
 
   /** The whole run's fraction, 0 to 1, from the stages' weights. */
@@ -91,6 +101,15 @@ export class JobProgress {
     const at = this.stages.indexOf(this.stage);
     if (at < 0 || total === 0) return 0;
     const before = this.stages.slice(0, at).reduce((a, s) => a + weight(s), 0);
+    if (this.wave.count > 1 && WAVE_STAGES.has(this.stage)) {
+      // The capture, quantize and finetune stages come once per wave, each reporting its fraction of the
+      // whole run: the block is as far as its stages together.
+      const start = this.stages.findIndex((s) => WAVE_STAGES.has(s));
+      const head = this.stages.slice(0, start).reduce((a, s) => a + weight(s), 0);
+      let block = 0;
+      for (const s of this.stages) if (WAVE_STAGES.has(s)) block += weight(s) * (this.blockFractions.get(s) ?? 0);
+      return Math.min(1, (head + block) / total);
+    }
     return Math.min(1, (before + weight(this.stage) * this.stageFraction) / total);
   }
 

@@ -19,7 +19,16 @@
 import { valueInfo } from "../core/onnx/build.js";
 import { create } from "@bufbuild/protobuf";
 import { CancelledError, InputError } from "../core/errors.js";
-import { estimateOutputBytes, planCapture, samplerFor, type CaptureConsumer, type CaptureTarget, type Uncalibrated } from "../core/calib/capture-plan.js";
+import {
+  estimateOutputBytes,
+  estimateOutputDims,
+  planCapture,
+  samplerFor,
+  type CaptureConsumer,
+  type CaptureTarget,
+  type Uncalibrated,
+  type ValueMetadataLike,
+} from "../core/calib/capture-plan.js";
 import type { Batch, DataInfo } from "../core/calib/source.js";
 import {
   FactorAccumulator,
@@ -102,6 +111,11 @@ export interface CaptureOptions {
    * once per weight, at its first activation, and only when the data says how many samples it holds.
    */
   choose?: (q: FormQuery) => "gram" | "factor";
+  /**
+   * The precision H is kept in (default float64). float32 halves the memory; each chunk's products are
+   * still computed in float64 and only then added into H.
+   */
+  gramPrecision?: "float32" | "float64";
 }
 
 /** A weight's statistic in the gram form, with the nodes whose inputs were accumulated. */
@@ -143,13 +157,53 @@ export function accumulatorFor(
   activation: ArrayLike<number>,
   choose: CaptureOptions["choose"],
   cols = target.cols,
+  gramPrecision: "float32" | "float64" = "float64",
+  planned?: StatisticEstimate,
 ): GramAccumulator | FactorAccumulator {
   if (choose && total !== undefined && items > 0) {
-    const samples = Math.ceil((sampler.samples / items) * total) * target.consumers.length;
-    if (choose({ name: target.name, groups: target.groups, cols: target.cols, samples }) === "factor")
-      return new FactorAccumulator(target.groups, cols, samples, activation instanceof Float64Array ? "float64" : "float32");
+    // A form decided from the estimated shapes stands (the memory was planned for it).
+    const samples = planned?.known ? planned.samples : Math.ceil((sampler.samples / items) * total) * target.consumers.length;
+    const form = planned?.known ? planned.form : choose({ name: target.name, groups: target.groups, cols: target.cols, samples });
+    if (form === "factor") return new FactorAccumulator(target.groups, cols, samples, activation instanceof Float64Array ? "float64" : "float32");
   }
-  return new GramAccumulator(target.groups, cols);
+  return new GramAccumulator(target.groups, cols, gramPrecision);
+}
+
+/** What a weight's statistic is expected to hold, estimated before capture (from onnxruntime's inferred shapes). */
+export interface StatisticEstimate {
+  form: "gram" | "factor";
+  /** Columns of X per group over the whole data (all consumers); 0 when unknown. */
+  samples: number;
+  /** Bytes the statistic holds once captured (an upper bound when the shapes are unknown). */
+  bytes: number;
+  /** Whether the activation shapes were known (else the estimate assumes H in float64). */
+  known: boolean;
+}
+
+/**
+ * Capture prepared once and run for any subset of the weights: the waves of a compression under a
+ * memory budget (src/io/compress-file.ts) capture a group of layers at a time. The passes over the data
+ * (the activations each session exposes) are planned once from the first batch, for all the weights, and
+ * every run uses the same sessions whatever subset it accumulates, so that a weight's statistic is the
+ * same bytes in any wave.
+ */
+export interface CaptureRunner {
+  /** The weights that can be calibrated, in order. */
+  readonly targets: readonly CaptureTarget[];
+  /** The weights that cannot be, with the reason (inside If/Loop/Scan bodies, no activation). */
+  readonly uncalibrated: readonly Uncalibrated[];
+  /** Per weight name: what its statistic will hold. */
+  readonly estimates: ReadonlyMap<string, StatisticEstimate>;
+  /** Estimated bytes of one batch's exposed activations in the largest pass. */
+  readonly activationBytes: number;
+  /**
+   * Captures the statistics of the named weights (default: all). Runs only the passes that expose their
+   * activations. `uncalibrated` lists the named weights whose activations turned out unusable (and, for
+   * a run of all weights, the runner's `uncalibrated` too).
+   */
+  capture(names?: ReadonlySet<string>, progress?: (p: CaptureProgress) => void): Promise<CaptureResult<AnyLayerCapture>>;
+  /** Releases the engine's session. */
+  close(): Promise<void>;
 }
 
 /**
@@ -165,30 +219,82 @@ export async function captureActivations(
   data: CaptureData,
   opts: CaptureOptions = {},
 ): Promise<CaptureResult<AnyLayerCapture>> {
-  const t0 = performance.now();
+  const runner = await openCapture(model, weights, data, opts);
+  try {
+    return await runner.capture(undefined, opts.onProgress);
+  } finally {
+    await runner.close();
+  }
+}
+
+/**
+ * Prepares capture (`CaptureRunner`): plans what to expose, reads the first batch to split the
+ * activations into passes and to estimate each weight's statistic.
+ */
+export async function openCapture(model: ModelProto, weights: readonly WeightInfo[], data: CaptureData, opts: CaptureOptions = {}): Promise<CaptureRunner> {
   const label = opts.label ?? "the model";
   const plan = planCapture(model, weights);
-  const uncalibrated = [...plan.uncalibrated];
   const engine = resolveEngine(opts.gram);
-  const done = (layers: Map<string, AnyLayerCapture>, samples: number, batches: number, passes: number): CaptureResult<AnyLayerCapture> => ({
-    layers,
-    uncalibrated,
-    samples,
-    batches,
-    passes,
-    gram: engine.name,
-    seconds: (performance.now() - t0) / 1000,
-  });
+  let ready: Session | undefined;
+  const release = async () => {
+    const s = ready;
+    ready = undefined;
+    if (s) await s.release().catch(() => undefined);
+    if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
+  };
   try {
-    if (plan.targets.length === 0) return done(new Map(), 0, 0, 0);
+    const total = data.info?.indices.length;
     const graph = model.graph!;
     const inits = new Set(graph.initializer.map((t) => t.name));
     const graphInputs = new Set(graph.input.map((i) => i.name).filter((n) => !inits.has(n)));
     const exposed = plan.activations.filter((a) => !graphInputs.has(a));
     const fromFeeds = plan.activations.filter((a) => graphInputs.has(a));
-    const base = inlineExternal(model, opts.readExternal);
+    const base = plan.targets.length > 0 ? inlineExternal(model, opts.readExternal) : model;
+    const sessionFor = (fetches: readonly string[]) =>
+      fetches.length > 0 ? createSession(encodeModel(withOutputs(base, fetches)), { label: `${label} (with exposed activations)` }) : undefined;
 
-    // Who reads each activation.
+    // The passes and the estimates, from the first batch and a session exposing everything.
+    let passes: string[][] = [exposed];
+    let activationBytes = 0;
+    const estimates = new Map<string, StatisticEstimate>();
+    if (plan.targets.length > 0) {
+      const iterator = data.batches();
+      try {
+        const first = await iterator.next();
+        if (first.done) throw new InputError("The calibration data holds no samples.");
+        checkAbort(opts.signal);
+        const batch = first.value;
+        const feedDims: Record<string, number[]> = {};
+        for (const [name, f] of Object.entries(batch.feeds)) feedDims[name] = f.dims;
+        const shapes = new Map<string, { type: string; dims: number[] | undefined }>();
+        for (const name of fromFeeds) {
+          const f = batch.feeds[name];
+          if (f) shapes.set(name, { type: f.type, dims: f.dims });
+        }
+        const session = await sessionFor(exposed);
+        if (session) {
+          let keep = false;
+          try {
+            const io = (names: readonly string[], meta: readonly unknown[]) => names.map((name, i) => ({ name, meta: meta[i] as ValueMetadataLike | undefined }));
+            const inputs = io(session.inputNames, session.inputMetadata);
+            const outputs = io(session.outputNames, session.outputMetadata);
+            const sizes = estimateOutputBytes(inputs, outputs, feedDims, batch.indices.length);
+            passes = splitPasses(exposed, sizes, opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES);
+            for (const p of passes) activationBytes = Math.max(activationBytes, p.reduce((a, n) => a + (sizes.get(n) ?? 0), 0));
+            for (const [name, v] of estimateOutputDims(inputs, outputs, feedDims, batch.indices.length)) shapes.set(name, v);
+            // One pass: the first capture runs this session (it exposes exactly that pass).
+            keep = passes.length === 1;
+            if (keep) ready = session;
+          } finally {
+            if (!keep) await session.release();
+          }
+        }
+        for (const target of plan.targets) estimates.set(target.name, estimateStatistic(target, shapes, batch.indices.length, total, opts));
+      } finally {
+        await iterator.return?.(undefined).catch(() => undefined);
+      }
+    }
+
     const readers = new Map<string, { target: CaptureTarget; consumer: CaptureConsumer }[]>();
     for (const target of plan.targets)
       for (const consumer of target.consumers) {
@@ -196,103 +302,114 @@ export async function captureActivations(
         list.push({ target, consumer });
         readers.set(consumer.activation, list);
       }
-    const accs = new Map<string, GramAccumulator | FactorAccumulator>();
-    const failed = new Map<string, string>();
-    const total = data.info?.indices.length;
 
-    const consume = async (name: string, tensor: ort.Tensor, items: number) => {
-      const list = readers.get(name) ?? [];
-      const x = tensorValues(tensor);
-      const dims = tensor.dims.map(Number);
-      for (const { target, consumer } of list) {
-        if (failed.has(target.name)) continue;
-        if (!x || !(x instanceof Float32Array || x instanceof Float64Array) || !tensor.type.startsWith("float")) {
-          failed.set(target.name, `the input of ${consumer.opType} ${consumer.node} is ${tensor.type}, not a float tensor`);
-          continue;
+    const capture = async (names: ReadonlySet<string> | undefined, onProgress?: (p: CaptureProgress) => void): Promise<CaptureResult<AnyLayerCapture>> => {
+      const t0 = performance.now();
+      const wanted = (name: string) => !names || names.has(name);
+      const uncalibrated = names ? [] : [...plan.uncalibrated];
+      const targets = plan.targets.filter((t) => wanted(t.name));
+      const done = (layers: Map<string, AnyLayerCapture>, samples: number, batches: number, passCount: number): CaptureResult<AnyLayerCapture> => ({
+        layers,
+        uncalibrated,
+        samples,
+        batches,
+        passes: passCount,
+        gram: engine.name,
+        seconds: (performance.now() - t0) / 1000,
+      });
+      if (targets.length === 0) return done(new Map(), 0, 0, 0);
+      const active = new Set(targets.flatMap((t) => t.consumers.map((c) => c.activation)));
+      // Only the passes that expose a wanted activation, each with all of its fetches (the same sessions
+      // as a run of every weight); activations fed from the data are read with the first pass run.
+      let runs = passes.filter((p) => p.some((a) => active.has(a)));
+      const feedsWanted = fromFeeds.filter((a) => active.has(a));
+      if (runs.length === 0) runs = [[]];
+      const accs = new Map<string, GramAccumulator | FactorAccumulator>();
+      const failed = new Map<string, string>();
+      const consume = async (name: string, tensor: ort.Tensor, items: number) => {
+        const list = readers.get(name) ?? [];
+        const x = tensorValues(tensor);
+        const dims = tensor.dims.map(Number);
+        for (const { target, consumer } of list) {
+          if (!wanted(target.name) || failed.has(target.name)) continue;
+          if (!x || !(x instanceof Float32Array || x instanceof Float64Array) || !tensor.type.startsWith("float")) {
+            failed.set(target.name, `the input of ${consumer.opType} ${consumer.node} is ${tensor.type}, not a float tensor`);
+            continue;
+          }
+          let sampler;
+          try {
+            sampler = samplerFor(consumer, x, dims);
+            if (sampler.groups !== target.groups || sampler.cols !== target.cols)
+              throw new InputError(
+                `the input of ${consumer.opType} ${consumer.node} has shape [${dims.join(", ")}], giving ${sampler.groups} x ${sampler.cols} columns where the weight needs ${target.groups} x ${target.cols}`,
+              );
+          } catch (e) {
+            if (!(e instanceof InputError)) throw e;
+            failed.set(target.name, e.message);
+            continue;
+          }
+          let acc = accs.get(target.name);
+          if (!acc) accs.set(target.name, (acc = accumulatorFor(target, sampler, items, total, x, opts.choose, target.cols, opts.gramPrecision, estimates.get(target.name))));
+          if (acc instanceof FactorAccumulator) acc.add(sampler, { signal: opts.signal });
+          else await acc.add(sampler, engine, { signal: opts.signal });
+          acc.addMoments(x);
         }
-        let sampler;
-        try {
-          sampler = samplerFor(consumer, x, dims);
-          if (sampler.groups !== target.groups || sampler.cols !== target.cols)
-            throw new InputError(
-              `the input of ${consumer.opType} ${consumer.node} has shape [${dims.join(", ")}], giving ${sampler.groups} x ${sampler.cols} columns where the weight needs ${target.groups} x ${target.cols}`,
-            );
-        } catch (e) {
-          if (!(e instanceof InputError)) throw e;
-          failed.set(target.name, e.message);
-          continue;
-        }
-        let acc = accs.get(target.name);
-        if (!acc) accs.set(target.name, (acc = accumulatorFor(target, sampler, items, total, x, opts.choose)));
-        if (acc instanceof FactorAccumulator) acc.add(sampler, { signal: opts.signal });
-        else await acc.add(sampler, engine, { signal: opts.signal });
-        acc.addMoments(x);
-      }
-    };
-
-    // Pass planning: one session exposing everything, then split when one batch would be too large.
-    const iterator = data.batches();
-    const first = await iterator.next();
-    if (first.done) throw new InputError("The calibration data holds no samples.");
-    checkAbort(opts.signal);
-    const sessionFor = (fetches: string[]) =>
-      fetches.length > 0 ? createSession(encodeModel(withOutputs(base, fetches)), { label: `${label} (with exposed activations)` }) : undefined;
-    let session: Session | undefined = await sessionFor(exposed);
-    let passes: string[][] = [exposed];
-    try {
-      if (session) {
-        const sizes = sessionOutputBytes(session, first.value);
-        passes = splitPasses(exposed, sizes, opts.maxActivationBytes ?? DEFAULT_MAX_ACTIVATION_BYTES);
-        if (passes.length > 1) {
-          await session.release();
-          session = undefined;
-        }
-      }
+      };
       let samples = 0;
       let batches = 0;
-      for (let p = 0; p < passes.length; p++) {
-        const fetches = passes[p]!;
-        if (!session) session = await sessionFor(fetches);
-        const it = p === 0 ? iterator : data.batches();
-        let pending: IteratorResult<Batch> = p === 0 ? first : await it.next();
-        let done = 0;
-        while (!pending.done) {
-          checkAbort(opts.signal);
-          const batch = pending.value;
-          const out = session ? await runSession(session, toOrtFeeds(batch.feeds), fetches, label) : {};
-          checkAbort(opts.signal);
-          for (const name of fetches) {
-            const t = out[name];
-            if (!t) throw new Error(`onnxruntime returned no value for exposed output ${name}`);
-            await consume(name, t, batch.indices.length);
-            out[name] = undefined as never;
-          }
-          if (p === 0)
-            for (const name of fromFeeds) {
-              const f = batch.feeds[name]!;
-              await consume(name, new ort.Tensor(f.type, f.data as never, f.dims), batch.indices.length);
+      let session: Session | undefined;
+      try {
+        for (let p = 0; p < runs.length; p++) {
+          const fetches = runs[p]!;
+          if (ready && fetches === passes[0]) {
+            session = ready;
+            ready = undefined;
+          } else session = await sessionFor(fetches);
+          const it = data.batches();
+          let count = 0;
+          try {
+            for (let pending = await it.next(); !pending.done; pending = await it.next()) {
+              checkAbort(opts.signal);
+              const batch = pending.value;
+              const out = session ? await runSession(session, toOrtFeeds(batch.feeds), fetches, label) : {};
+              checkAbort(opts.signal);
+              for (const name of fetches) {
+                const t = out[name];
+                if (!t) throw new Error(`onnxruntime returned no value for exposed output ${name}`);
+                if (active.has(name)) await consume(name, t, batch.indices.length);
+                out[name] = undefined as never;
+              }
+              if (p === 0)
+                for (const name of feedsWanted) {
+                  const f = batch.feeds[name]!;
+                  await consume(name, new ort.Tensor(f.type, f.data as never, f.dims), batch.indices.length);
+                }
+              const n = batch.indices.length;
+              count += n;
+              if (p === 0) {
+                samples += n;
+                batches++;
+              }
+              onProgress?.({
+                pass: p,
+                passes: runs.length,
+                samplesDone: count,
+                samplesTotal: total,
+                fraction: total ? (p * total + count) / (runs.length * total) : undefined,
+              });
             }
-          const n = batch.indices.length;
-          done += n;
-          if (p === 0) {
-            samples += n;
-            batches++;
+          } finally {
+            await it.return?.(undefined).catch(() => undefined);
           }
-          opts.onProgress?.({
-            pass: p,
-            passes: passes.length,
-            samplesDone: done,
-            samplesTotal: total,
-            fraction: total ? (p * total + done) / (passes.length * total) : undefined,
-          });
-          pending = await it.next();
+          await session?.release();
+          session = undefined;
         }
-        await session?.release();
-        session = undefined;
+      } finally {
+        if (session) await session.release().catch(() => undefined);
       }
-
+      if (samples === 0) throw new InputError("The calibration data holds no samples.");
       const layers = new Map<string, AnyLayerCapture>();
-      for (const target of plan.targets) {
+      for (const target of targets) {
         const reason = failed.get(target.name);
         if (reason) {
           uncalibrated.push({ name: target.name, reason });
@@ -306,14 +423,44 @@ export async function captureActivations(
         }
         layers.set(target.name, { ...acc.finish(), consumers: target.consumers.map((c) => c.node) });
       }
-      return done(layers, samples, batches, passes.length);
-    } finally {
-      if (session) await session.release().catch(() => undefined);
-      await iterator.return?.(undefined).catch(() => undefined);
-    }
-  } finally {
-    if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
+      return done(layers, samples, batches, runs.length);
+    };
+    return { targets: plan.targets, uncalibrated: plan.uncalibrated, estimates, activationBytes, capture, close: release };
+  } catch (e) {
+    await release();
+    throw e;
   }
+}
+
+/**
+ * A weight's statistic as capture will keep it, from its activations' estimated dims (`shapes`) for a
+ * batch of `items` samples: the form `choose` picks (as `accumulatorFor` does at the first activation)
+ * and its bytes. Unknown dims give H in float64, an upper bound of both forms.
+ */
+export function estimateStatistic(
+  target: CaptureTarget,
+  shapes: ReadonlyMap<string, { type: string; dims: number[] | undefined }>,
+  items: number,
+  total: number | undefined,
+  opts: Pick<CaptureOptions, "choose" | "gramPrecision">,
+): StatisticEstimate {
+  const gramValues = target.groups * target.cols * target.cols;
+  const gramBytes = gramValues * (opts.gramPrecision === "float32" ? 4 : 8);
+  const unknown: StatisticEstimate = { form: "gram", samples: 0, bytes: gramValues * 8, known: false };
+  const consumer = target.consumers[0]!;
+  const shape = shapes.get(consumer.activation);
+  if (!shape?.dims || shape.dims.some((d) => !(d >= 0))) return unknown;
+  let perBatch: number;
+  try {
+    perBatch = samplerFor(consumer, new Float32Array(0), shape.dims).samples;
+  } catch {
+    return unknown;
+  }
+  const all = total ?? items;
+  const samples = items > 0 ? Math.ceil((perBatch / items) * all) * target.consumers.length : 0;
+  if (opts.choose && total !== undefined && items > 0 && opts.choose({ name: target.name, groups: target.groups, cols: target.cols, samples }) === "factor")
+    return { form: "factor", samples, bytes: target.groups * samples * target.cols * (shape.type === "float64" ? 8 : 4), known: true };
+  return { form: "gram", samples, bytes: gramBytes, known: true };
 }
 
 export function checkAbort(signal: AbortSignal | undefined): void {
@@ -413,7 +560,7 @@ export class OrtGram implements GramEngine {
     private readonly minCols = 48,
   ) {}
 
-  async add(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
+  async add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
     if (c < this.minCols) return syrkUpper(H, off, Xt, c, r);
     const session = await (this.session ??= createSession(gramModel(), { label: "the Gram kernel" }));
     // Balanced blocks: only blocks on or above the diagonal are computed (c = 576 -> 2 blocks, 3/4 of

@@ -110,9 +110,9 @@ const SESSION = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "se
 /** Groups above which a layer's products use the WebAssembly kernel (one session per group here). */
 export const ORT_MAX_GROUPS = 16;
 
-const raw = (v: Float64Array): Uint8Array<ArrayBuffer> => new Uint8Array(Float64Array.from(v).buffer);
+const raw = (v: Float32Array | Float64Array): Uint8Array<ArrayBuffer> => new Uint8Array(Float64Array.from(v).buffer);
 
-function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], init: { name: string; dims: number[]; values: Float64Array }, cols: number, outputs: Array<[string, (number | string)[]]>): Uint8Array {
+function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], init: { name: string; dims: number[]; values: Float32Array | Float64Array }, cols: number, outputs: Array<[string, (number | string)[]]>): Uint8Array {
   const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims, TensorProto_DataType.DOUBLE);
   return encodeModel(
     create(ModelProtoSchema, {
@@ -131,7 +131,7 @@ function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], in
 }
 
 /** P = E H_g: MatMul with H an initializer, E [m, cols] of any m. */
-function gramModel(h: Float64Array, cols: number): Uint8Array {
+function gramModel(h: Float32Array | Float64Array, cols: number): Uint8Array {
   return ortModel([create(NodeProtoSchema, { opType: "MatMul", input: ["E", "H"], output: ["P"] })], { name: "H", dims: [cols, cols], values: h }, cols, [["P", ["m", cols]]]);
 }
 
@@ -174,7 +174,7 @@ export const ortStatEngine: StatEngine = {
           model = factorModel(x, stat.r, cols);
         } else {
           const h = stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
-          bytes += 2 * h.byteLength;
+          bytes += 16 * h.length;
           model = gramModel(h, cols);
         }
         sessions.push(await ort.InferenceSession.create(model, SESSION));

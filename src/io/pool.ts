@@ -31,6 +31,8 @@ interface Job {
   run: Run;
   index: number;
   request: PoolRequest;
+  /** A broadcast's job runs on this worker only. */
+  slot?: Slot;
 }
 
 interface Slot {
@@ -91,48 +93,80 @@ export function createThreadPool(threads: number): ThreadPool {
     return slot;
   };
 
-  /** Hands queued jobs to idle workers, starting workers while fewer than `threads` run. */
+  const post = (slot: Slot, job: Job): void => {
+    try {
+      slot.job = job;
+      slot.worker.ref();
+      // Throws when the input cannot be cloned (a function, a symbol, ...).
+      slot.worker.postMessage(job.request);
+    } catch (e) {
+      if (slot.job === job) finish(slot);
+      fail(job.run, e instanceof Error ? e : new Error(String(e)));
+    }
+  };
+
+  /**
+   * Hands queued jobs to idle workers, starting workers while fewer than `threads` run. A broadcast's job
+   * waits for its own worker (or is done when that worker has stopped: what it would clear went with it).
+   */
   const pump = (): void => {
-    while (queue.length > 0 && !closed) {
-      const job = queue[0];
+    for (let i = 0; i < queue.length && !closed; ) {
+      const job = queue[i]!;
       if (job.run.failed) {
-        queue.shift();
+        queue.splice(i, 1);
+        continue;
+      }
+      if (job.slot) {
+        if (!slots.has(job.slot)) {
+          queue.splice(i, 1);
+          if (--job.run.remaining === 0) job.run.resolve(job.run.results);
+          continue;
+        }
+        if (job.slot.job) {
+          i++;
+          continue;
+        }
+        queue.splice(i, 1);
+        post(job.slot, job);
         continue;
       }
       let slot: Slot | undefined;
       for (const s of slots) if (!s.job) slot = s;
       try {
         if (!slot && slots.size < threads) slot = spawn();
-        if (!slot) return;
-        queue.shift();
-        slot.job = job;
-        slot.worker.ref();
-        // Throws when the input cannot be cloned (a function, a symbol, ...).
-        slot.worker.postMessage(job.request);
       } catch (e) {
-        if (queue[0] === job) queue.shift();
-        if (slot?.job === job) finish(slot);
+        queue.splice(i, 1);
         fail(job.run, e instanceof Error ? e : new Error(String(e)));
+        continue;
       }
+      if (!slot) return;
+      queue.splice(i, 1);
+      post(slot, job);
     }
+  };
+
+  const enqueue = (task: TaskName, inputs: readonly unknown[], targets?: Slot[]): Promise<unknown[]> => {
+    if (closed) return Promise.reject(new Error("the thread pool is closed"));
+    if (inputs.length === 0) return Promise.resolve([]);
+    return new Promise<unknown[]>((resolve, reject) => {
+      const run: Run = { results: new Array(inputs.length), remaining: inputs.length, failed: false, resolve, reject };
+      inputs.forEach((input, index) => queue.push({ run, index, request: { task, input }, ...(targets ? { slot: targets[index]! } : {}) }));
+      pump();
+    });
   };
 
   return {
     threads,
     run<I, O>(task: TaskName, inputs: readonly I[]): Promise<O[]> {
-      if (closed) return Promise.reject(new Error("the thread pool is closed"));
-      if (inputs.length === 0) return Promise.resolve([]);
-      return new Promise<O[]>((resolve, reject) => {
-        const run: Run = {
-          results: new Array(inputs.length),
-          remaining: inputs.length,
-          failed: false,
-          resolve: resolve as (results: unknown[]) => void,
-          reject,
-        };
-        inputs.forEach((input, index) => queue.push({ run, index, request: { task, input } }));
-        pump();
-      });
+      return enqueue(task, inputs) as Promise<O[]>;
+    },
+    async broadcast<I>(task: TaskName, input: I): Promise<void> {
+      const targets = [...slots];
+      await enqueue(
+        task,
+        targets.map(() => input),
+        targets,
+      );
     },
     async close(): Promise<void> {
       if (closed) return;

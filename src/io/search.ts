@@ -9,7 +9,7 @@ import { candidateGrid, evaluateCandidates, pointBits, pointKey, type EvaluatedC
 import { minimumCost } from "../core/alloc/allocate.js";
 import { InputError } from "../core/errors.js";
 import { budgetBits, compressedTensorBytes, searchOperatingPoints, sensitivities, type BudgetBasis, type SearchLayerInput, type SearchTarget } from "../core/alloc/search.js";
-import { quantCacheKey, tensorBytes } from "../core/compress.js";
+import { quantCacheKey, releaseStatistics, tensorBytes, type StatisticWaves } from "../core/compress.js";
 import { CancelledError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
 import type { Batch } from "../core/calib/source.js";
@@ -37,6 +37,8 @@ export interface PrepareSearchOptions {
   /** The selected weights (`selectWeights`), in graph order. */
   selected: readonly WeightInfo[];
   stats?: ReadonlyMap<string, LayerStatistic | StatHandle>;
+  /** Statistics in waves under a memory budget instead of `stats`: each wave is captured, used and freed. */
+  waves?: StatisticWaves;
   config: CompressConfig;
   family: "ssvq" | "vq";
   /** The loosest target to be allocated: candidates that cannot fit it are not tried. */
@@ -94,33 +96,40 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
   // The reference quantization of each layer is kept compact (indices, signs, codebook) and decoded
   // only when its sensitivity is measured, one layer at a time.
   const refs: { key: string; stored: () => Float32Array; point: OperatingPoint; error: number }[] = [];
-  for (const [i, w] of o.selected.entries()) {
+  let done = 0;
+  for (const group of searchGroups(o)) {
     check();
-    const stored = dtypeBits(w.dtype)!;
-    const maxBits = maxBudget - (sumMin - minCost[i]!);
-    const points = grids[i]!.filter((p) => pointBits(p, w.layout.rows, w.layout.cols, stored).totalBits <= maxBits);
-    if (points.length === 0) points.push(grids[i]![0]!);
-    const ref = referencePoint(points, w, o.referenceBitsPerWeight);
-    const rows = toRows(tensorToFloat32(w.tensor, o.loaded.readExternal), w.layout);
-    let refQ: Quantized | undefined;
-    const c = await evaluateCandidates(rows, w.layout.rows, w.layout.cols, o.stats?.get(w.name), points, {
-      seed: o.config.seed,
-      kmeansIters: o.config.kmeansIters,
-      storedBits: stored,
-      map,
-      ...(o.engine !== undefined ? { engine: o.engine } : {}),
-      roundStored: (v) => roundTo(v, w.dtype),
-      keep: (p, q) => {
-        o.cache?.set(quantCacheKey(w, p), q);
-        if (pointKey(p) === pointKey(ref)) refQ = q;
-      },
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
-    evaluated.push(c);
-    const refIndex = c.findIndex((x) => pointKey(x.point) === pointKey(ref));
-    const q = refQ!;
-    refs.push({ key: weightKey(w), stored: () => fromRows(reconstructRows(q), w.layout), point: ref, error: c[refIndex]!.error });
-    o.onProgress?.({ kind: "fraction", stage: "search", fraction: (0.8 * (i + 1)) / o.selected.length });
+    const stats = group.capture ? await group.capture() : o.stats;
+    for (const i of group.indices) {
+      check();
+      const w = o.selected[i]!;
+      const stored = dtypeBits(w.dtype)!;
+      const maxBits = maxBudget - (sumMin - minCost[i]!);
+      const points = grids[i]!.filter((p) => pointBits(p, w.layout.rows, w.layout.cols, stored).totalBits <= maxBits);
+      if (points.length === 0) points.push(grids[i]![0]!);
+      const ref = referencePoint(points, w, o.referenceBitsPerWeight);
+      const rows = toRows(tensorToFloat32(w.tensor, o.loaded.readExternal), w.layout);
+      let refQ: Quantized | undefined;
+      const c = await evaluateCandidates(rows, w.layout.rows, w.layout.cols, stats?.get(w.name), points, {
+        seed: o.config.seed,
+        kmeansIters: o.config.kmeansIters,
+        storedBits: stored,
+        map: group.serial ? serialMap : map,
+        ...(o.engine !== undefined ? { engine: o.engine } : {}),
+        roundStored: (v) => roundTo(v, w.dtype),
+        keep: (p, q) => {
+          o.cache?.set(quantCacheKey(w, p), q);
+          if (pointKey(p) === pointKey(ref)) refQ = q;
+        },
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      evaluated[i] = c;
+      const refIndex = c.findIndex((x) => pointKey(x.point) === pointKey(ref));
+      const q = refQ!;
+      refs[i] = { key: weightKey(w), stored: () => fromRows(reconstructRows(q), w.layout), point: ref, error: c[refIndex]!.error };
+      o.onProgress?.({ kind: "fraction", stage: "search", fraction: (0.8 * ++done) / o.selected.length });
+    }
+    if (group.capture) await releaseStatistics(map);
   }
   const candidatesSeconds = (performance.now() - t0) / 1000;
   const t1 = performance.now();
@@ -164,6 +173,24 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
     sensitivitySamples: samples,
     seconds: { candidates: candidatesSeconds, sensitivity: (performance.now() - t1) / 1000 },
   };
+}
+
+/** The layers (indices into `selected`) of each wave, with how to capture its statistics; the rest last, without. */
+function searchGroups(o: PrepareSearchOptions): { indices: number[]; serial?: boolean; capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>> }[] {
+  const all = o.selected.map((_, i) => i);
+  const source = o.waves;
+  if (!source) return [{ indices: all }];
+  const placed = new Set<number>();
+  const groups: ReturnType<typeof searchGroups> = [];
+  source.waves.forEach((names, wave) => {
+    const set = new Set(names);
+    const indices = all.filter((i) => set.has(o.selected[i]!.name) && !placed.has(i));
+    for (const i of indices) placed.add(i);
+    if (indices.length) groups.push({ indices, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
+  });
+  const rest = all.filter((i) => !placed.has(i));
+  if (rest.length) groups.push({ indices: rest });
+  return groups;
 }
 
 /** The family's point nearest `bpw` bits per weight (else any quantized point; else the cheapest). */

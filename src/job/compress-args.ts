@@ -12,7 +12,7 @@ import { parsePreprocess } from "../core/calib/preprocess.js";
 import { resolveFinetuneOptions, type FinetuneOptions } from "../core/ssvq/finetune.js";
 import type { DataOptions } from "../io/compress-file.js";
 import type { CompressJobSpec } from "./protocol.js";
-import { choiceOption, intOption, numberOption, threadsOption, type OptionValues } from "./option-values.js";
+import { choiceOption, intOption, numberOption, sizeOption, threadsOption, type OptionValues } from "./option-values.js";
 
 /** The fixed operating point without --k/--d, --bits or --ratio (README: 2 bits per weight before codebooks). */
 export const DEFAULT_POINT = { ssvq: { k: 16, d: 4 }, vq: { k: 256, d: 4 } } as const;
@@ -187,6 +187,7 @@ export const compressOptions = {
   "kmeans-iters": { type: "string" },
   format: { type: "string" },
   threads: { type: "string" },
+  "memory-budget": { type: "string" },
 } as const;
 
 /** Every option of `ssvq compress`. */
@@ -206,7 +207,7 @@ export const compressCommandOptions = {
 /** Options whose values are paths (made absolute in the command a report records). */
 const PATH_OPTIONS = new Set(["calib", "eval", "labels", "out", "accel-config"]);
 /** Options that are choices of one run, not of the result: left out of the recorded command. */
-const RUN_ONLY_OPTIONS = new Set(["force", "json", "dry-run", "threads"]);
+const RUN_ONLY_OPTIONS = new Set(["force", "json", "dry-run", "threads", "memory-budget"]);
 
 /**
  * The arguments after `ssvq compress` that reproduce a run, in a canonical order with absolute paths:
@@ -238,6 +239,7 @@ export function compressSpec(values: OptionValues, input: string): CompressJobSp
     dryRun,
     config: compressConfig(values),
     threads: threadsOption(values),
+    ...(sizeOption(values, "memory-budget") !== undefined ? { memoryBudget: sizeOption(values, "memory-budget") } : {}),
     ...(dataOptions(values) ? { data: dataOptions(values) } : {}),
     ...(values["compare"] !== undefined ? { compare: choiceOption(values, "compare", ["vq"] as const, "vq") } : {}),
     ...(values["preset"] !== undefined || values["shape"] !== undefined || values["accel-config"] !== undefined

@@ -60,6 +60,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
         lastStage = e.stage;
         void send({ type: "stage", stage: e.stage });
       } else if (e.kind === "fraction") void send({ type: "progress", stage: e.stage, fraction: e.fraction });
+      else if (e.kind === "wave") void send({ type: "wave", index: e.index, count: e.count, layers: e.layers });
       else if (e.kind === "freezeCheck") {
         const { kind: _kind, ...check } = e;
         void send({ type: "freezeCheck", ...check });
@@ -83,6 +84,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
       data: spec.data,
       compare: spec.compare,
       command: spec.command,
+      ...(spec.memoryBudget !== undefined ? { memoryBudget: spec.memoryBudget } : {}),
       map: pool,
       signal: controller.signal,
       onProgress,

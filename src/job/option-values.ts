@@ -32,6 +32,22 @@ export function choiceOption<T extends string>(values: OptionValues, name: strin
   return v as T;
 }
 
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * A size in bytes: a number with an optional binary unit K, M, G or T (also KB/KiB, ...: 4G = 4 GiB,
+ * 512M, 1.5G); a bare number is bytes. Undefined when the option is not given (or given empty).
+ */
+export function sizeOption(values: OptionValues, name: string): number | undefined {
+  const v = values[name];
+  if (v === undefined || (typeof v === "string" && v.trim() === "")) return undefined;
+  const m = typeof v === "string" ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(v) : null;
+  const bytes = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!m || !(bytes >= 1) || !Number.isSafeInteger(bytes))
+    throw new InputError(`--${name} must be a size such as 4G, 512M or 1.5G (bytes without a unit), not ${JSON.stringify(v)}`);
+  return bytes;
+}
+
 /** Worker threads: --threads N, default the machine's cores (at most 8). */
 export function threadsOption(values: OptionValues): number {
   return intOption(values, "threads", Math.min(8, Math.max(1, cpus().length)), 1, 64);

@@ -23,6 +23,8 @@ export interface CompressJobSpec {
   dryRun?: boolean;
   config: CompressConfig;
   threads: number;
+  /** --memory-budget in bytes (default: half the machine's memory, at most 16 GiB); never changes the result. */
+  memoryBudget?: number;
   /** Simulate on an accelerator too: { preset?, config?, shape?: string[] } as `ssvq simulate` spells them. */
   simulate?: { preset?: string; config?: string; shape?: string[] };
   /** Calibration (--calib) and evaluation (--eval) data. */
@@ -97,6 +99,8 @@ export type WorkerEvent =
   /** Within a stage: the fraction done and, while layers are processed one by one, which one. */
   | { type: "progress"; stage: string; fraction: number; layer?: LayerPosition }
   | { type: "layerDone"; stats: LayerStats }
+  /** Statistics in waves under the memory budget: wave `index` of `count` (of `layers` layers) starts. */
+  | { type: "wave"; index: number; count: number; layers: number }
   /** One progressive-freezing check of a layer (iteration, loss, relative output error, flips, freezing). */
   | ({ type: "freezeCheck"; layer: string } & FreezeCheck)
   | { type: "log"; level: LogLevel; text: string }

@@ -245,15 +245,16 @@ const TYPE_BYTES: Record<string, number> = {
 };
 
 /**
- * Estimated bytes of each output for one batch: declared dims, symbolic ones bound from the dims the
- * inputs are fed with (an unbound leading dim taken as the batch size, any other as 1).
+ * Estimated dims of each output for one batch: declared dims, symbolic ones bound from the dims the
+ * inputs are fed with (an unbound leading dim taken as the batch size, any other as 1); undefined for a
+ * non-tensor output or one without a declared shape.
  */
-export function estimateOutputBytes(
+export function estimateOutputDims(
   inputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
   outputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
   feedDims: Readonly<Record<string, readonly number[]>>,
   batchSize: number,
-): Map<string, number> {
+): Map<string, { tensor: boolean; type: string; dims: number[] | undefined }> {
   const symbols = new Map<string, number>();
   for (const { name, meta } of inputs) {
     const dims = feedDims[name];
@@ -262,17 +263,32 @@ export function estimateOutputBytes(
       if (typeof d === "string" && dims[j] !== undefined) symbols.set(d, dims[j]!);
     });
   }
-  const out = new Map<string, number>();
+  const out = new Map<string, { tensor: boolean; type: string; dims: number[] | undefined }>();
   for (const { name, meta } of outputs) {
     if (!meta || !meta.isTensor) {
+      out.set(name, { tensor: false, type: "", dims: undefined });
+      continue;
+    }
+    const dims = meta.shape?.map((d, j) => (typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1))));
+    out.set(name, { tensor: true, type: meta.type ?? "", dims });
+  }
+  return out;
+}
+
+/** Estimated bytes of each output for one batch (`estimateOutputDims`; 0 for a non-tensor output). */
+export function estimateOutputBytes(
+  inputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  outputs: readonly { name: string; meta: ValueMetadataLike | undefined }[],
+  feedDims: Readonly<Record<string, readonly number[]>>,
+  batchSize: number,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, { tensor, type, dims }] of estimateOutputDims(inputs, outputs, feedDims, batchSize)) {
+    if (!tensor) {
       out.set(name, 0);
       continue;
     }
-    let n = TYPE_BYTES[meta.type ?? ""] ?? 1;
-    (meta.shape ?? []).forEach((d, j) => {
-      n *= typeof d === "number" ? d : (symbols.get(d) ?? (j === 0 ? batchSize : 1));
-    });
-    out.set(name, n);
+    out.set(name, (dims ?? []).reduce((a, b) => a * b, TYPE_BYTES[type] ?? 1));
   }
   return out;
 }

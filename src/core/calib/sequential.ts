@@ -536,7 +536,7 @@ export function stackedSampler(a: ActivationSampler, b: ActivationSampler): Acti
  * The blocks of a finished stacked statistic (`groups` blocks [2c, 2c] of [x_fp; x_q]): H_ff (top
  * left), H_fq (top right) and H_qq (bottom right), each `groups` blocks [c, c].
  */
-export function splitStacked(h: Float64Array, groups: number, cols: number): { hff: Float64Array; hfq: Float64Array; hqq: Float64Array } {
+export function splitStacked(h: Float32Array | Float64Array, groups: number, cols: number): { hff: Float64Array; hfq: Float64Array; hqq: Float64Array } {
   const c2 = 2 * cols;
   checkLength("stacked statistic", "H", h, groups * c2 * c2);
   const cc = cols * cols;

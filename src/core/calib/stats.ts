@@ -21,7 +21,7 @@ import type { Activation, ActivationSampler } from "./im2col.js";
  * H[off + i*c + j] += sum_k Xt[i*r + k] * Xt[j*r + k] for j >= i (entries below the diagonal inside the
  * diagonal tiles may be written too; `finishGram` overwrites them). Xt is [c, r], feature-major.
  */
-export function syrkUpper(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): void {
+export function syrkUpper(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): void {
   const cEven = c - (c % 2);
   for (let i0 = 0; i0 < cEven; i0 += 2) {
     const a0 = i0 * r;
@@ -83,7 +83,7 @@ export function syrkUpper(H: Float64Array, off: number, Xt: Float64Array, c: num
 }
 
 /** Copies the upper triangle of the c x c block at `off` onto the lower one and multiplies by `scale`. */
-export function finishGram(H: Float64Array, off: number, c: number, scale: number): void {
+export function finishGram(H: Float32Array | Float64Array, off: number, c: number, scale: number): void {
   for (let i = 0; i < c; i++) {
     const row = off + i * c;
     for (let j = i; j < c; j++) {
@@ -97,7 +97,7 @@ export function finishGram(H: Float64Array, off: number, c: number, scale: numbe
 /** Adds Xt Xt^T (Xt [c, r], feature-major) into the c x c block of H at `off`: at least its upper triangle. */
 export interface GramEngine {
   readonly name: string;
-  add(H: Float64Array, off: number, Xt: Float64Array, c: number, r: number): void | Promise<void>;
+  add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): void | Promise<void>;
 }
 
 /** The plain TypeScript engine: `syrkUpper`. Bit-for-bit reproducible on every machine. */
@@ -106,8 +106,8 @@ export const jsGram: GramEngine = { name: "js", add: syrkUpper };
 /** The statistic of one weight, as capture returns it: the gram form. */
 export interface LayerStats {
   kind?: "gram";
-  /** groups blocks of [cols, cols], row-major: H_g = X_g X_g^T / samples. */
-  H: Float64Array;
+  /** groups blocks of [cols, cols], row-major: H_g = X_g X_g^T / samples (float32 or float64, `GramAccumulator`). */
+  H: Float32Array | Float64Array;
   groups: number;
   cols: number;
   /** n: columns of X per group (output positions for Conv, rows for Gemm/MatMul), over all consumers. */
@@ -137,9 +137,13 @@ export interface AccumulateOptions {
 
 export const DEFAULT_CHUNK_VALUES = 1 << 20;
 
-/** Accumulates H for one weight over any number of activations (batches, consumers). */
+/**
+ * Accumulates H for one weight over any number of activations (batches, consumers), in float64 or, to
+ * halve its memory, float32: each chunk's X X^T is summed in float64 by the engine and rounded once when
+ * it is added into H.
+ */
 export class GramAccumulator {
-  readonly H: Float64Array;
+  readonly H: Float32Array | Float64Array;
   samples = 0;
   private sumSq = 0;
   private elements = 0;
@@ -148,8 +152,9 @@ export class GramAccumulator {
   constructor(
     readonly groups: number,
     readonly cols: number,
+    readonly precision: "float32" | "float64" = "float64",
   ) {
-    this.H = sharedArray(Float64Array, groups * cols * cols);
+    this.H = precision === "float32" ? sharedArray(Float32Array, groups * cols * cols) : sharedArray(Float64Array, groups * cols * cols);
   }
 
   /** Adds the samples of one activation (the sampler must have this accumulator's groups and cols). */

@@ -168,7 +168,7 @@ export interface FinetuneInput {
   /** The original row matrix W [rows, cols] (rows and cols from `quantized.shape`). */
   w: Float32Array;
   /** `groups` symmetric blocks [cols, cols], row-major: H_g = X_g X_g^T / n (the gram form's shorthand). */
-  h: Float64Array;
+  h: Float32Array | Float64Array;
   groups: number;
   /** The starting point: k-means codebook, assignments and (SSVQ) signs. */
   quantized: VqQuantized;
@@ -1044,13 +1044,16 @@ export function finetuneLayer(
   const { L, S, stat, o } = prepare(input, settings, localAlloc);
   if ("forLayer" in engine) {
     if (isFactor(stat)) throw new InputError(`the product engine ${engine.name} takes H only, not a factor statistic`);
-    const kernel = legacyKernel(engine.forLayer(stat.H, stat.groups, L.rows, L.cols), engine.name) as SyncStatKernel;
+    const kernel = legacyKernel(engine.forLayer(asFloat64(stat.H), stat.groups, L.rows, L.cols), engine.name) as SyncStatKernel;
     return driveSync(finetuneSteps(L, S, input.quantized, o, hooks, engine.name), (step) => [runBlockSync(L, S, stat, kernel, step, 0, L.rows)]);
   }
   const kernel = engine.kernel(stat, L.rows);
   const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
   return driveSync(finetuneSteps(L, S, input.quantized, o, hooks, kernel.engine), (step) => blocks.map(([r0, r1]) => runBlockSync(L, S, stat, kernel, step, r0, r1)));
 }
+
+/** H as float64 (a copy when it is kept in float32), for the legacy whole-layer engines. */
+const asFloat64 = (h: Float32Array | Float64Array): Float64Array => (h instanceof Float64Array ? h : Float64Array.from(h));
 
 /**
  * Fine-tunes one layer with another engine (a legacy whole-layer `ProductEngine`, gram form only, or a
@@ -1068,7 +1071,7 @@ export async function finetuneLayerWith(
   let blocks: Array<[number, number]>;
   if ("forLayer" in engine) {
     if (isFactor(stat)) throw new InputError(`the product engine ${engine.name} takes H only, not a factor statistic`);
-    kernel = legacyKernel(await engine.forLayer(stat.H, stat.groups, L.rows, L.cols), engine.name);
+    kernel = legacyKernel(await engine.forLayer(asFloat64(stat.H), stat.groups, L.rows, L.cols), engine.name);
     blocks = [[0, L.rows]];
   } else {
     kernel = await engine.kernel(stat, L.rows);

@@ -24,10 +24,13 @@ import { sharedArray, type ParallelMap } from "../parallel.js";
 import { gemmNT, symmMulBlocked } from "./gemm-kernels.js";
 import { wasmAvailable, WasmGemm } from "./gemm-wasm.js";
 
-/** H itself: `groups` symmetric blocks [cols, cols], row-major. (`kind` may be omitted.) */
+/**
+ * H itself: `groups` symmetric blocks [cols, cols], row-major. (`kind` may be omitted.) Kept in float32
+ * (half the memory) or float64; the kernels compute in float64 either way.
+ */
 export interface GramStatistic {
   kind?: "gram";
-  H: Float64Array;
+  H: Float32Array | Float64Array;
   groups: number;
   cols: number;
 }
@@ -87,7 +90,10 @@ export function statisticTrace(stat: LayerStatistic): number {
 /** The H block [cols, cols] of group g (built from X for the factor form). */
 export function gramBlock(stat: LayerStatistic, g: number): Float64Array {
   const { cols } = stat;
-  if (!isFactor(stat)) return stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
+  if (!isFactor(stat)) {
+    const block = stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
+    return block instanceof Float64Array ? block : Float64Array.from(block);
+  }
   const { X, r, n } = stat;
   const out = new Float64Array(cols * cols);
   const xs = Float64Array.from(X.subarray(g * r * cols, (g + 1) * r * cols));
@@ -251,10 +257,10 @@ export const tsStatEngine: SyncStatEngine = {
     const { groups, cols } = stat;
     const rpg = rows / groups;
     if (!isFactor(stat)) {
-      const H = stat.H;
+      const H = stat.H instanceof Float64Array ? stat.H : Float64Array.from(stat.H);
       return {
         engine: "ts-blocked",
-        bytes: 0,
+        bytes: H === stat.H ? 0 : H.byteLength,
         multiply(r0, r1, a, p) {
           for (const [s, e, g] of segments(r0, r1, rpg)) {
             const off = (s - r0) * cols;
@@ -534,6 +540,13 @@ export async function clearKernelCache(): Promise<void> {
       // a kernel that failed to build has nothing to release
     }
   }
+}
+
+/** The "stat.clearKernels" task (`tasks.ts`, broadcast to every thread between waves): `clearKernelCache`. */
+export async function clearKernelsTask(_input: Record<string, never>): Promise<number> {
+  const entries = kernelCache.size;
+  await clearKernelCache();
+  return entries;
 }
 
 // ---- products on a map ------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ export function logEvent(log: vscode.LogOutputChannel, e: WorkerEvent): void {
       else if (e.level === "warning") log.warn(e.text);
       else log.info(e.text);
       break;
+    case "wave":
+      if (e.count > 1) log.info(`wave ${e.index + 1}/${e.count} (${e.layers} layers): capture, quantize, fine-tune`);
+      break;
     case "layerDone":
       log.info(`  layer ${e.stats.index + 1}/${e.stats.count} ${e.stats.name}: ${e.stats.bitsPerWeight.toFixed(3)} bits/weight, weight error ${(100 * e.stats.weightError).toFixed(2)}%`);
       break;
