@@ -246,7 +246,10 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
           reconstructed.set(weightKey(w), s.stored);
           s.report = layerReport(w, q, relativeError(rows, rec));
           const stat = stats?.get(w.name);
-          if (stat) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
+          // A layer fine-tuned next gets its k-means output error from fine-tuning's first loss (the same
+          // product): measured here only for the layers that stay as they are.
+          const tunedNext = config.finetune && !isIntQuantized(q);
+          if (stat && !tunedNext) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
         }
       });
       checkCancel();

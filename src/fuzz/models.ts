@@ -10,27 +10,17 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   AttributeProto_AttributeType as AT,
-  AttributeProtoSchema,
   create,
   encodeModel,
-  GraphProtoSchema,
   ModelProtoSchema,
-  NodeProtoSchema,
-  OperatorSetIdProtoSchema,
   TensorProto_DataType as DT,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
-  type AttributeProto,
   type GraphProto,
   type ModelProto,
   type NodeProto,
   type TensorProto,
-  type ValueInfoProto,
 } from "../core/onnx/proto.js";
+import { attr, graph, model as buildModel, node, valueInfo } from "../core/onnx/build.js";
 import { FuzzRng } from "./rng.js";
 
 export { DT, AT };
@@ -49,30 +39,7 @@ export function decodeLoose(bytes: Uint8Array): ModelProto {
 
 export const encode = (m: ModelProto): Uint8Array => encodeModel(m);
 
-export function valueInfo(name: string, dims: readonly (number | string)[] | undefined, elemType: number = DT.FLOAT): ValueInfoProto {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType,
-          ...(dims
-            ? {
-                shape: create(TensorShapeProtoSchema, {
-                  dim: dims.map((d) =>
-                    create(TensorShapeProto_DimensionSchema, {
-                      value: typeof d === "number" ? { case: "dimValue", value: BigInt(d) } : { case: "dimParam", value: d },
-                    }),
-                  ),
-                }),
-              }
-            : {}),
-        }),
-      },
-    }),
-  });
-}
+export { attr, graph, node, valueInfo };
 
 export function floatTensor(name: string, dims: readonly number[], seed: number, scale = 0.1): TensorProto {
   const n = dims.reduce((a, b) => a * b, 1);
@@ -96,38 +63,7 @@ export function int64Tensor(name: string, values: readonly number[]): TensorProt
   return create(TensorProtoSchema, { name, dims: [BigInt(values.length)], dataType: DT.INT64, int64Data: values.map(BigInt) });
 }
 
-type AttrValue = number | number[] | string | TensorProto | GraphProto;
-
-export function attr(name: string, v: AttrValue): AttributeProto {
-  if (typeof v === "number") return create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(v) });
-  if (typeof v === "string") return create(AttributeProtoSchema, { name, type: AT.STRING, s: new TextEncoder().encode(v) as Uint8Array<ArrayBuffer> });
-  if (Array.isArray(v)) return create(AttributeProtoSchema, { name, type: AT.INTS, ints: v.map(BigInt) });
-  if (v.$typeName === "onnx.TensorProto") return create(AttributeProtoSchema, { name, type: AT.TENSOR, t: v });
-  return create(AttributeProtoSchema, { name, type: AT.GRAPH, g: v });
-}
-
-export function node(opType: string, inputs: string[], outputs: string[], attrs: Record<string, AttrValue> = {}, name = ""): NodeProto {
-  return create(NodeProtoSchema, {
-    opType,
-    input: inputs,
-    output: outputs,
-    name,
-    attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
-  });
-}
-
-export function graph(g: { nodes: NodeProto[]; inputs: ValueInfoProto[]; outputs: ValueInfoProto[]; initializers?: TensorProto[]; name?: string }): GraphProto {
-  return create(GraphProtoSchema, { name: g.name ?? "g", node: g.nodes, input: g.inputs, output: g.outputs, initializer: g.initializers ?? [] });
-}
-
-export function model(g: GraphProto, opset = 13, irVersion = 7): ModelProto {
-  return create(ModelProtoSchema, {
-    irVersion: BigInt(irVersion),
-    producerName: "ssvq-fuzz",
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })],
-    graph: g,
-  });
-}
+export const model = (g: GraphProto, opset = 13, irVersion = 7): ModelProto => buildModel(g, { opset, irVersion, producer: "ssvq-fuzz" });
 
 /** Conv(3->8) Relu Conv(8->16, stride 2) Relu Flatten Gemm Relu MatMul: 4 weights, 2 above 1024 elements. */
 export function smallCnn(): ModelProto {

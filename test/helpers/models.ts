@@ -1,21 +1,6 @@
 /** Small ONNX models built in tests. */
-import {
-  create,
-  ModelProtoSchema,
-  GraphProtoSchema,
-  NodeProtoSchema,
-  AttributeProtoSchema,
-  TensorProtoSchema,
-  OperatorSetIdProtoSchema,
-  AttributeProto_AttributeType as AT,
-  TensorProto_DataType as DT,
-  type GraphProto,
-  type ModelProto,
-  type NodeProto,
-  type TensorProto,
-  type ValueInfoProto,
-  type AttributeProto,
-} from "../../src/core/onnx/proto.js";
+import { create, TensorProtoSchema, TensorProto_DataType as DT, type GraphProto, type ModelProto, type TensorProto } from "../../src/core/onnx/proto.js";
+import { attr, graph, model as buildModel, node } from "../../src/core/onnx/build.js";
 import { floatToBfloat16, floatToHalf } from "../../src/core/onnx/dtype.js";
 import { Rng } from "../../src/core/rng.js";
 
@@ -51,51 +36,9 @@ export function int64Tensor(name: string, dims: number[], values: number[]): Ten
   return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: DT.INT64, int64Data: values.map(BigInt) });
 }
 
-type AttrValue = number | number[] | string | TensorProto | GraphProto | { float: number };
+export { attr, graph, node };
 
-export function attr(name: string, v: AttrValue): AttributeProto {
-  if (typeof v === "number") return create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(v) });
-  if (typeof v === "string") return create(AttributeProtoSchema, { name, type: AT.STRING, s: new TextEncoder().encode(v) as Uint8Array<ArrayBuffer> });
-  if (Array.isArray(v)) return create(AttributeProtoSchema, { name, type: AT.INTS, ints: v.map(BigInt) });
-  if ("float" in v) return create(AttributeProtoSchema, { name, type: AT.FLOAT, f: v.float });
-  if (v.$typeName === "onnx.TensorProto") return create(AttributeProtoSchema, { name, type: AT.TENSOR, t: v });
-  return create(AttributeProtoSchema, { name, type: AT.GRAPH, g: v });
-}
-
-export function node(opType: string, inputs: string[], outputs: string[], attrs: Record<string, AttrValue> = {}, name = ""): NodeProto {
-  return create(NodeProtoSchema, {
-    opType,
-    input: inputs,
-    output: outputs,
-    name,
-    attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
-  });
-}
-
-export function graph(g: {
-  nodes: NodeProto[];
-  inputs: ValueInfoProto[];
-  outputs: ValueInfoProto[];
-  initializers?: TensorProto[];
-  name?: string;
-}): GraphProto {
-  return create(GraphProtoSchema, {
-    name: g.name ?? "g",
-    node: g.nodes,
-    input: g.inputs,
-    output: g.outputs,
-    initializer: g.initializers ?? [],
-  });
-}
-
-export function model(g: GraphProto, opset = 13, irVersion = 7): ModelProto {
-  return create(ModelProtoSchema, {
-    irVersion: BigInt(irVersion),
-    producerName: "ssvq-tests",
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })],
-    graph: g,
-  });
-}
+export const model = (g: GraphProto, opset = 13, irVersion = 7): ModelProto => buildModel(g, { opset, irVersion, producer: "ssvq-tests" });
 
 /** A small CNN + MLP: Conv(3->8, 3x3) Relu Conv(8->16, 3x3) Relu Flatten Gemm(transB=1) Relu MatMul. */
 export function smallCnn(opts: { dataType?: number; seed?: number; opset?: number } = {}): ModelProto {

@@ -137,6 +137,21 @@ export interface AccumulateOptions {
 
 export const DEFAULT_CHUNK_VALUES = 1 << 20;
 
+/** Mean of x^2 over every element added (the raw input activations' second moment, for sanity checks). */
+class SecondMoment {
+  private sumSq = 0;
+  private elements = 0;
+  add(x: Activation): void {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+    this.sumSq += s;
+    this.elements += x.length;
+  }
+  mean(): number {
+    return this.elements > 0 ? this.sumSq / this.elements : 0;
+  }
+}
+
 /**
  * Accumulates H for one weight over any number of activations (batches, consumers), in float64 or, to
  * halve its memory, float32: each chunk's X X^T is summed in float64 by the engine and rounded once when
@@ -145,8 +160,7 @@ export const DEFAULT_CHUNK_VALUES = 1 << 20;
 export class GramAccumulator {
   readonly H: Float32Array | Float64Array;
   samples = 0;
-  private sumSq = 0;
-  private elements = 0;
+  private readonly moments = new SecondMoment();
   private scratch: Float64Array | undefined;
 
   constructor(
@@ -181,10 +195,7 @@ export class GramAccumulator {
 
   /** Adds the raw activation's values to the second moment (meanSquare). */
   addMoments(x: Activation): void {
-    let s = 0;
-    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
-    this.sumSq += s;
-    this.elements += x.length;
+    this.moments.add(x);
   }
 
   /** Mirrors and normalises H (once; the accumulator is done afterwards). */
@@ -198,7 +209,7 @@ export class GramAccumulator {
       for (let i = 0; i < cols; i++) trace += H[off + i * cols + i]!;
     }
     this.scratch = undefined;
-    return { kind: "gram", H, groups, cols, samples: this.samples, trace, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
+    return { kind: "gram", H, groups, cols, samples: this.samples, trace, meanSquare: this.moments.mean() };
   }
 }
 
@@ -210,8 +221,7 @@ export class FactorAccumulator {
   private X: Float32Array | Float64Array;
   private capacity: number;
   samples = 0;
-  private sumSq = 0;
-  private elements = 0;
+  private readonly moments = new SecondMoment();
   private scratch: Float64Array | undefined;
 
   constructor(
@@ -265,11 +275,9 @@ export class FactorAccumulator {
     this.samples += n;
   }
 
+  /** Adds the raw activation's values to the second moment (meanSquare). */
   addMoments(x: Activation): void {
-    let s = 0;
-    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
-    this.sumSq += s;
-    this.elements += x.length;
+    this.moments.add(x);
   }
 
   /** X with exactly `samples` columns per group (compacted in place), n = samples. */
@@ -281,6 +289,6 @@ export class FactorAccumulator {
     let trace = 0;
     for (let i = 0; i < X.length; i++) trace += X[i]! * X[i]!;
     const n = Math.max(1, samples);
-    return { kind: "factor", X, r: samples, n, groups, cols, samples, trace: trace / n, meanSquare: this.elements > 0 ? this.sumSq / this.elements : 0 };
+    return { kind: "factor", X, r: samples, n, groups, cols, samples, trace: trace / n, meanSquare: this.moments.mean() };
   }
 }
