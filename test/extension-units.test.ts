@@ -13,7 +13,8 @@ import { startJob } from "../src/job/client.js";
 import { parseCompressArgs } from "../src/job/compress-args.js";
 import type { WorkerEvent } from "../src/job/protocol.js";
 import { inspectFile } from "../src/io/inspect-file.js";
-import { JobProgress, plannedStages } from "../src/extension/job-progress.js";
+import { formatDuration, JobProgress, plannedStages } from "../src/job/job-progress.js";
+import { progressPrinter } from "../src/cli/progress.js";
 import { parseFromWebview } from "../src/webview-protocol.js";
 import { fixture, repoRoot } from "./helpers/paths.js";
 
@@ -51,12 +52,43 @@ test("a real job's events give a status text with stage, layer and percentage, a
   });
   const outcome = await job.outcome;
   assert.equal(outcome.type, "result");
-  assert.ok(texts.includes("capture 0%"), texts.join("\n"));
-  assert.ok(texts.some((t) => /^quantize 1\/3 c2\.weight 0%$/.test(t)), texts.join("\n"));
-  assert.ok(texts.some((t) => /^finetune 3\/3 \S+ 100%$/.test(t)), texts.join("\n"));
+  assert.ok(texts.some((t) => /^capture 0%( ·|$)/.test(t)), texts.join("\n"));
+  assert.ok(texts.some((t) => /^quantize 1\/3 c2\.weight 0%( ·|$)/.test(t)), texts.join("\n"));
+  assert.ok(texts.some((t) => /^finetune 3\/3 \S+ 100%( ·|$)/.test(t)), texts.join("\n"));
   assert.ok(last > 0.95, `the run ends near 1, not ${last}`);
   assert.ok(progress.events.some((e) => e.type === "freezeCheck"), "the history keeps the freeze checks for the panel");
   assert.ok(!progress.events.some((e) => e.type === "result"), "the outcome is not history");
+});
+
+test("a long run of a large model says the bytes quantized and the expected time, in the status text and the CLI's lines", () => {
+  const spec = parseCompressArgs([fixture("fashion_lenet5.onnx"), "--no-finetune"]);
+  let clock = 1_000_000;
+  const progress = new JobProgress(spec, () => clock);
+  const lines: string[] = [];
+  const ctx = { errIsTTY: false, err: (t: string) => lines.push(t) } as unknown as Parameters<typeof progressPrinter>[0];
+  const printer = progressPrinter(ctx, spec, () => clock);
+  const GiB = 2 ** 30;
+  const layer = (index: number) => ({ type: "progress", stage: "quantize", fraction: index / 40, layer: { index, count: 40, name: `l${index}`, rows: 4096, cols: 4096, bytes: { done: index * 0.075 * GiB, total: 3 * GiB } } }) as WorkerEvent;
+  for (const e of [{ type: "stage", stage: "check" }, { type: "stage", stage: "read" }, { type: "stage", stage: "quantize" }, layer(0)] as WorkerEvent[]) {
+    progress.add(e);
+    printer.onEvent(e);
+  }
+  assert.equal(progress.text(), "quantize 1/40 l0 0% · 0 B of 3.00 GiB", "no time estimate in the first seconds");
+  assert.equal(progress.remainingSeconds(), undefined);
+  clock += 120_000;
+  progress.add(layer(20));
+  printer.onEvent(layer(20));
+  const f = progress.overallFraction();
+  const left = progress.remainingSeconds()!;
+  assert.ok(Math.abs(left - (120 * (1 - f)) / f) < 1e-9, "elapsed x (1 - f) / f");
+  assert.equal(progress.text(), `quantize 21/40 l20 50% · 1.50 GiB of 3.00 GiB · about ${formatDuration(left)} left`);
+  assert.equal(lines.at(-1), `  [21/40] l20 (1.50 GiB of 3.00 GiB, about ${formatDuration(left)} left)`);
+  assert.deepEqual([formatDuration(3), formatDuration(42), formatDuration(200), formatDuration(4000)], ["5 s", "40 s", "3 min", "1 h 7 min"]);
+  // A small model shows no bytes.
+  const small = new JobProgress(spec, () => clock);
+  small.add({ type: "stage", stage: "quantize" });
+  small.add({ ...layer(1), layer: { ...(layer(1) as { layer: object }).layer, bytes: { done: 1000, total: 250_000 } } } as WorkerEvent);
+  assert.equal(small.text(), "quantize 2/40 l1 2%");
 });
 
 test("a real job with --ratio: the search stage is planned and shown, and the run fraction never goes back", async () => {
@@ -77,7 +109,7 @@ test("a real job with --ratio: the search stage is planned and shown, and the ru
     },
   }).outcome;
   assert.equal(outcome.type, "result");
-  assert.ok(texts.some((t) => /^search \d+%$/.test(t)), texts.join("\n"));
+  assert.ok(texts.some((t) => /^search \d+%( ·|$)/.test(t)), texts.join("\n"));
   assert.ok(last > 0.95, `the run ends near 1, not ${last}`);
 });
 

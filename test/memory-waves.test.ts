@@ -12,7 +12,7 @@ import { createThreadPool } from "../src/io/pool.js";
 import { sizeOption } from "../src/job/option-values.js";
 import { generateFashionCnn } from "../src/bench/models.js";
 import { ssvq } from "./helpers/cli.js";
-import { JobProgress } from "../src/extension/job-progress.js";
+import { JobProgress } from "../src/job/job-progress.js";
 import type { CompressJobSpec, WorkerEvent } from "../src/job/protocol.js";
 import { decodeModel } from "../src/core/onnx/proto.js";
 import { findWeights } from "../src/core/onnx/weights.js";

@@ -41,7 +41,7 @@ import {
 import type { Report } from "../core/report.js";
 import { Rng } from "../core/rng.js";
 import { EventBatcher } from "../extension/panel/eventBatcher.js";
-import { JobProgress } from "../extension/job-progress.js";
+import { JobProgress } from "../job/job-progress.js";
 import { shellQuote } from "../extension/settings-table.js";
 import { reportPathFor } from "../io/paths.js";
 import { startJob, type Job } from "../job/client.js";

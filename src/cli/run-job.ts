@@ -11,7 +11,7 @@ type Success = Exclude<JobOutcome, { type: "error" }>;
 /** Runs any job in the background worker; resolves with its outcome, throws its failure as the CLI reports it. */
 export async function runWorkerJob(spec: JobSpec, ctx: CliContext): Promise<Success> {
   if (ctx.signal.aborted) throw new CancelledError();
-  const progress = progressPrinter(ctx);
+  const progress = progressPrinter(ctx, spec);
   const job = startJob(spec, { onEvent: (e) => progress.onEvent(e) });
   const cancel = () => job.cancel();
   ctx.signal.addEventListener("abort", cancel);

@@ -52,7 +52,8 @@ export type ProgressEvent =
   | { kind: "stage"; stage: string }
   | { kind: "fraction"; stage: string; fraction: number }
   | ({ kind: "freezeCheck"; layer: string } & FreezeCheck)
-  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number }
+  /** A layer starts (quantize) or ends (finetune); quantizing also says the source bytes of the layers before it, of all. */
+  | { kind: "layer"; index: number; count: number; name: string; rows: number; cols: number; bytes?: { done: number; total: number } }
   /** Statistics in waves: wave `index` of `count` starts (its capture, quantize and finetune stages follow). */
   | { kind: "wave"; index: number; count: number; layers: number };
 
@@ -211,6 +212,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   if (!run.dryRun) {
     const index = new Map(sel.map((s, i) => [s, i]));
     const tuning: TuneProgress = { done: 0, count: sel.length, missing: [], warnings: [] };
+    const sourceBytes = (w: WeightInfo) => declaredBytes(w.tensor) ?? 0;
+    const bytes = { done: 0, total: sel.reduce((a, s) => a + sourceBytes(s.weight), 0) };
     const groups = waveGroups(sel, run);
     for (const [w, wave] of groups.entries()) {
       checkCancel();
@@ -223,7 +226,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
         for (const s of wave.layers) {
           checkCancel();
           const w = s.weight;
-          run.onProgress?.({ kind: "layer", index: index.get(s)!, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols });
+          run.onProgress?.({ kind: "layer", index: index.get(s)!, count: sel.length, name: w.name, rows: w.layout.rows, cols: w.layout.cols, bytes: { ...bytes } });
+          bytes.done += sourceBytes(w);
           const values = tensorToFloat32(w.tensor, input.readExternal);
           const rows = toRows(values, w.layout);
           const point = pointOf(w);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { startJob, type Job, type JobOutcome } from "../job/client.js";
 import type { CompressJobSpec, WorkerEvent } from "../job/protocol.js";
 import { Disposable } from "./dispose.js";
-import { JobProgress } from "./job-progress.js";
+import { JobProgress } from "../job/job-progress.js";
 
 export interface RunningJob {
   readonly model: vscode.Uri;

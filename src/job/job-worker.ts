@@ -71,7 +71,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
           stage: lastStage,
           // Quantizing announces a layer as it starts, fine-tuning as it ends.
           fraction: (e.index + (lastStage === "quantize" ? 0 : 1)) / e.count,
-          layer: { index: e.index, count: e.count, name: e.name, rows: e.rows, cols: e.cols },
+          layer: { index: e.index, count: e.count, name: e.name, rows: e.rows, cols: e.cols, ...(e.bytes ? { bytes: e.bytes } : {}) },
         });
     };
     const result = await compressFile({

@@ -91,6 +91,8 @@ export interface LayerPosition {
   name: string;
   rows: number;
   cols: number;
+  /** Quantizing: the source bytes of the layers done before this one, and of all the layers. */
+  bytes?: { done: number; total: number };
 }
 
 /** Worker -> client. */

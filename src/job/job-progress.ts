@@ -3,7 +3,13 @@
  * stage's and the whole run's fraction, and every event in order (a panel opened late replays them).
  * No VS Code import: the status bar, the notification and the panel read it.
  */
-import type { CompressJobSpec, LayerPosition, WorkerEvent } from "../job/protocol.js";
+import { formatBytes } from "../core/text-table.js";
+import type { CompressJobSpec, LayerPosition, WorkerEvent } from "./protocol.js";
+
+/** Runs shorter than this show no expected time (an estimate from a few seconds is noise). */
+export const ETA_AFTER_SECONDS = 15;
+/** Sources smaller than this show no byte count while quantizing. */
+export const BYTES_SHOWN_FROM = 256 * 2 ** 20;
 
 /** Relative cost of each stage, for the whole run's fraction (measured on the fixtures, roughly). */
 const STAGE_WEIGHTS: Record<string, number> = {
@@ -60,7 +66,14 @@ export class JobProgress {
   private wave = { index: 0, count: 1 };
   private readonly blockFractions = new Map<string, number>();
 
-  constructor(spec: CompressJobSpec) {
+  private readonly startedAt: number;
+
+  /** `now` gives milliseconds (tests pass their own clock). */
+  constructor(
+    spec: CompressJobSpec,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.startedAt = now();
     this.stages = plannedStages(spec);
     // Resolved by the argument parser whenever fine-tuning runs.
     this.iters = spec.config.finetuning?.iters ?? 0;
@@ -113,10 +126,42 @@ export class JobProgress {
     return Math.min(1, (before + weight(this.stage) * this.stageFraction) / total);
   }
 
-  /** "finetune 3/12 conv2 45%": the stage, the layer, the stage's percentage. */
+  /**
+   * Seconds the run should still take, from its pace so far (elapsed x (1 - f) / f over the whole run's
+   * fraction f); undefined before ETA_AFTER_SECONDS or 5% of the run.
+   */
+  remainingSeconds(): number | undefined {
+    const elapsed = (this.now() - this.startedAt) / 1000;
+    const f = this.overallFraction();
+    if (elapsed < ETA_AFTER_SECONDS || f < 0.05 || f >= 1) return undefined;
+    return (elapsed * (1 - f)) / f;
+  }
+
+  /** "1.20 GiB of 3.00 GiB" while a large model's layers are quantized, else undefined. */
+  bytesText(): string | undefined {
+    const b = this.stage === "quantize" ? this.layer?.bytes : undefined;
+    if (!b || b.total < BYTES_SHOWN_FROM) return undefined;
+    return `${formatBytes(b.done)} of ${formatBytes(b.total)}`;
+  }
+
+  /**
+   * "finetune 3/12 conv2 45%": the stage, the layer, the stage's percentage; in long runs also the bytes
+   * quantized of a large model and the expected time ("quantize 7/40 l6 17% · 1.05 GiB of 3.00 GiB · about
+   * 4 min left").
+   */
   text(): string {
     const layer = this.layer ? ` ${this.layer.index + 1}/${this.layer.count} ${this.layer.name}` : "";
     const pct = this.stage === "starting" ? "" : ` ${Math.floor(100 * this.stageFraction)}%`;
-    return `${this.stage}${layer}${pct}`;
+    const bytes = this.bytesText();
+    const left = this.remainingSeconds();
+    return `${this.stage}${layer}${pct}${bytes ? ` · ${bytes}` : ""}${left !== undefined ? ` · about ${formatDuration(left)} left` : ""}`;
   }
+}
+
+/** "40 s", "3 min", "1 h 20 min": rounded as an estimate should be. */
+export function formatDuration(seconds: number): string {
+  if (seconds < 60) return `${Math.max(5, Math.round(seconds / 5) * 5)} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
