@@ -87,6 +87,7 @@ test("a worker killed from outside is an error with its last stage, and the next
   assert.equal(outcome.kind, "internal");
   assert.equal(outcome.lastStage, "quantize");
   assert.match(outcome.message, /killed \(SIGKILL\) during quantize/);
+  assert.deepEqual(outcome.exit, { code: null, signal: "SIGKILL", outOfMemory: false });
   assert.deepEqual(ssvqFiles(dir), []);
   const lenet = join(dir, "lenet.onnx");
   copyFileSync(fixture("fashion_lenet5.onnx"), lenet);
@@ -131,5 +132,6 @@ test("a worker that runs out of memory is an error saying so, never a hang", asy
   if (outcome.type !== "error") return;
   assert.equal(outcome.kind, "internal");
   assert.match(outcome.message, /ran out of memory/);
+  assert.equal(outcome.exit?.outOfMemory, true);
   assert.deepEqual(ssvqFiles(dir), []);
 });

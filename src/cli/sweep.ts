@@ -1,25 +1,30 @@
-/** `ssvq sweep`: the accuracy (or fidelity) against whole-model size frontier of SSVQ, VQ, INT8 and INT4. */
-import { existsSync, renameSync, statSync } from "node:fs";
-import { resolve } from "node:path";
-import { InputError } from "../core/errors.js";
+/**
+ * `ssvq sweep`: the accuracy (or fidelity) against whole-model size frontier of SSVQ, VQ, INT8 and INT4.
+ * The sweep runs in the background worker (onnxruntime never runs in the CLI's own process); this
+ * command checks the options, prints the table and writes the JSON and SVG once every point is done.
+ */
+import { existsSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { CancelledError, InputError } from "../core/errors.js";
 import { sweepSvg, sweepTable } from "../core/sweep-chart.js";
-import { createThreadPool } from "../io/pool.js";
-import { DEFAULT_TARGETS, runSweep, SWEEP_METHODS, type SweepMethod } from "../io/sweep.js";
-import { writeTemp } from "../io/write-atomic.js";
+import { DEFAULT_TARGETS, SWEEP_METHODS, type SweepMethod, type SweepResult } from "../io/sweep.js";
+import { writeAll } from "../io/write-atomic.js";
 import { compressConfig, compressOptions, dataOptions, dataOptionSpecs } from "../job/compress-args.js";
 import { pickOptions, threadsOption } from "../job/option-values.js";
-import type { Command, OptionValues } from "./command.js";
+import type { Command, CliContext, OptionValues } from "./command.js";
+import { runWorkerJob } from "./run-job.js";
 
 function listOf(values: OptionValues, name: string): string[] | undefined {
   const v = values[name];
   return typeof v === "string" ? v.split(",").map((x) => x.trim()).filter((x) => x !== "") : undefined;
 }
 
-function writeOut(path: string, text: string, force: boolean): void {
+/** Refuses an output that exists (without --force), is a folder, or whose folder is missing, before the sweep starts. */
+function checkOutput(path: string, force: boolean): void {
   if (existsSync(path) && !force) throw new InputError(`${path} exists; pass --force to replace it`);
   if (existsSync(path) && statSync(path).isDirectory()) throw new InputError(`${path} is a folder`);
-  const tmp = writeTemp(path, text);
-  renameSync(tmp, path);
+  const dir = dirname(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InputError(`the output folder ${dir} does not exist`);
 }
 
 export const sweepCommand: Command = {
@@ -84,10 +89,10 @@ export const sweepCommand: Command = {
     const svg = typeof values["svg"] === "string" ? resolve(values["svg"]) : undefined;
     const out = typeof values["out"] === "string" ? resolve(values["out"]) : undefined;
     const force = values["force"] === true;
-    for (const p of [svg, out]) if (p && existsSync(p) && !force) throw new InputError(`${p} exists; pass --force to replace it`);
-    const pool = createThreadPool(threadsOption(values));
-    try {
-      const result = await runSweep({
+    for (const p of [out, svg]) if (p) checkOutput(p, force);
+    const outcome = await runWorkerJob(
+      {
+        kind: "sweep",
         input: model!,
         config,
         calib: data.calib,
@@ -96,18 +101,24 @@ export const sweepCommand: Command = {
         ...(data.batchSize !== undefined ? { batchSize: data.batchSize } : {}),
         targets,
         methods,
-        map: pool,
-        signal: ctx.signal,
-        onStage: (s) => ctx.err(`stage: ${s}`),
-      });
-      const json = JSON.stringify(result, null, 2) + "\n";
-      if (out) writeOut(out, json, force);
-      if (svg) writeOut(svg, sweepSvg(result), force);
-      ctx.out(values["json"] ? json.trimEnd() : sweepTable(result));
-      for (const p of [out, svg]) if (p) ctx.err(`wrote ${p}`);
-    } finally {
-      await pool.close();
-    }
+        threads: threadsOption(values),
+      },
+      ctx,
+    );
+    if (outcome.type !== "sweep") throw new Error(`a sweep job ended with ${outcome.type}`);
+    const result = outcome.result;
+    const json = JSON.stringify(result, null, 2) + "\n";
+    writeOutputs(out, json, svg, result, ctx);
+    ctx.out(values["json"] ? json.trimEnd() : sweepTable(result));
+    for (const p of [out, svg]) if (p) ctx.err(`wrote ${p}`);
     return 0;
   },
 };
+
+/** The JSON and the SVG, both or neither; a Ctrl-C that came while they were being written leaves neither. */
+function writeOutputs(out: string | undefined, json: string, svg: string | undefined, result: SweepResult, ctx: CliContext): void {
+  const files = [...(out ? [{ path: out, data: json }] : []), ...(svg ? [{ path: svg, data: sweepSvg(result) }] : [])];
+  writeAll(files, () => {
+    if (ctx.signal.aborted) throw new CancelledError();
+  });
+}

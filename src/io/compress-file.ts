@@ -2,7 +2,7 @@
  * Compressing a model file: paths, refusal to overwrite the input or an existing output, the atomic
  * writes of the model and its report. Shared by the CLI and the background job.
  */
-import { existsSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { defaultOpset } from "../core/onnx/proto.js";
 import { checkModelStructure } from "../core/onnx/validate.js";
@@ -28,7 +28,7 @@ import { CancelledError, InputError } from "../core/errors.js";
 import type { CompressConfig, Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
-import { writeTemp } from "./write-atomic.js";
+import { writeAll } from "./write-atomic.js";
 import { defaultOutput, reportPathFor, samePath } from "./paths.js";
 import { parsePreprocess, type RawPreprocess } from "../core/calib/preprocess.js";
 import { openData } from "./calib-files.js";
@@ -451,21 +451,12 @@ async function finishCompress(
   if (o.dryRun) return { report: result.report };
   result.report.output = { path: outPath, format: o.config.format };
   // Both files are written to temporary names first; only then, after a last cancel check, renamed.
-  const temps: string[] = [];
-  try {
-    const model = writeTemp(outPath, result.model);
-    temps.push(model);
-    const report = writeTemp(reportPath, JSON.stringify(result.report, null, 2) + "\n");
-    temps.push(report);
-    checkCancel();
-    renameSync(model, outPath);
-    renameSync(report, reportPath);
-  } catch (e) {
-    for (const t of temps) rmSync(t, { force: true });
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOTDIR" || code === "EACCES" || code === "EROFS" || code === "ENOSPC" || code === "EISDIR")
-      throw new InputError(`cannot write ${outPath}: ${(e as Error).message}`);
-    throw e;
-  }
+  writeAll(
+    [
+      { path: outPath, data: result.model },
+      { path: reportPath, data: JSON.stringify(result.report, null, 2) + "\n" },
+    ],
+    checkCancel,
+  );
   return { report: result.report, outPath, reportPath };
 }

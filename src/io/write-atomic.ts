@@ -4,8 +4,9 @@
  * killed worker) and is renamed into place once every output of the run is ready.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { InputError } from "../core/errors.js";
 
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
@@ -30,6 +31,35 @@ export function writeTemp(path: string, data: Uint8Array | string): string {
     return tmp;
   } catch (e) {
     rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Errors of the file system rather than of the program: said in one line as the output's fault. */
+const UNWRITABLE = new Set(["ENOENT", "ENOTDIR", "EACCES", "EPERM", "EROFS", "ENOSPC", "EISDIR", "EDQUOT"]);
+
+/**
+ * Writes every file or none: each to its temporary name first, then (after `beforeRename`, a last
+ * cancel check) all renamed into place. A failure removes the temporary files; a full disk, a read-only
+ * or missing folder becomes an InputError naming the file.
+ */
+export function writeAll(files: readonly { path: string; data: Uint8Array | string }[], beforeRename?: () => void): void {
+  const temps: string[] = [];
+  let current = "";
+  try {
+    for (const f of files) {
+      current = f.path;
+      temps.push(writeTemp(f.path, f.data));
+    }
+    beforeRename?.();
+    files.forEach((f, i) => {
+      current = f.path;
+      renameSync(temps[i]!, f.path);
+    });
+  } catch (e) {
+    for (const t of temps) rmSync(t, { force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== undefined && UNWRITABLE.has(code)) throw new InputError(`cannot write ${current}: ${(e as Error).message}`);
     throw e;
   }
 }

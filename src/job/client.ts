@@ -11,7 +11,14 @@ import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
 import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
 
-export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "evaluation" | "error" }>;
+export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "evaluation" | "sweep" | "error" }>;
+
+const OUTCOME_TYPES: ReadonlySet<WorkerEvent["type"]> = new Set<JobOutcome["type"]>(["result", "inspection", "simulation", "evaluation", "sweep", "error"]);
+
+/** Whether an event ends the job (its outcome) rather than reporting on it. */
+export function isOutcome(e: WorkerEvent): e is JobOutcome {
+  return OUTCOME_TYPES.has(e.type);
+}
 
 export interface JobOptions {
   onEvent?: (e: WorkerEvent) => void;
@@ -91,7 +98,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     child.on("message", (e: WorkerEvent) => {
       if (e.type === "stage") lastStage = e.stage;
       watchStall();
-      if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "evaluation" || e.type === "error") outcome = e;
+      if (isOutcome(e)) outcome = e;
       else opts.onEvent?.(e);
     });
     child.on("error", (err) => {
@@ -113,7 +120,8 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
       if (settled) return;
       settled = true;
       if (!outcome || (cancelled && outcome.type === "error")) {
-        if (cancelled) outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
+        // Ctrl-C in a terminal reaches the worker too (the same process group): the user cancelled.
+        if (cancelled || signal === "SIGINT") outcome = { type: "error", kind: "cancelled", message: "cancelled", lastStage };
         else if (stalled) {
           outcome = {
             type: "error",
@@ -133,6 +141,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
             message: `the worker ${how} during ${lastStage}${oom ? ": it ran out of memory" : ""}`,
             detail: stderrTail.trim() || undefined,
             lastStage,
+            exit: { code, signal, outOfMemory: oom },
           };
         }
       }

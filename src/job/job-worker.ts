@@ -10,7 +10,8 @@ import { runSimulate, simulationJson } from "../io/simulate-model.js";
 import { perLayerFromReport, reportKD } from "../core/accel/report-latency.js";
 import { evaluateFile } from "../io/evaluate-file.js";
 import { createThreadPool } from "../io/pool.js";
-import type { ClientMessage, CompressJobSpec, JobSpec, SimulationJson, WorkerEvent } from "./protocol.js";
+import { runSweep } from "../io/sweep.js";
+import type { ClientMessage, CompressJobSpec, JobSpec, SimulationJson, SweepJobSpec, WorkerEvent } from "./protocol.js";
 
 const controller = new AbortController();
 let lastStage = "starting";
@@ -49,7 +50,30 @@ async function run(spec: JobSpec): Promise<void> {
     await send({ type: "evaluation", report, warnings });
     return;
   }
+  if (spec.kind === "sweep") {
+    await sweep(spec);
+    return;
+  }
   await compress(spec);
+}
+
+async function sweep(spec: SweepJobSpec): Promise<void> {
+  const { kind: _kind, threads, ...options } = spec;
+  const pool = createThreadPool(threads);
+  try {
+    const result = await runSweep({
+      ...options,
+      map: pool,
+      signal: controller.signal,
+      onStage: (stage) => {
+        lastStage = stage;
+        void send({ type: "stage", stage });
+      },
+    });
+    await send({ type: "sweep", result });
+  } finally {
+    await pool.close();
+  }
 }
 
 async function compress(spec: CompressJobSpec): Promise<void> {

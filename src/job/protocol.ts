@@ -10,6 +10,7 @@ import type { EvaluationReport } from "../core/calib/eval-metrics.js";
 import type { RawPreprocess } from "../core/calib/preprocess.js";
 import type { GemmLayer } from "../core/accel/gemm.js";
 import type { SimulationResult } from "../core/accel/simulate.js";
+import type { SweepOptions, SweepResult } from "../io/sweep.js";
 
 /** A simulation as JSON (`ssvq simulate --json`, the report's `simulation`): the result and the shapes simulated. */
 export type SimulationJson = Pick<SimulationResult, "preset" | "config" | "layers" | "totals" | "speedup"> & { gemms?: GemmLayer[] };
@@ -69,7 +70,16 @@ export interface EvaluateJobSpec {
   batchSize?: number;
 }
 
-export type JobSpec = CompressJobSpec | InspectJobSpec | SimulateJobSpec | EvaluateJobSpec;
+/**
+ * `ssvq sweep` in the worker (its capture, search, fine-tuning and evaluations run onnxruntime): the
+ * frontier's settings, and the threads of the worker's pool. The client writes the outputs.
+ */
+export interface SweepJobSpec extends Pick<SweepOptions, "input" | "config" | "calib" | "eval" | "preprocess" | "batchSize" | "targets" | "methods"> {
+  kind: "sweep";
+  threads: number;
+}
+
+export type JobSpec = CompressJobSpec | InspectJobSpec | SimulateJobSpec | EvaluateJobSpec | SweepJobSpec;
 
 /** Client -> worker. */
 export type ClientMessage = { type: "start"; spec: JobSpec } | { type: "cancel" };
@@ -114,6 +124,8 @@ export type WorkerEvent =
   | { type: "simulation"; simulation: SimulationJson; warnings: string[]; k: number; d: number }
   /** An evaluate job's outcome, with the data source's warnings. */
   | { type: "evaluation"; report: EvaluationReport; warnings: string[] }
+  /** A sweep job's outcome: every point of the frontier. */
+  | { type: "sweep"; result: SweepResult }
   | {
       type: "error";
       /** "input": bad input (exit 2); "cancelled"; "internal": a bug or a crash (exit 1). */
@@ -121,4 +133,13 @@ export type WorkerEvent =
       message: string;
       detail?: string;
       lastStage: string;
+      /** Set by the client when the worker ended without saying why: how the process ended. */
+      exit?: WorkerExit;
     };
+
+/** How a worker process that sent no outcome ended: its exit code or the signal that ended it, and whether it ran out of memory. */
+export interface WorkerExit {
+  code: number | null;
+  signal: string | null;
+  outOfMemory: boolean;
+}
