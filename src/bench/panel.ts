@@ -46,7 +46,7 @@ import { shellQuote } from "../extension/settings-table.js";
 import { reportPathFor } from "../io/paths.js";
 import { startJob, type Job } from "../job/client.js";
 import { parseCompressArgs } from "../job/compress-args.js";
-import type { SimulationJson, WorkerEvent } from "../job/protocol.js";
+import { isOutcome, type SimulationJson, type WorkerEvent } from "../job/protocol.js";
 import type { JobProgressView, PresetInfo, ToPanelMessage } from "../webview-protocol.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -609,7 +609,7 @@ export async function runPanelBench(o: PanelBenchOptions): Promise<Record<string
     job = startJob(spec, {
       workerPath,
       onEvent: (e) => {
-        if (e.type === "result" || e.type === "error" || e.type === "inspection" || e.type === "simulation") return;
+        if (isOutcome(e)) return;
         progress.add(e);
         totalEvents++;
         eventsByType[e.type] = (eventsByType[e.type] ?? 0) + 1;

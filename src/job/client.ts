@@ -9,16 +9,9 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultOutput, reportPathFor } from "../io/paths.js";
-import type { ClientMessage, JobSpec, WorkerEvent } from "./protocol.js";
+import { isOutcome, type ClientMessage, type JobOutcome, type JobSpec, type WorkerEvent } from "./protocol.js";
 
-export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "evaluation" | "sweep" | "error" }>;
-
-const OUTCOME_TYPES: ReadonlySet<WorkerEvent["type"]> = new Set<JobOutcome["type"]>(["result", "inspection", "simulation", "evaluation", "sweep", "error"]);
-
-/** Whether an event ends the job (its outcome) rather than reporting on it. */
-export function isOutcome(e: WorkerEvent): e is JobOutcome {
-  return OUTCOME_TYPES.has(e.type);
-}
+export { isOutcome, type JobOutcome } from "./protocol.js";
 
 export interface JobOptions {
   onEvent?: (e: WorkerEvent) => void;

@@ -4,7 +4,7 @@
  * No VS Code import: the status bar, the notification and the panel read it.
  */
 import { formatBytes } from "../core/text-table.js";
-import type { CompressJobSpec, LayerPosition, WorkerEvent } from "./protocol.js";
+import { isOutcome, type CompressJobSpec, type LayerPosition, type WorkerEvent } from "./protocol.js";
 
 /** Runs shorter than this show no expected time (an estimate from a few seconds is noise). */
 export const ETA_AFTER_SECONDS = 15;
@@ -80,7 +80,7 @@ export class JobProgress {
   }
 
   add(e: WorkerEvent): void {
-    if (e.type === "result" || e.type === "inspection" || e.type === "simulation" || e.type === "error") return;
+    if (isOutcome(e)) return;
     this.events.push(e);
     if (e.type === "stage") {
       this.stage = e.stage;

@@ -143,3 +143,12 @@ export interface WorkerExit {
   signal: string | null;
   outOfMemory: boolean;
 }
+
+export type JobOutcome = Extract<WorkerEvent, { type: "result" | "inspection" | "simulation" | "evaluation" | "sweep" | "error" }>;
+
+const OUTCOME_TYPES: ReadonlySet<WorkerEvent["type"]> = new Set<JobOutcome["type"]>(["result", "inspection", "simulation", "evaluation", "sweep", "error"]);
+
+/** Whether an event ends the job (its outcome) rather than reporting on it. */
+export function isOutcome(e: WorkerEvent): e is JobOutcome {
+  return OUTCOME_TYPES.has(e.type);
+}

@@ -8,7 +8,7 @@ import * as vscode from "vscode";
 import { basename } from "node:path";
 import type { Report } from "../../core/report.js";
 import type { JobOutcome } from "../../job/client.js";
-import type { WorkerEvent } from "../../job/protocol.js";
+import { isOutcome, type WorkerEvent } from "../../job/protocol.js";
 import { parseFromWebview, type JobProgressView, type ToPanelMessage } from "../../webview-protocol.js";
 import { Disposable } from "../dispose.js";
 import type { JobRegistry, RunningJob } from "../jobRegistry.js";
@@ -88,7 +88,7 @@ export class SsvqPanel extends Disposable {
     this.batcher = new EventBatcher<WorkerEvent>((events) => this.post({ type: "jobEvents", progress: progressView(job), events }));
     this.jobSubscription = this.deps.registry.onEvent(({ job: j, event }) => {
       if (j !== job) return;
-      if (event.type === "result" || event.type === "error" || event.type === "inspection" || event.type === "simulation") return;
+      if (isOutcome(event)) return;
       this.batcher?.push(event);
     });
     void job.outcome.then((outcome) => this.jobEnded(job, outcome));
