@@ -27,6 +27,8 @@ export const compressCommand: Command = {
     "                     that cannot fold constants)",
     "  --out PATH         output model (default: <model>.ssvq.onnx beside the input); the report goes",
     "                     to PATH without .onnx plus .json",
+    "  --external-data    write the output's large tensors to <out>.data beside it (ONNX external",
+    "                     data) even when it fits in one file; outputs over 2 GiB always are",
     "  --force            replace existing outputs",
     "  --dry-run          print the size estimate only",
     "  --threads N        worker threads for k-means and fine-tuning (default: the machine's cores, at most 8)",

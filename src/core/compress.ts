@@ -10,7 +10,6 @@ import {
   create,
   decodeModel,
   defaultOpset,
-  encodeModel,
   NodeProtoSchema,
   AttributeProtoSchema,
   AttributeProto_AttributeType,
@@ -47,6 +46,7 @@ import {
 import { serialMap } from "./tasks.js";
 import { pointKey, pointLabel, type OperatingPoint } from "./alloc/candidates.js";
 import { VERSION } from "../version.js";
+import { encodeIfFits } from "./onnx/external-out.js";
 
 export type ProgressEvent =
   | { kind: "stage"; stage: string }
@@ -108,8 +108,10 @@ export interface SequentialLayerStats {
 }
 
 export interface CompressResult {
-  /** The output model; empty for a dry run. */
+  /** The output model; empty for a dry run, and for a model over 2 GiB (written from `proto` with external data). */
   model: Uint8Array;
+  /** The output model decoded (the source model for a dry run). */
+  proto: ModelProto;
   report: Report;
   /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
   reconstructed: Map<string, Float32Array>;
@@ -235,7 +237,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
       else writeDecodeGraphs(model, sel, opset ?? 0);
       inlineExternal(model, input.readExternal);
       setMetadata(model, config, sel);
-      return encodeModel(model);
+      return encodeIfFits(model);
     });
   }
 
@@ -253,7 +255,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   };
   const quantized = new Map<string, Quantized>();
   for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
-  return { model: out, report, reconstructed, quantized };
+  return { model: out, proto: model, report, reconstructed, quantized };
 }
 
 /** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */

@@ -21,6 +21,8 @@ export interface CompressJobSpec {
   out?: string;
   force?: boolean;
   dryRun?: boolean;
+  /** --external-data: the output's large tensors in `<out>.data` even when it fits in one file. */
+  externalData?: boolean;
   config: CompressConfig;
   threads: number;
   /** Simulate on an accelerator too: { preset?, config?, shape?: string[] } as `ssvq simulate` spells them. */
