@@ -75,7 +75,8 @@ export const compressCommand: Command = {
     const result = await runJob(spec, ctx);
     if (values["json"]) ctx.out(JSON.stringify(result.report, null, 2));
     else ctx.out(renderReport(result.report, dryRun));
-    if (result.outPath) ctx.err(`wrote ${result.outPath} and ${result.reportPath}`);
+    const data = result.report.output?.data?.path;
+    if (result.outPath) ctx.err(`wrote ${result.outPath}${data ? `, its external data ${data}` : ""} and ${result.reportPath}`);
     return 0;
   },
 };

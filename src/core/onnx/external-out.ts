@@ -10,7 +10,8 @@
  * before Constant nodes), so the same model gives the same bytes.
  */
 import { InputError } from "../errors.js";
-import { encodeModel, StringStringEntryProtoSchema, TensorProto_DataLocation, TensorProto_DataType as DT, create, type ModelProto, type TensorProto } from "./proto.js";
+import { clearField, isFieldSet } from "@bufbuild/protobuf";
+import { encodeModel, StringStringEntryProtoSchema, TensorProtoSchema, TensorProto_DataLocation, TensorProto_DataType as DT, create, type ModelProto, type TensorProto } from "./proto.js";
 import { walkGraphs } from "./walk.js";
 import { formatBytes } from "./tensor-data.js";
 
@@ -162,23 +163,24 @@ function littleEndianBytes(t: TensorProto): Uint8Array | undefined {
 
 /**
  * Runs `body` with each candidate's data taken out of its tensor (and `mark` applied), then puts every
- * field back as it was.
+ * field back as it was. raw_data and data_location are proto2 fields with presence: they are cleared, not
+ * set to their defaults (which would write them), and come back unset when they were.
  */
 function withDetached<T>(candidates: Candidate[], mark: ((c: Candidate, i: number) => void) | undefined, body: () => T): T {
   const saved = candidates.map(({ tensor: t }) => ({
-    rawData: t.rawData,
+    rawData: isFieldSet(t, TensorProtoSchema.field.rawData) ? t.rawData : undefined,
+    dataLocation: isFieldSet(t, TensorProtoSchema.field.dataLocation) ? t.dataLocation : undefined,
     floatData: t.floatData,
     doubleData: t.doubleData,
     int32Data: t.int32Data,
     int64Data: t.int64Data,
     uint64Data: t.uint64Data,
-    dataLocation: t.dataLocation,
     externalData: t.externalData,
   }));
   try {
     candidates.forEach((c, i) => {
       const t = c.tensor;
-      t.rawData = new Uint8Array(0);
+      clearField(t, TensorProtoSchema.field.rawData);
       t.floatData = [];
       t.doubleData = [];
       t.int32Data = [];
@@ -188,7 +190,14 @@ function withDetached<T>(candidates: Candidate[], mark: ((c: Candidate, i: numbe
     });
     return body();
   } finally {
-    candidates.forEach((c, i) => Object.assign(c.tensor, saved[i]));
+    candidates.forEach(({ tensor: t }, i) => {
+      const { rawData, dataLocation, ...repeated } = saved[i]!;
+      Object.assign(t, repeated);
+      if (rawData === undefined) clearField(t, TensorProtoSchema.field.rawData);
+      else t.rawData = rawData;
+      if (dataLocation === undefined) clearField(t, TensorProtoSchema.field.dataLocation);
+      else t.dataLocation = dataLocation;
+    });
   }
 }
 
