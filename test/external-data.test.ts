@@ -21,7 +21,7 @@ import { loadModel } from "../src/io/model-file.js";
 import { stageModel } from "../src/io/write-external.js";
 import { withModelRef } from "../src/io/model-ref.js";
 import { InputError, isCancelledError } from "../src/core/errors.js";
-import { int64Tensor, randomValues, smallCnn } from "./helpers/models.js";
+import { floatTensor, int64Tensor, node, randomValues, smallCnn } from "./helpers/models.js";
 import { listing, ssvq } from "./helpers/cli.js";
 import { runModel } from "./helpers/ort.js";
 
@@ -103,6 +103,26 @@ test("layout: fits -> one file as encodeModel writes it; forced or over the limi
   assert.equal(split.external, true);
   assert.ok(split.model.length <= 8192);
   assert.throws(() => layoutExternal(m, { location: "m.onnx.data", limit: 100 }), (e: unknown) => e instanceof InputError && /even with its 3 large tensors in external data/.test(e.message));
+});
+
+test("layout: Constant-node tensors stay inline unless the main graph's initializers are not enough; nothing to move gives one file", () => {
+  const m = smallCnn();
+  // y2 = y + a 2 KiB Constant (shape [1, 10] would broadcast; keep it simple: an unused output branch).
+  const big = randomValues(512, 11);
+  m.graph!.node.push(node("Constant", [], ["c"], { value: floatTensor("c_value", [512], big) }, "const_c"));
+  m.graph!.node.push(node("ReduceSum", ["c"], ["c_sum"], { keepdims: 0 }));
+  const forced = layoutExternal(m, { location: "m.data", force: true });
+  assert.equal(forced.tensors, 3, "only the main graph's initializers");
+  const inlineSize = forced.model.length;
+  const tighter = layoutExternal(m, { location: "m.data", limit: inlineSize - 1 });
+  assert.equal(tighter.tensors, 4, "the Constant too, when the limit needs it");
+  assert.ok(tighter.model.length < inlineSize);
+  // A model with no tensor of 1 KiB: --external-data has nothing to move and writes one file.
+  const tiny = smallCnn();
+  tiny.graph!.initializer.splice(0, tiny.graph!.initializer.length, ...tiny.graph!.initializer.filter((t) => t.rawData.length < 1024));
+  const none = layoutExternal(tiny, { location: "m.data", force: true });
+  assert.equal(none.external, false);
+  assert.deepEqual(none.model, encodeModel(tiny));
 });
 
 test("layout: a tensor in a typed field goes out as its little-endian raw bytes and reads back the same", () => {

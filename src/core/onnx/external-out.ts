@@ -6,8 +6,10 @@
  * A protobuf message stops at 2 GiB (and Node.js writes at most 2 GiB per call), so a model whose encoding
  * would pass `limit` keeps its large tensors (>= `threshold` bytes, as onnx's `size_threshold`) in one data
  * file beside it, each at an offset aligned to `align` bytes (onnx aligns for mmap); small tensors stay
- * inline. Deterministic: tensors go out in graph order (main graph first, then subgraphs, initializers
- * before Constant nodes), so the same model gives the same bytes.
+ * inline. The main graph's initializers go first; the tensors of Constant nodes and of subgraphs only
+ * when the model is still too large without them (readers that run a model from memory, as calibration
+ * does, inline only main-graph initializers). Deterministic: tensors go out in graph order (main graph
+ * first, then subgraphs, initializers before Constant nodes), so the same model gives the same bytes.
  */
 import { InputError } from "../errors.js";
 import { clearField, isFieldSet } from "@bufbuild/protobuf";
@@ -70,11 +72,29 @@ export function layoutExternal(model: ModelProto, opts: ExternalLayoutOptions): 
   const limit = opts.limit ?? DEFAULT_MODEL_LIMIT;
   const align = opts.align ?? DEFAULT_ALIGN;
   if (!(Number.isSafeInteger(align) && align >= 1)) throw new Error(`layoutExternal: align ${align}`);
-  const candidates = externalCandidates(model, opts.threshold ?? DEFAULT_THRESHOLD);
-  if (!opts.force) {
-    const size = encodedSizeBound(model, candidates);
-    if (size <= limit) return { model: encodeModel(model), external: false, chunks: [], dataBytes: 0, tensors: 0 };
+  const threshold = opts.threshold ?? DEFAULT_THRESHOLD;
+  const all = externalCandidates(model, threshold, true);
+  if (!opts.force && encodedSizeBound(model, all) <= limit) return { model: encodeModel(model), external: false, chunks: [], dataBytes: 0, tensors: 0 };
+  const main = externalCandidates(model, threshold, false);
+  let smallest = Infinity;
+  for (const tier of main.length > 0 && main.length < all.length ? [main, all] : [all]) {
+    if (tier.length === 0) continue;
+    const layout = layoutWith(model, tier, opts.location, align);
+    if (layout.model.length <= limit) return layout;
+    smallest = layout.model.length;
   }
+  // Nothing large enough to move (a forced data file would be empty): one file, when it fits.
+  if (all.length === 0) {
+    const bytes = encodeModel(model);
+    if (bytes.length <= limit) return { model: bytes, external: false, chunks: [], dataBytes: 0, tensors: 0 };
+    smallest = bytes.length;
+  }
+  throw new InputError(
+    `the output model is ${formatBytes(smallest)} even with its ${all.length} large tensors in external data, over the ${formatBytes(limit)} a protobuf file may take (its graph or small tensors alone are too large)`,
+  );
+}
+
+function layoutWith(model: ModelProto, candidates: Candidate[], location: string, align: number): ExternalLayout {
   const chunks: DataChunk[] = [];
   let end = 0;
   for (const c of candidates) {
@@ -85,15 +105,11 @@ export function layoutExternal(model: ModelProto, opts: ExternalLayoutOptions): 
   const bytes = withDetached(candidates, (c, i) => {
     c.tensor.dataLocation = TensorProto_DataLocation.EXTERNAL;
     c.tensor.externalData = [
-      entry("location", opts.location),
+      entry("location", location),
       entry("offset", String(chunks[i]!.offset)),
       entry("length", String(c.bytes.length)),
     ];
   }, () => encodeModel(model));
-  if (bytes.length > limit)
-    throw new InputError(
-      `the output model is ${formatBytes(bytes.length)} even with its ${candidates.length} large tensors in external data, over the ${formatBytes(limit)} a protobuf file may take (its graph or small tensors alone are too large)`,
-    );
   return { model: bytes, external: true, chunks, dataBytes: end, tensors: candidates.length };
 }
 
@@ -102,18 +118,19 @@ export function layoutExternal(model: ModelProto, opts: ExternalLayoutOptions): 
  * external data): a model over 2 GiB is never encoded whole.
  */
 export function encodeIfFits(model: ModelProto, limit = PROTOBUF_MAX_BYTES): Uint8Array {
-  const candidates = externalCandidates(model, DEFAULT_THRESHOLD);
+  const candidates = externalCandidates(model, DEFAULT_THRESHOLD, true);
   return encodedSizeBound(model, candidates) <= limit ? encodeModel(model) : new Uint8Array(0);
 }
 
 const entry = (key: string, value: string) => create(StringStringEntryProtoSchema, { key, value });
 
 /**
- * Tensors that may live in external data: initializers of every graph and the `value` of Constant nodes,
- * stored in raw_data or in a numeric typed field of a fixed width, of at least `threshold` bytes. Sparse
- * tensors, strings and the tensors of model-local functions stay in the model.
+ * Tensors that may live in external data: initializers of the main graph, or (`everywhere`) of every
+ * graph and the `value` of Constant nodes, stored in raw_data or in a numeric typed field of a fixed
+ * width, of at least `threshold` bytes. Sparse tensors, strings and the tensors of model-local functions
+ * stay in the model.
  */
-function externalCandidates(model: ModelProto, threshold: number): Candidate[] {
+function externalCandidates(model: ModelProto, threshold: number, everywhere: boolean): Candidate[] {
   const out: Candidate[] = [];
   const take = (t: TensorProto | undefined) => {
     if (!t || t.dataLocation === TensorProto_DataLocation.EXTERNAL) return;
@@ -123,8 +140,10 @@ function externalCandidates(model: ModelProto, threshold: number): Candidate[] {
     const count = t.int32Data.length + t.int64Data.length + t.uint64Data.length;
     out.push({ tensor: t, bytes, inlineBytes: varints ? 10 * count : bytes.length });
   };
-  walkGraphs(model, ({ graph }) => {
+  walkGraphs(model, ({ graph, path }) => {
+    if (!everywhere && path !== "") return;
     graph.initializer.forEach(take);
+    if (!everywhere) return;
     for (const n of graph.node)
       if (n.opType === "Constant" && (n.domain === "" || n.domain === "ai.onnx")) for (const a of n.attribute) if (a.name === "value") take(a.t);
   });
