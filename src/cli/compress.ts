@@ -27,6 +27,8 @@ export const compressCommand: Command = {
     "                     that cannot fold constants)",
     "  --out PATH         output model (default: <model>.ssvq.onnx beside the input); the report goes",
     "                     to PATH without .onnx plus .json",
+    "  --external-data    write the output's large tensors to <out>.data beside it (ONNX external",
+    "                     data) even when it fits in one file; outputs over 2 GiB always are",
     "  --force            replace existing outputs",
     "  --dry-run          print the size estimate only",
     "  --threads N        worker threads for k-means and fine-tuning (default: the machine's cores, at most 8)",
@@ -76,7 +78,8 @@ export const compressCommand: Command = {
     const result = await runJob(spec, ctx);
     if (values["json"]) ctx.out(JSON.stringify(result.report, null, 2));
     else ctx.out(renderReport(result.report, dryRun));
-    if (result.outPath) ctx.err(`wrote ${result.outPath} and ${result.reportPath}`);
+    const data = result.report.output?.data?.path;
+    if (result.outPath) ctx.err(`wrote ${result.outPath}${data ? `, its external data ${data}` : ""} and ${result.reportPath}`);
     return 0;
   },
 };

@@ -5,17 +5,18 @@
 import { CancelledError, InputError } from "./errors.js";
 import { dtypeBits, dtypeName } from "./onnx/dtype.js";
 import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import { clearField } from "@bufbuild/protobuf";
 import type { ExternalDataReader } from "./onnx/external.js";
 import {
   create,
   decodeModel,
   defaultOpset,
-  encodeModel,
   NodeProtoSchema,
   AttributeProtoSchema,
   AttributeProto_AttributeType,
   StringStringEntryProtoSchema,
   TensorProto_DataLocation,
+  TensorProtoSchema,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -47,6 +48,7 @@ import {
 import { serialMap } from "./tasks.js";
 import { pointKey, pointLabel, type OperatingPoint } from "./alloc/candidates.js";
 import { VERSION } from "../version.js";
+import { encodeIfFits } from "./onnx/external-out.js";
 
 export type ProgressEvent =
   | { kind: "stage"; stage: string }
@@ -126,8 +128,10 @@ export interface SequentialLayerStats {
 }
 
 export interface CompressResult {
-  /** The output model; empty for a dry run. */
+  /** The output model; empty for a dry run, and for a model over 2 GiB (written from `proto` with external data). */
   model: Uint8Array;
+  /** The output model decoded (the source model for a dry run). */
+  proto: ModelProto;
   report: Report;
   /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
   reconstructed: Map<string, Float32Array>;
@@ -275,7 +279,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
       else writeDecodeGraphs(model, sel, opset ?? 0);
       inlineExternal(model, input.readExternal);
       setMetadata(model, config, sel);
-      return encodeModel(model);
+      return encodeIfFits(model);
     });
   }
 
@@ -293,7 +297,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   };
   const quantized = new Map<string, Quantized>();
   for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
-  return { model: out, report, reconstructed, quantized };
+  return { model: out, proto: model, report, reconstructed, quantized };
 }
 
 /** Fine-tuning's progress over the waves: layers done of `count`, those without statistics, warnings. */
@@ -611,7 +615,8 @@ function clearData(t: TensorProto): void {
   t.doubleData = [];
   t.uint64Data = [];
   t.externalData = [];
-  t.dataLocation = TensorProto_DataLocation.DEFAULT;
+  // Not set at all (as in a model that never had external data), rather than set to DEFAULT.
+  clearField(t, TensorProtoSchema.field.dataLocation);
   t.rawData = new Uint8Array(0);
 }
 

@@ -50,6 +50,8 @@ export function renderReport(r: Report, dryRun: boolean): string {
       ? `file        ${formatBytes(s.sourceFileBytes)} -> about ${formatBytes(Math.round(s.theoreticalFileBytes))}  (${s.diskRatio.toFixed(2)}x)`
       : `file        ${formatBytes(s.sourceFileBytes)} -> ${formatBytes(s.outputFileBytes)} on disk  (${s.diskRatio.toFixed(2)}x; theoretical ${formatBytes(Math.round(s.theoreticalFileBytes))})`,
   ];
+  if (!dryRun && s.outputDataBytes !== undefined && r.output?.data)
+    lines.push(`            of which ${formatBytes(s.outputDataBytes)} in the external data file ${r.output.data.path}`);
   if (r.calibration) {
     const cal = r.calibration;
     lines.push(`calibration ${cal.data.paths.join(", ") || "random inputs"}, ${cal.samples} samples${cal.uncalibrated.length ? `; ${cal.uncalibrated.length} layers uncalibrated (inside If/Loop/Scan bodies)` : ""}`);

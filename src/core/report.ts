@@ -162,7 +162,10 @@ export interface SizeReport {
   sourceFileBytes: number;
   /** Bytes of the source file not replaced + compressed bits / 8. */
   theoreticalFileBytes: number;
+  /** Bytes of the output on disk: the model file plus its external data file, when it has one. */
   outputFileBytes: number;
+  /** Of outputFileBytes, the external data file's (absent for a single-file output). */
+  outputDataBytes?: number;
   diskRatio: number;
   compressedLayers: number;
   compressedWeights: number;
@@ -174,7 +177,8 @@ export interface Report {
   schemaVersion: number;
   tool: { name: "ssvq"; version: string };
   source: { path: string; fileBytes: number; producer: string; opset: number | undefined };
-  output: { path: string; format: "ssvq" | "dense" } | null;
+  /** `data`: the external data file beside the model (outputs over the protobuf limit, or --external-data). */
+  output: { path: string; format: "ssvq" | "dense"; data?: { path: string; bytes: number; tensors: number } } | null;
   config: CompressConfig;
   layers: LayerReport[];
   /** Weights found but left as they are (too small, not matched by --layers, or not compressible). */

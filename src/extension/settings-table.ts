@@ -39,6 +39,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: "format", flag: "format", kind: "enum", default: "ssvq", group: "general" },
   { key: "threads", flag: "threads", kind: "integer", default: 0, group: "general" },
   { key: "memoryBudget", flag: "memory-budget", kind: "string", default: "", group: "general" },
+  { key: "externalData", flag: "external-data", kind: "boolean", default: false, group: "general" },
   { key: "calib", flag: "calib", kind: "path", default: "", group: "data" },
   { key: "calibRange", flag: "calib-range", kind: "string", default: "", group: "data" },
   { key: "calibCount", flag: "calib-count", kind: "integer", default: null, group: "data" },

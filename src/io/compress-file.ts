@@ -2,7 +2,7 @@
  * Compressing a model file: paths, refusal to overwrite the input or an existing output, the atomic
  * writes of the model and its report. Shared by the CLI and the background job.
  */
-import { existsSync, statSync } from "node:fs";
+import { existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { defaultOpset } from "../core/onnx/proto.js";
 import { checkModelStructure } from "../core/onnx/validate.js";
@@ -28,7 +28,9 @@ import { CancelledError, InputError } from "../core/errors.js";
 import type { CompressConfig, Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
-import { writeAll } from "./write-atomic.js";
+import { asUnwritable, writeTemp } from "./write-atomic.js";
+import { dataPathFor, recordOutput, stageModel } from "./write-external.js";
+import { withModelRef } from "./model-ref.js";
 import { defaultOutput, reportPathFor, samePath } from "./paths.js";
 import { parsePreprocess, type RawPreprocess } from "../core/calib/preprocess.js";
 import { openData } from "./calib-files.js";
@@ -58,6 +60,8 @@ export interface CompressFileOptions extends CompressRun {
    * of layers that fit. Never changes the result.
    */
   memoryBudget?: number;
+  /** Write the output with its large tensors in `<out>.data` even when it fits in one file (`--external-data`). */
+  externalData?: boolean;
 }
 
 /**
@@ -104,19 +108,21 @@ export function prepareCompress(o: CompressFileOptions): { loaded: LoadedModel; 
   const outPath = resolve(o.out ?? defaultOutput(o.input));
   const reportPath = reportPathFor(outPath);
   if (!/\.onnx$/i.test(outPath)) throw new InputError(`the output ${o.out} must end in .onnx`);
-  for (const p of [outPath, reportPath]) {
+  // The data file an output over 2 GiB (or --external-data) writes beside the model is an output too.
+  const outputs = [outPath, reportPath, dataPathFor(outPath)];
+  for (const p of outputs) {
     if (samePath(p, loaded.path)) throw new InputError(`the output ${p} is the input model itself; the input is never written`);
     for (const ext of loaded.externalFiles)
       if (samePath(p, join(loaded.dir, ext))) throw new InputError(`the output ${p} is the model's external data file ${ext}`);
   }
   if (!o.dryRun && !o.force)
-    for (const p of [outPath, reportPath])
+    for (const p of outputs)
       if (existsSync(p)) throw new InputError(`${p} exists; pass --force to replace it`);
   if (!o.dryRun) {
     const dir = dirname(outPath);
     if (!existsSync(dir)) throw new InputError(`the output folder ${dir} does not exist`);
     if (!statSync(dir).isDirectory()) throw new InputError(`the output folder ${dir} is not a folder`);
-    for (const p of [outPath, reportPath]) if (existsSync(p) && statSync(p).isDirectory()) throw new InputError(`${p} is a folder`);
+    for (const p of outputs) if (existsSync(p) && statSync(p).isDirectory()) throw new InputError(`${p} is a folder`);
   }
   // A model onnxruntime would refuse is refused here, so an output is only written when it can run.
   checkModelStructure(loaded.model);
@@ -361,11 +367,13 @@ async function finishCompress(
     const t0 = performance.now();
     const data = await open(o.data.eval, "eval");
     // The original by path, so that onnxruntime finds its external data.
-    const ev = await evaluateModels(loaded.path, result.model, data, {
-      names: { original: basename(loaded.path), compressed: basename(outPath) },
-      signal: o.signal,
-      onProgress: fraction("evaluate"),
-    });
+    const ev = await withModelRef(outPath, result.model, result.proto, (compressed) =>
+      evaluateModels(loaded.path, compressed, data, {
+        names: { original: basename(loaded.path), compressed: basename(outPath) },
+        signal: o.signal,
+        onProgress: fraction("evaluate"),
+      }),
+    );
     result.report.evaluation = ev;
     result.report.warnings.push(...ev.warnings.map((w) => `evaluation: ${w}`));
     result.report.timings["evaluate"] = (performance.now() - t0) / 1000;
@@ -405,11 +413,13 @@ async function finishCompress(
         checkCancel();
         let evaluation: Report["evaluation"];
         if (o.data?.eval)
-          evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
-            names: { original: basename(loaded.path), compressed: "VQ (searched)" },
-            signal: o.signal,
-            onProgress: fraction("compare"),
-          });
+          evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
+            evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
+              names: { original: basename(loaded.path), compressed: "VQ (searched)" },
+              signal: o.signal,
+              onProgress: fraction("compare"),
+            }),
+          );
         result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings, search: vqPlan.search } };
       }
     } else if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
@@ -426,11 +436,13 @@ async function finishCompress(
       checkCancel();
       let evaluation: Report["evaluation"];
       if (o.data?.eval)
-        evaluation = await evaluateModels(loaded.path, vq.model, await open(o.data.eval, "eval"), {
-          names: { original: basename(loaded.path), compressed: `VQ k=${pick.k} d=${pick.d}` },
-          signal: o.signal,
-          onProgress: fraction("compare"),
-        });
+        evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
+          evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
+            names: { original: basename(loaded.path), compressed: `VQ k=${pick.k} d=${pick.d}` },
+            signal: o.signal,
+            onProgress: fraction("compare"),
+          }),
+        );
       result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings } };
     }
     result.report.timings["compare"] = (performance.now() - t0) / 1000;
@@ -449,14 +461,23 @@ async function finishCompress(
   }
   if (o.command) result.report.command = o.command;
   if (o.dryRun) return { report: result.report };
-  result.report.output = { path: outPath, format: o.config.format };
-  // Both files are written to temporary names first; only then, after a last cancel check, renamed.
-  writeAll(
-    [
-      { path: outPath, data: result.model },
-      { path: reportPath, data: JSON.stringify(result.report, null, 2) + "\n" },
-    ],
-    checkCancel,
-  );
+  // Every file (the model, its data file when it has one, the report) is written to a temporary name
+  // first; only then, after a last cancel check, renamed.
+  const temps: string[] = [];
+  try {
+    const staged = stageModel(outPath, result.proto, { encoded: result.model, externalData: o.externalData === true });
+    temps.push(...staged.renames.map(([tmp]) => tmp));
+    recordOutput(result.report, outPath, o.config.format, staged);
+    const report = writeTemp(reportPath, JSON.stringify(result.report, null, 2) + "\n");
+    temps.push(report);
+    checkCancel();
+    for (const [tmp, final] of staged.renames) renameSync(tmp, final);
+    renameSync(report, reportPath);
+    // A data file of an earlier output (replaced with --force) would mislead beside a single-file one.
+    if (!staged.data) rmSync(dataPathFor(outPath), { force: true });
+  } catch (e) {
+    for (const t of temps) rmSync(t, { force: true });
+    throw asUnwritable(e, outPath);
+  }
   return { report: result.report, outPath, reportPath };
 }

@@ -25,3 +25,6 @@ export function samePath(a: string, b: string): boolean {
   const real = (p: string) => (existsSync(p) ? realpathSync.native(p) : resolve(p));
   return real(a) === real(b);
 }
+
+/** The external data file of an output model: `<output>.data` beside it (io/write-external.ts). */
+export const dataPathFor = (out: string): string => `${out}.data`;

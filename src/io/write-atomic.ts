@@ -58,8 +58,12 @@ export function writeAll(files: readonly { path: string; data: Uint8Array | stri
     });
   } catch (e) {
     for (const t of temps) rmSync(t, { force: true });
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== undefined && UNWRITABLE.has(code)) throw new InputError(`cannot write ${current}: ${(e as Error).message}`);
-    throw e;
+    throw asUnwritable(e, current);
   }
+}
+
+/** A file-system error writing `path` as the one-line InputError it is for the user; anything else as it is. */
+export function asUnwritable(e: unknown, path: string): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code !== undefined && UNWRITABLE.has(code) ? new InputError(`cannot write ${path}: ${(e as Error).message}`) : e;
 }

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultOutput, reportPathFor } from "../io/paths.js";
+import { dataPathFor, defaultOutput, reportPathFor } from "../io/paths.js";
 import { isOutcome, type ClientMessage, type JobOutcome, type JobSpec, type WorkerEvent } from "./protocol.js";
 
 export { isOutcome, type JobOutcome } from "./protocol.js";
@@ -164,7 +164,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
 function removePartialOutputs(spec: JobSpec, pid: number | undefined): void {
   if (pid === undefined || spec.kind !== "compress") return;
   const out = spec.out ?? defaultOutput(spec.input);
-  for (const target of [out, reportPathFor(out)]) {
+  for (const target of [out, reportPathFor(out), dataPathFor(out)]) {
     const dir = dirname(target);
     const prefix = `.${basename(target)}.${pid}-`;
     let names: string[];
@@ -173,6 +173,7 @@ function removePartialOutputs(spec: JobSpec, pid: number | undefined): void {
     } catch {
       continue;
     }
-    for (const n of names) if (n.startsWith(prefix) && n.endsWith(".tmp")) rmSync(join(dir, n), { force: true });
+    // Files, and the folder an output over 2 GiB is evaluated from (io/model-ref.ts).
+    for (const n of names) if (n.startsWith(prefix) && n.endsWith(".tmp")) rmSync(join(dir, n), { recursive: true, force: true });
   }
 }

@@ -103,6 +103,7 @@ async function compress(spec: CompressJobSpec): Promise<void> {
       out: spec.out,
       force: spec.force,
       dryRun: spec.dryRun,
+      ...(spec.externalData ? { externalData: true } : {}),
       config: spec.config,
       simulate: spec.simulate,
       data: spec.data,

@@ -22,6 +22,8 @@ export interface CompressJobSpec {
   out?: string;
   force?: boolean;
   dryRun?: boolean;
+  /** --external-data: the output's large tensors in `<out>.data` even when it fits in one file. */
+  externalData?: boolean;
   config: CompressConfig;
   threads: number;
   /** --memory-budget in bytes (default: half the machine's memory, at most 16 GiB); never changes the result. */

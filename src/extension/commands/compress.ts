@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { JobOutcome } from "../../job/client.js";
 import type { CompressJobSpec } from "../../job/protocol.js";
-import { defaultOutput, reportPathFor } from "../../io/paths.js";
+import { dataPathFor, defaultOutput, reportPathFor } from "../../io/paths.js";
 import { shellQuote, SettingError, withSettingNames, type SettingValues } from "../settings-table.js";
 import { compressArgsFor } from "../settings.js";
 import { ssvqLog } from "../log.js";
@@ -58,11 +58,11 @@ export async function compressCommand(deps: CompressDeps, arg: unknown, options:
     throw e;
   }
   const out = defaultOutput(model.fsPath);
-  const existing = [out, reportPathFor(out)].filter((p) => existsSync(p));
+  const existing = [out, reportPathFor(out), dataPathFor(out)].filter((p) => existsSync(p));
   if (existing.length) {
     const replace = "Replace";
     const a = await vscode.window.showWarningMessage(
-      `${existing.map((p) => basename(p)).join(" and ")} already ${existing.length > 1 ? "exist" : "exists"}. Replace ${existing.length > 1 ? "them" : "it"}?`,
+      `${existing.map((p) => basename(p)).join(", ").replace(/, ([^,]*)$/, " and $1")} already ${existing.length > 1 ? "exist" : "exists"}. Replace ${existing.length > 1 ? "them" : "it"}?`,
       { modal: true, detail: "The new compression is written to a temporary file first; the existing files are replaced only when it succeeds." },
       replace,
     );

@@ -1,0 +1,130 @@
+/**
+ * Writing an output model to temporary files: one protobuf file, or, when it would pass the protobuf
+ * limit (or external data is asked for), the model file plus one data file beside it (`X.onnx.data`),
+ * laid out by src/core/onnx/external-out.ts. The data file is written tensor by tensor (never one
+ * buffer of the whole output). Both go to temporary names (io/write-atomic.ts); the caller renames them
+ * into place with its other outputs, after its last cancel check.
+ */
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+import { basename } from "node:path";
+import { layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
+import type { ModelProto } from "../core/onnx/proto.js";
+import type { Report } from "../core/report.js";
+import { tempPathFor, writeTemp } from "./write-atomic.js";
+import { dataPathFor } from "./paths.js";
+
+/**
+ * Undocumented test hook: the model file's limit in bytes (default 2 GiB less 64 MiB), so that a test can
+ * see a small model split into a data file.
+ */
+export const MODEL_LIMIT_ENV = "SSVQ_MODEL_LIMIT_BYTES";
+
+export { dataPathFor };
+
+export interface WriteModelOptions {
+  /** Always write a data file (`--external-data`). */
+  externalData?: boolean;
+  /** The model file's limit (default: MODEL_LIMIT_ENV, else the layout's default). */
+  limit?: number;
+  threshold?: number;
+  align?: number;
+  /** The model already encoded whole (written as it is when it fits and no data file is forced). */
+  encoded?: Uint8Array;
+}
+
+export interface StagedModel {
+  /** Temporary file -> final path, in the order to rename (the data file before the model that reads it). */
+  renames: [string, string][];
+  modelBytes: number;
+  /** The data file (final path) and its size, when one is written. */
+  data?: { path: string; bytes: number; tensors: number };
+}
+
+/** The limit MODEL_LIMIT_ENV sets, or undefined. */
+export function modelLimitFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const text = env[MODEL_LIMIT_ENV];
+  if (text === undefined || text === "") return undefined;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${MODEL_LIMIT_ENV}=${text} is not a positive integer`);
+  return n;
+}
+
+/**
+ * Writes `model` to temporary files for `outPath` (and `<outPath>.data` when needed). Nothing is left
+ * behind when a write fails.
+ */
+export function stageModel(outPath: string, model: ModelProto, opts: WriteModelOptions = {}): StagedModel {
+  const limit = opts.limit ?? modelLimitFromEnv();
+  if (!opts.externalData && opts.encoded && opts.encoded.length > 0 && (limit === undefined || opts.encoded.length <= limit)) {
+    const tmp = writeTemp(outPath, opts.encoded);
+    return { renames: [[tmp, outPath]], modelBytes: opts.encoded.length };
+  }
+  const dataPath = dataPathFor(outPath);
+  const layout = layoutExternal(model, {
+    location: basename(dataPath),
+    force: opts.externalData === true,
+    ...(limit !== undefined ? { limit } : {}),
+    ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
+    ...(opts.align !== undefined ? { align: opts.align } : {}),
+  });
+  if (!layout.external) {
+    const tmp = writeTemp(outPath, layout.model);
+    return { renames: [[tmp, outPath]], modelBytes: layout.model.length };
+  }
+  const dataTmp = writeDataTemp(dataPath, layout);
+  try {
+    const modelTmp = writeTemp(outPath, layout.model);
+    return {
+      renames: [
+        [dataTmp, dataPath],
+        [modelTmp, outPath],
+      ],
+      modelBytes: layout.model.length,
+      data: { path: dataPath, bytes: layout.dataBytes, tensors: layout.tensors },
+    };
+  } catch (e) {
+    rmSync(dataTmp, { force: true });
+    throw e;
+  }
+}
+
+/** Node.js writes at most 2 GiB per call: larger tensors go in pieces of this size. */
+const WRITE_PIECE = 2 ** 30;
+
+/** The data file at a temporary name: each tensor at its offset, zeros between (fsync'd). */
+function writeDataTemp(dataPath: string, layout: ExternalLayout): string {
+  const tmp = tempPathFor(dataPath);
+  try {
+    const fd = openSync(tmp, "wx");
+    try {
+      let at = 0;
+      const writeAll = (bytes: Uint8Array) => {
+        for (let done = 0; done < bytes.length; ) {
+          const n = Math.min(WRITE_PIECE, bytes.length - done);
+          done += writeSync(fd, bytes, done, n);
+        }
+        at += bytes.length;
+      };
+      for (const c of layout.chunks) {
+        if (c.offset > at) writeAll(new Uint8Array(c.offset - at));
+        writeAll(c.bytes);
+      }
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    return tmp;
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** The report's output and on-disk sizes from what was written (the data file counts towards the ratio). */
+export function recordOutput(report: Report, path: string, format: "ssvq" | "dense", staged: StagedModel): void {
+  report.output = { path, format, ...(staged.data ? { data: staged.data } : {}) };
+  const s = report.sizes;
+  const { outputDataBytes: _old, ...rest } = s;
+  const onDisk = staged.modelBytes + (staged.data?.bytes ?? 0);
+  report.sizes = { ...rest, outputFileBytes: onDisk, ...(staged.data ? { outputDataBytes: staged.data.bytes } : {}), diskRatio: s.sourceFileBytes / onDisk };
+}
