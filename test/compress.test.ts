@@ -336,3 +336,16 @@ test("review fixes: unwritable outputs and too-old opsets fail before the work, 
   assert.match(tooOld.stderr, /opset 6 is too old.*--format dense/);
   assert.equal(ssvq(["compress", old, "--format", "dense"]).status, 0);
 });
+
+test("a final layer keeps only its packed output: the same bytes with and without keepQuantized, and no quantizations returned by default", async () => {
+  const { compressModel } = await import("../src/core/compress.js");
+  const bytes = readFileSync(fixture("fashion_lenet5.onnx"));
+  for (const [mode, extra] of [["ssvq", {}], ["int4", {}], ["vq", { format: "dense" as const }]] as const) {
+    const config = { mode, k: 16, d: 4, seed: 3, kmeansIters: 10, minWeights: 1024, format: "ssvq" as const, finetune: false, ...extra };
+    const lean = await compressModel({ bytes, path: "lenet" }, { config });
+    const kept = await compressModel({ bytes, path: "lenet" }, { config, keepQuantized: true });
+    assert.ok(Buffer.from(lean.model).equals(Buffer.from(kept.model)), `${mode}: same output`);
+    assert.equal(lean.quantized.size, 0, "nothing kept by default");
+    assert.equal(kept.quantized.size, lean.report.layers.length, "every layer's quantization on request");
+  }
+});

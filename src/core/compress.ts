@@ -102,6 +102,12 @@ export interface CompressRun {
   plan?: ReadonlyMap<string, OperatingPoint>;
   /** Quantizations already computed (by `quantCacheKey`): reused instead of running k-means again. */
   quantCache?: ReadonlyMap<string, Quantized>;
+  /**
+   * Return every layer's final quantization (`CompressResult.quantized`, for a sweep to reuse). Without
+   * it a layer keeps only its packed output once it is final, and the run's memory follows the layers
+   * in work rather than the whole model.
+   */
+  keepQuantized?: boolean;
 }
 
 /** The key of one layer's quantization at one point in `CompressRun.quantCache`. */
@@ -133,18 +139,25 @@ export interface CompressResult {
   /** The output model decoded (the source model for a dry run). */
   proto: ModelProto;
   report: Report;
-  /** Reconstructed weights by weightKey (graph path and name), as stored (for tests and evaluation). */
-  reconstructed: Map<string, Float32Array>;
-  /** Each compressed layer's final quantization (after fine-tuning), by `quantCacheKey`: empty for a dry run. */
+  /**
+   * With `keepQuantized`: each compressed layer's final quantization (after fine-tuning), by
+   * `quantCacheKey`; otherwise (and for a dry run) empty.
+   */
   quantized: Map<string, Quantized>;
 }
 
 interface Selected {
   weight: WeightInfo;
-  /** The weight's row matrix [rows, cols]. */
+  /** The weight's row matrix [rows, cols] (while the layer is in work). */
   rows?: Float32Array;
+  /** Its quantization (while in work, or kept with `keepQuantized`). */
   q?: Quantized;
+  /** Its reconstruction as stored (while in work; kept for the dense format and the sequential variant). */
   stored?: Float32Array;
+  /** What the output stores, once the layer is final (`settle`): index planes and sign bits packed. */
+  packed?: PackedLayer;
+  /** Final: only what the output stores is kept (`settle`). */
+  settled?: boolean;
   report?: LayerReport;
 }
 
@@ -211,7 +224,23 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   const pointOf = (w: WeightInfo): OperatingPoint => run.plan?.get(weightKey(w)) ?? { mode: config.mode, k: config.k, d: config.d };
   const sel: Selected[] = selected.map((weight) => ({ weight }));
   const warnings: string[] = [];
-  const reconstructed = new Map<string, Float32Array>();
+  /**
+   * A final layer keeps only what the output stores: its packed planes, or for the dense format its
+   * reconstruction written into the tensor at once (the sequential variant keeps every reconstruction
+   * for the compressed prefix it observes, and writes at the end).
+   */
+  const settle = (s: Selected): void => {
+    if (s.settled || !s.q) return;
+    if (config.format === "dense") {
+      if (config.sequential) return;
+      writeDenseLayer(s);
+    } else s.packed = packLayer(s.q);
+    s.settled = true;
+    if (!run.keepQuantized) s.q = undefined;
+    s.rows = undefined;
+    if (!config.sequential) s.stored = undefined;
+  };
+  const quantized = new Map<string, Quantized>();
 
   if (!run.dryRun) {
     const index = new Map(sel.map((s, i) => [s, i]));
@@ -251,17 +280,18 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
           s.q = q;
           s.rows = rows;
           s.stored = fromRows(rec, w.layout);
-          reconstructed.set(weightKey(w), s.stored);
           s.report = layerReport(w, q, relativeError(rows, rec));
           const stat = stats?.get(w.name);
           // A layer fine-tuned next gets its k-means output error from fine-tuning's first loss (the same
           // product): measured here only for the layers that stay as they are.
           const tunedNext = config.finetune && !isIntQuantized(q);
           if (stat && !tunedNext) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
+          if (!tunedNext) settle(s);
         }
       });
       checkCancel();
-      if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats, map: products }, tuning, checkCancel));
+      if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats, map: products }, tuning, checkCancel, settle));
+      for (const s of wave.layers) settle(s);
       if (wave.capture) await releaseStatistics(run.map ?? serialMap);
     }
     if (tuning.missing.length && !config.sequential)
@@ -295,9 +325,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     timings,
     warnings,
   };
-  const quantized = new Map<string, Quantized>();
-  for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
-  return { model: out, proto: model, report, reconstructed, quantized };
+  if (run.keepQuantized) for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
+  return { model: out, proto: model, report, quantized };
 }
 
 /** Fine-tuning's progress over the waves: layers done of `count`, those without statistics, warnings. */
@@ -437,7 +466,7 @@ class LiveChecks {
  * result depends on that layer alone, not on where or how it ran: the order and the split only change
  * when events arrive.
  */
-async function finetune(sel: Selected[], run: CompressRun, tuning: TuneProgress, checkCancel: () => void): Promise<void> {
+async function finetune(sel: Selected[], run: CompressRun, tuning: TuneProgress, checkCancel: () => void, settle: (s: Selected) => void): Promise<void> {
   const options = run.config.finetuning ?? resolveFinetuneOptions();
   const warnings = tuning.warnings;
   const todo = sel.filter((s) => s.q && !isIntQuantized(s.q));
@@ -531,6 +560,7 @@ async function finetune(sel: Selected[], run: CompressRun, tuning: TuneProgress,
         seconds,
       },
     };
+    settle(s);
   }
 }
 
@@ -599,13 +629,17 @@ function estimatedLayer(w: WeightInfo, c: OperatingPoint): LayerReport {
   };
 }
 
-/** Replaces each weight's values by its reconstruction, in place and at its own dtype. */
+/** Replaces each weight's values by its reconstruction, in place and at its own dtype (those not written yet). */
 function writeDense(sel: Selected[]): void {
-  for (const { weight: w, stored } of sel) {
-    const t = floatsAs(w.tensor.name, w.dims, stored!, w.dtype);
-    clearData(w.tensor);
-    w.tensor.rawData = t.rawData;
-  }
+  for (const s of sel) if (s.stored) writeDenseLayer(s);
+}
+
+function writeDenseLayer(s: Selected): void {
+  const w = s.weight;
+  const t = floatsAs(w.tensor.name, w.dims, s.stored!, w.dtype);
+  clearData(w.tensor);
+  w.tensor.rawData = t.rawData;
+  s.stored = undefined;
 }
 
 function clearData(t: TensorProto): void {
@@ -678,13 +712,13 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     if (Array.isArray(c)) c.push(value);
     else c.add(value);
   };
-  for (const [i, { weight: w, q }] of sel.entries()) {
+  for (const [i, { weight: w, packed }] of sel.entries()) {
     const g = graphOf.get(w.graphPath)!;
     const b = builder(g);
     const before = b.nodes.length;
     const stored = `${w.name || "weight"}.ssvq`;
     const target = { output: w.name, dims: w.dims, dtype: w.dtype, layout: w.layout };
-    writeDecode(b, target, decodeSource(b, w, q!, stored), `ssvq${i}`, stored);
+    writeDecode(b, target, decodeSource(b, w, packed!, stored), `ssvq${i}`, stored);
     const nodes = b.nodes.slice(before);
     if (w.storage === "constant") replacements.set(w.constantNode!, nodes);
     else {
@@ -725,17 +759,21 @@ function constantNode(t: TensorProto): NodeProto {
   });
 }
 
-function decodeSource(b: GraphBuilder, w: WeightInfo, q: Quantized, stored: string): DecodeSource {
+/** A final layer as the output stores it: INT values (INT4 packed), or the codebook and packed index and sign planes. */
+type PackedLayer =
+  | Exclude<DecodeSource, { kind: "vq" }>
+  | (Omit<Extract<DecodeSource, { kind: "vq" }>, "codebook"> & { k: number; codebook: Float32Array });
+
+function packLayer(q: Quantized): PackedLayer {
   if (isIntQuantized(q)) {
     if (q.mode === "int8") return { kind: "int8", q: q.q, scales: q.scales, rows: q.rows, cols: q.cols };
     const biased = Uint8Array.from(q.q, (v) => v + 8);
     return { kind: "int4", plane: packPlane(biased, 4, 0), scales: q.scales, rows: q.rows, cols: q.cols };
   }
-  b.tensor(`${stored}.codebook`, floatsAs("", [q.k, q.d], q.codebook, w.dtype));
-  const codebook = b.tensors[b.tensors.length - 1]!;
   return {
     kind: "vq",
-    codebook,
+    k: q.k,
+    codebook: q.codebook,
     count: q.shape.count,
     d: q.d,
     rows: q.shape.rows,
@@ -743,6 +781,13 @@ function decodeSource(b: GraphBuilder, w: WeightInfo, q: Quantized, stored: stri
     indexPlanes: packFields(q.assignments, indexBits(q.k)),
     signs: q.signs ? packPlane(q.signs, 1, 0) : undefined,
   };
+}
+
+function decodeSource(b: GraphBuilder, w: WeightInfo, p: PackedLayer, stored: string): DecodeSource {
+  if (p.kind !== "vq") return p;
+  b.tensor(`${stored}.codebook`, floatsAs("", [p.k, p.d], p.codebook, w.dtype));
+  const { k: _k, codebook: _c, ...rest } = p;
+  return { ...rest, codebook: b.tensors[b.tensors.length - 1]! };
 }
 
 /** External tensors are written into the output, whose folder may differ from the source's. */

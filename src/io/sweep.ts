@@ -144,7 +144,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   let ssvqSearch: PreparedSearch | undefined;
 
   const compress = (stage: string, run: Omit<CompressRun, "config">, c: CompressConfig) =>
-    time(stage, () => compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config: c, stats, map, productEngine: engine, ...(o.signal ? { signal: o.signal } : {}) }));
+    time(stage, () => compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config: c, stats, map, productEngine: engine, keepQuantized: true, ...(o.signal ? { signal: o.signal } : {}) }));
   /** Compresses (`c.finetune` off: the quantizations come tuned from `run.quantCache`) and evaluates one point. */
   const evaluateRun = async (method: SweepMethod, target: number | undefined, run: Omit<CompressRun, "config">, c: CompressConfig, finetuned: boolean, extraSeconds = 0): Promise<SweepPoint> => {
     const t0 = performance.now();
