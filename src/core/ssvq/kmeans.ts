@@ -395,6 +395,12 @@ function checkCentroids(c: Float32Array, k: number, d: number, what: string): vo
 }
 
 function checkFinite(a: Float32Array, what: string): void {
+  // Fast test on the bits first: an exponent field of all ones (Infinity, NaN) makes
+  // (bits & 0x7f800000) + 0x00800000 reach 2^31, the sign bit once truncated to int32 by `|`.
+  const bits = new Int32Array(a.buffer, a.byteOffset, a.length);
+  let bad = 0;
+  for (let i = 0; i < bits.length; i++) bad |= (bits[i]! & 0x7f800000) + 0x00800000;
+  if (bad >= 0) return;
   for (let i = 0; i < a.length; i++) {
     if (!Number.isFinite(a[i])) throw new InputError(`${what}: value ${i} is ${a[i]}, not a finite number`);
   }
