@@ -138,6 +138,37 @@ describe("kmeans", () => {
     }
   });
 
+  it("sums the SSE in the last assignment pass with the same bits as the separate SSE pass", async () => {
+    // kmeans() asks its last pass for the SSE (Lloyd.assign(true)); sse() must give what its own pass gives,
+    // for the scan (k <= 64), the groups, a generic d, and the float64 search alone (WebAssembly off).
+    for (const off of [false, true]) {
+      disableKernel(off);
+      try {
+        for (const { n, d, k } of [{ n: 70000, d: 4, k: 16 }, { n: 40000, d: 8, k: 64 }, { n: 30000, d: 8, k: 300 }, { n: 9000, d: 5, k: 20 }]) {
+          const points = normalPoints(n, d, 41);
+          const init = points.slice(0, k * d);
+          for (const map of [undefined, pool2]) {
+            const [a, b] = [new Lloyd(points, n, d, k, init, map), new Lloyd(points, n, d, k, init, map)];
+            for (let pass = 0; pass < 3; pass++) {
+              await a.assign(true);
+              await b.assign();
+              const [sa, sb] = [await a.sse(), await b.sse()];
+              assert.equal(sa, sb, `n=${n} d=${d} k=${k} pass ${pass} ${off ? "no wasm" : ""}`);
+              const want = bruteNearest(points, n, d, a.centroids(), k).sse;
+              assert.ok(Math.abs(sa - want) <= 1e-12 * want, `sse ${sa} vs ${want}`);
+              a.update();
+              b.update();
+              // After an update the centroids moved: sse() must not return the old pass's sum.
+              assert.equal(await a.sse(), await b.sse());
+            }
+          }
+        }
+      } finally {
+        disableKernel(false);
+      }
+    }
+  });
+
   it("re-seeds an empty cluster from the worst-fitted point", async () => {
     // Centroid 1 starts far from every point, so it is empty after the first pass; the worst-fitted
     // point is then (5, 5), at distance 2 * 3.725^2 from the mean of the four points.

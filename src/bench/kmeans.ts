@@ -19,8 +19,11 @@
  * algorithm="lloyd").fit(X)` call on the float32 points (its validation and copies included), as
  * `sklearn.setting` names it. Best of `repeat` runs each (all are listed). The JSON's `timing` says the same.
  *
- * scikit-learn runs on all its OpenMP threads (its default; the JSON lists them) and the engine on
- * `threads` workers. scikit-learn computes in float32 (distances as |x|^2 - 2 x.c + |c|^2), so its SSE
+ * scikit-learn runs on all its OpenMP threads (its default; the JSON lists them), or on `sklearnThreads`
+ * (`--sklearn-threads`: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS set for its process),
+ * and the engine on `threads` workers. Both sides also report CPU seconds (user + system of every thread
+ * of their process: `process.cpuUsage()` here, `time.process_time()` in Python), which say more than
+ * wall-clock time on a loaded machine. scikit-learn computes in float32 (distances as |x|^2 - 2 x.c + |c|^2), so its SSE
  * is recomputed here from its centroids and labels in float64 the way the engine's is (`sklearnSse`;
  * its own float32 `inertia_` is listed too); `n_iter_` must equal `iters` (tol=0 stops earlier only when
  * no label changes, and then both sides sit at the same fixed point). The engine's SSE must not exceed
@@ -63,12 +66,25 @@ export interface KmeansBenchOptions {
   repeat: number;
   /** The Python with scikit-learn (default: /usr/bin/python3, then python3 on PATH). */
   python?: string;
+  /**
+   * scikit-learn's threads: sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS for the Python
+   * child (default: unset, all its OpenMP threads).
+   */
+  sklearnThreads?: number;
+  /** Skip scikit-learn's untimed float64 reference fit (`sklearnFloat64`). */
+  noFloat64?: boolean;
 }
 
 export interface KmeansShapeResult extends KmeansShape {
   /** Engine: best wall-clock seconds, every run's, and the final SSE. */
   seconds: number;
   runs: number[];
+  /**
+   * Engine: CPU seconds (user + system) of this process, every thread's (the pool's workers included),
+   * per timed run, and the smallest. Under load, CPU time shows the work done better than wall-clock time.
+   */
+  cpuSeconds: number;
+  cpuRuns: number[];
   sse: number;
   /** Points the bounds did not settle, as a share of all points, averaged over the passes. */
   searchedShare: number;
@@ -79,6 +95,11 @@ export interface KmeansShapeResult extends KmeansShape {
   /** `--compare sklearn`. */
   sklearnSeconds?: number;
   sklearnRuns?: number[];
+  /** scikit-learn's CPU seconds per timed fit (Python's time.process_time(): every thread of the process). */
+  sklearnCpuSeconds?: number;
+  sklearnCpuRuns?: number[];
+  /** scikit-learn's CPU seconds over the engine's. */
+  cpuSpeedup?: number;
   sklearnSse?: number;
   sklearnInertia?: number;
   sklearnIterations?: number;
@@ -121,13 +142,17 @@ const TIMING_SKLEARN =
   "into shared memory, the passes, the SSE); scikit-learn: the whole KMeans(...).fit(X) call as a user " +
   "makes it (its input validation, its own copies, labels and inertia included); best of `repeat` each";
 /** scikit-learn's fastest documented setting for a given start, as run (see `sklearn.threadpools`). */
-const sklearnSetting = (iters: number): string =>
+const sklearnSetting = (iters: number, threads: number | undefined): string =>
   `KMeans(n_clusters=k, init=<the engine's k start points, float32>, n_init=1, max_iter=${iters}, tol=0, ` +
-  `algorithm="lloyd").fit(X) on float32 X [n, d] (C order), on all its OpenMP threads`;
+  `algorithm="lloyd").fit(X) on float32 X [n, d] (C order), ` +
+  (threads === undefined
+    ? "on all its OpenMP threads"
+    : `on ${threads} thread${threads === 1 ? "" : "s"} (OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=${threads})`);
 
 export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBenchResult> {
   const { iters, seed, threads, repeat, compare } = o;
-  for (const [name, v, min] of [["iters", iters, 0], ["threads", threads, 1], ["repeat", repeat, 1]] as const) {
+  const sklearnThreads = o.sklearnThreads;
+  for (const [name, v, min] of [["iters", iters, 0], ["threads", threads, 1], ["repeat", repeat, 1], ["sklearn-threads", sklearnThreads ?? 1, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw new InputError(`--${name} must be an integer >= ${min}, got ${v}`);
   }
   if (o.shapes.length === 0) throw new InputError("no shapes to measure");
@@ -151,12 +176,16 @@ export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBench
       await lloydRun(points.subarray(0, wn * shape.d), { ...shape, n: wn }, init, Math.min(iters, 2), pool);
       warmupSeconds += (performance.now() - w0) / 1000;
       const runs: number[] = [];
+      const cpuRuns: number[] = [];
       let last: KmeansResult | undefined;
       for (let r = 0; r < repeat; r++) {
         // Timed: the public entry compress calls (input check, copy into shared memory, the passes, SSE).
+        const c0 = process.cpuUsage();
         const t0 = performance.now();
         last = await kmeans(points, shape.n, shape.d, shape.k, { seed, maxIters: iters, map: pool, init });
         runs.push((performance.now() - t0) / 1000);
+        const c = process.cpuUsage(c0);
+        cpuRuns.push((c.user + c.system) / 1e6);
       }
       // Untimed: the same iterations step by step, for the pass statistics (and a check of the above).
       const { sse, assignments, searched, empty } = await lloydRun(points, shape, init, iters, pool);
@@ -167,6 +196,8 @@ export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBench
         ...shape,
         seconds: Math.min(...runs),
         runs,
+        cpuSeconds: Math.min(...cpuRuns),
+        cpuRuns,
         sse,
         searchedShare: searched / ((iters + 1) * shape.n),
         emptyClusters: empty,
@@ -199,8 +230,8 @@ export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBench
         writeFileSync(f.init, writeNpy({ elemType: "float32", shape: [shape.k, shape.d], data: data[s].init }));
         return f;
       });
-      const out = runSklearn(python!, { iters, repeat, shapes: files });
-      sklearn = { python: python!, version: out.version, numpy: out.numpy, setting: sklearnSetting(iters), importSeconds: out.importSeconds, threadpools: out.threadpools };
+      const out = runSklearn(python!, { iters, repeat, float64: !o.noFloat64, shapes: files }, sklearnThreads);
+      sklearn = { python: python!, version: out.version, numpy: out.numpy, setting: sklearnSetting(iters, sklearnThreads), importSeconds: out.importSeconds, threadpools: out.threadpools };
       o.shapes.forEach((shape, s) => {
         const r = out.shapes[s];
         const centers = parseNpy(readFileSync(files[s].centers), files[s].centers).data as Float32Array;
@@ -218,10 +249,14 @@ export async function runKmeansBench(o: KmeansBenchOptions): Promise<KmeansBench
         res.sklearnSse = sse;
         res.sklearnInertia = r.inertia;
         res.sklearnIterations = r.nIter;
+        res.sklearnCpuRuns = r.cpuSeconds;
+        res.sklearnCpuSeconds = Math.min(...r.cpuSeconds);
         res.speedup = res.sklearnSeconds / res.seconds;
+        res.cpuSpeedup = res.sklearnCpuSeconds / res.cpuSeconds;
         res.sseRelativeDifference = (res.sse - sse) / sse;
         res.sseOk = res.sseRelativeDifference <= 1e-6 && r.nIter === iters;
         res.labelsDiffer = differ;
+        if (o.noFloat64) return;
         const labels64 = parseNpy(readFileSync(files[s].labels64), files[s].labels64).data as Int32Array;
         let differ64 = 0;
         for (let i = 0; i < shape.n; i++) if (labels64[i] !== data[s].assignments[i]) differ64++;
@@ -297,21 +332,27 @@ for shape in args["shapes"]:
     m = min(len(X), max(20000, k))
     KMeans(n_clusters=k, init=init, n_init=1, max_iter=2, tol=0.0, algorithm="lloyd").fit(X[:m])
     seconds = []
+    cpu = []
     for r in range(args["repeat"]):
+        c = time.process_time()
         t = time.perf_counter()
         km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=args["iters"], tol=0.0, algorithm="lloyd").fit(X)
         seconds.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     assert km.cluster_centers_.dtype == np.float32
     np.save(shape["centers"], km.cluster_centers_)
     np.save(shape["labels"], km.labels_.astype(np.int32))
     # Untimed reference: the same fit in float64 (sklearn's float32 arithmetic, not the algorithm, is what
     # separates its trajectory from an exact one).
-    t = time.perf_counter()
-    km64 = KMeans(n_clusters=k, init=init.astype(np.float64), n_init=1, max_iter=args["iters"], tol=0.0, algorithm="lloyd").fit(X.astype(np.float64))
-    seconds64 = time.perf_counter() - t
-    np.save(shape["labels64"], km64.labels_.astype(np.int32))
-    out.append({"seconds": seconds, "nIter": int(km.n_iter_), "inertia": float(km.inertia_),
-                "inertia64": float(km64.inertia_), "nIter64": int(km64.n_iter_), "seconds64": seconds64})
+    r = {"seconds": seconds, "cpuSeconds": cpu, "nIter": int(km.n_iter_), "inertia": float(km.inertia_)}
+    if args["float64"]:
+        t = time.perf_counter()
+        km64 = KMeans(n_clusters=k, init=init.astype(np.float64), n_init=1, max_iter=args["iters"], tol=0.0, algorithm="lloyd").fit(X.astype(np.float64))
+        r["seconds64"] = time.perf_counter() - t
+        np.save(shape["labels64"], km64.labels_.astype(np.int32))
+        r["inertia64"] = float(km64.inertia_)
+        r["nIter64"] = int(km64.n_iter_)
+    out.append(r)
 pools = [{"api": i["user_api"], "internal": i["internal_api"], "threads": i["num_threads"]} for i in threadpool_info()]
 print(json.dumps({"version": sklearn.__version__, "numpy": np.__version__, "importSeconds": import_s, "threadpools": pools, "shapes": out}))
 `;
@@ -321,11 +362,12 @@ interface SklearnOut {
   numpy: string;
   importSeconds: number;
   threadpools: Array<{ api: string; internal: string; threads: number }>;
-  shapes: Array<{ seconds: number[]; nIter: number; inertia: number; inertia64: number; nIter64: number; seconds64: number }>;
+  shapes: Array<{ seconds: number[]; cpuSeconds: number[]; nIter: number; inertia: number; inertia64: number; nIter64: number; seconds64: number }>;
 }
 
-function runSklearn(python: string, args: { iters: number; repeat: number; shapes: unknown[] }): SklearnOut {
-  const r = spawnSync(python, ["-c", SKLEARN_SCRIPT, JSON.stringify(args)], { encoding: "utf8", maxBuffer: 1 << 24 });
+function runSklearn(python: string, args: { iters: number; repeat: number; float64: boolean; shapes: unknown[] }, threads: number | undefined): SklearnOut {
+  const env = threads === undefined ? process.env : { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) };
+  const r = spawnSync(python, ["-c", SKLEARN_SCRIPT, JSON.stringify(args)], { encoding: "utf8", maxBuffer: 1 << 24, env });
   if (r.status !== 0) throw new Error(`scikit-learn benchmark failed (exit ${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as SklearnOut;
 }

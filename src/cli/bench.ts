@@ -35,7 +35,9 @@ export const benchCommand: Command = {
     "           plain single-threaded JavaScript loop on the same data and start (same SSE to 1e-6).",
     "           --shapes table|NxDxK,...: several shapes (table: d 4 and 8 x k 16, 64, 256, 4096, n 500k/250k);",
     "           --compare sklearn: against scikit-learn's Lloyd KMeans on the same float32 points and start, in",
-    "           the same run (--python PATH, default /usr/bin/python3; --repeat N timed runs, best kept);",
+    "           the same run (--python PATH, default /usr/bin/python3; --repeat N timed runs, best kept;",
+    "           --sklearn-threads N: OMP/OpenBLAS/MKL threads of scikit-learn, default all; --no-float64 skips",
+    "           its untimed float64 reference fit); wall-clock and CPU seconds (every thread) for both sides;",
     "           --compare none: the engine alone",
     "  simulate the accelerator simulator on a generated 100-layer model",
     "  quality  accuracy, output error, bits and ratios of INT4, SSVQ and VQ on both Fashion-MNIST fixtures,",
@@ -103,6 +105,8 @@ export const benchCommand: Command = {
     compare: { type: "string" },
     python: { type: "string" },
     repeat: { type: "string" },
+    "sklearn-threads": { type: "string" },
+    "no-float64": { type: "boolean" },
   },
   positionals: [1, 1],
   async run(values, [which], ctx) {
@@ -134,6 +138,8 @@ export const benchCommand: Command = {
           compare: compare as KmeansCompare,
           repeat: num(values["repeat"], "repeat", compare === "sklearn" ? 3 : 1),
           ...(typeof values["python"] === "string" ? { python: values["python"] } : {}),
+          ...(values["sklearn-threads"] !== undefined ? { sklearnThreads: num(values["sklearn-threads"], "sklearn-threads", 1) } : {}),
+          ...(values["no-float64"] === true ? { noFloat64: true } : {}),
         });
         ctx.out(JSON.stringify(result));
         return 0;

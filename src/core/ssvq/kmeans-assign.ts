@@ -49,6 +49,8 @@ export interface AssignInput {
   rescan: boolean;
   /** Some later pass reads the bounds this one leaves (else they are not computed). */
   keepBounds: boolean;
+  /** Also sum the squared distances of the points to their new centroids (`AssignOutput.sse`). */
+  withSse?: boolean;
   /** [k, d], the float32 centroids widened. */
   centroids: Float64Array;
   /** Upper bound on how far each centroid moved since the previous pass. */
@@ -73,6 +75,9 @@ export interface AssignOutput {
   /** Per chunk of the task, in order: [k, d] sums of its points per assigned centroid, and [k] counts. */
   sums: Float64Array;
   counts: Uint32Array;
+  /** With `withSse`, per chunk of the task: the sum of dist2 from its points to their new centroids, in
+   *  point order from zero (what `kmeansSseTask` gives as its parts for the same chunks). */
+  sse?: Float64Array;
   /** Points whose assignment changed (every point on the first pass). */
   changed: number;
   /** Points the bounds did not settle (searched), and of those, searched again exactly. */
@@ -90,6 +95,7 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   const chunks = Math.ceil((end - start) / chunk);
   const sums = new Float64Array(chunks * k * d);
   const counts = new Uint32Array(chunks * k);
+  const sse = t.withSse ? new Float64Array(chunks) : undefined;
   let changed = 0;
   let searched = 0;
   let exact = 0;
@@ -103,7 +109,8 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
       kernel.lower.set(lower.subarray(s, e));
     }
     const mode = fresh ? "fresh" : t.rescan ? "rescan" : "bounds";
-    const [ch, se, ex] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift, t.keepBounds);
+    const [ch, se, ex] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift, t.keepBounds, sse !== undefined);
+    if (sse) sse[c] = kernel.passSse();
     changed += ch;
     searched += se;
     exact += ex;
@@ -116,7 +123,7 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
     sums.set(kernel.sums, c * k * d);
     counts.set(kernel.counts, c * k);
   }
-  return { sums, counts, changed, searched, exact };
+  return sse ? { sums, counts, sse, changed, searched, exact } : { sums, counts, changed, searched, exact };
 }
 
 /** `kmeansAssignTask` in TypeScript alone (no WebAssembly SIMD): the exact search for every point. */
@@ -128,6 +135,7 @@ function assignJs(t: AssignInput): AssignOutput {
   const chunks = Math.ceil((end - start) / chunk);
   const sums = new Float64Array(chunks * k * d);
   const counts = new Uint32Array(chunks * k);
+  const sse = t.withSse ? new Float64Array(chunks) : undefined;
   const exact = { index: 0, best: 0, second: 0 };
   let changed = 0;
   let searched = 0;
@@ -147,8 +155,13 @@ function assignJs(t: AssignInput): AssignOutput {
       lower[i] = l > 0 ? Math.fround(l * (1 - F32_OUTWARD)) : 0;
     }
     addPoints(points, d, assignments, s, e, sums.subarray(c * k * d, (c + 1) * k * d), counts.subarray(c * k, (c + 1) * k));
+    if (sse) {
+      let part = 0;
+      for (let i = s; i < e; i++) part += dist2(points, i * d, centroids, assignments[i] * d, d);
+      sse[c] = part;
+    }
   }
-  return { sums, counts, changed, searched, exact: searched };
+  return sse ? { sums, counts, sse, changed, searched, exact: searched } : { sums, counts, changed, searched, exact: searched };
 }
 
 /**

@@ -183,11 +183,13 @@ export const HDR = {
   count: 0, fresh: 1, points: 2, assignments: 3, upper: 4, lower: 5, centroids: 6, shift: 7, half: 8, groupOf: 9,
   laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
   qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
-  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36,
+  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37,
 } as const;
 /** Byte offsets of the float64 header fields, and the header's size. */
 export const HDR_MAX_SHIFT = 128;
 export const HDR_SECOND_SHIFT = 136;
+/** Output: with `withSse`, the chunk's sum of the points' dist2 to their new centroids, in point order. */
+export const HDR_SSE = 144;
 export const HDR_BYTES = 256;
 
 /**
@@ -224,7 +226,8 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const h = (f: number): number[] => [...i32(0), ...op.i32Load(4 * f)];
   const [CNT, FRESH, PTSC, ASG, UP, LO, CEN, SHIFT, HALF, GOF, LANE, SUMS, CNTS, QUE, MAXAT, K] = Array.from({ length: 16 }, () => local(I32));
   const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR, FAST] = Array.from({ length: 14 }, () => local(I32));
-  const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V] = Array.from({ length: 12 }, () => local(0x7c));
+  const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V, SSE] = Array.from({ length: 13 }, () => local(0x7c));
+  const [VX] = Array.from({ length: 1 }, () => local(V128));
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
     for (const p of parts) code.push(...p);
@@ -269,11 +272,21 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     o(op.end, op.end);
     return out;
   };
-  /** Adds point XA to the sums and count of centroid A. */
+  /**
+   * Adds point XA to the sums and count of centroid A (with `withSse`, its dist2 to A to SSE first). Four
+   * coordinates at a time as two f64x2 additions of the promoted float32 values: per lane the same
+   * float64 addition as the scalar one, so the same bits.
+   */
   const addPoint = (): number[] => {
-    const out: number[] = [...get(CNTS), ...get(A), ...i32(2), ...op.shl, ...op.add, ...tee(ADDR), ...get(ADDR), ...op.i32Load(0), ...i32(1), ...op.add, ...op.i32Store(0)];
+    const out: number[] = [...h(HDR.withSse), ...op.if, ...get(SSE), ...dist2(A), ...op.f64Add, ...set(SSE), ...op.end];
+    out.push(...get(CNTS), ...get(A), ...i32(2), ...op.shl, ...op.add, ...tee(ADDR), ...get(ADDR), ...op.i32Load(0), ...i32(1), ...op.add, ...op.i32Store(0));
     out.push(...get(SUMS), ...get(A), ...i32(8 * d), ...op.mul, ...op.add, ...set(ADDR));
-    for (let t = 0; t < d; t++) out.push(...get(ADDR), ...get(ADDR), ...op.f64Load(8 * t), ...get(XA), ...op.f32Load(4 * t), ...op.promote, ...op.f64Add, ...op.f64Store(8 * t));
+    let t = 0;
+    for (; t + 4 <= d; t += 4) {
+      out.push(...get(ADDR), ...get(ADDR), ...v.load(8 * t), ...get(XA), ...v.load(4 * t), ...tee(VX), ...v.f64x2PromoteLow, ...v.f64x2Add, ...v.store(8 * t));
+      out.push(...get(ADDR), ...get(ADDR), ...v.load(8 * t + 16), ...get(VX), ...get(VX), ...v.shuffle(SWAP_HALVES), ...v.f64x2PromoteLow, ...v.f64x2Add, ...v.store(8 * t + 16));
+    }
+    for (; t < d; t++) out.push(...get(ADDR), ...get(ADDR), ...op.f64Load(8 * t), ...get(XA), ...op.f32Load(4 * t), ...op.promote, ...op.f64Add, ...op.f64Store(8 * t));
     return out;
   };
   /** Counts point I as changed when fresh or moved to A, and stores A. */
@@ -283,7 +296,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     ...get(ASG), ...get(I), ...i32(2), ...op.shl, ...op.add, ...get(A), ...op.i32Store(0),
   ];
 
-  e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT));
+  e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT), f64(0), set(SSE));
   // 0. No bounds to keep and the direct scan (FAST): every point is scanned in place, its answer taken
   // when the scan's bounds prove it (l2 > u1 (1 + 4 rho), in float32: the product rounds by far less than
   // 4 rho) or else searched exactly, then stored and added to the sums, point by point.
@@ -373,6 +386,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(op.end, op.end);
   e(op.end);
   e(i32(0), get(CHANGED), op.i32Store(4 * HDR.changed), i32(0), get(M), op.i32Store(4 * HDR.searched), i32(0), get(EXACT), op.i32Store(4 * HDR.exact));
+  e(i32(0), get(SSE), op.f64Store(HDR_SSE));
   // local declarations: runs of equal types
   const runs: number[][] = [];
   for (let at = 0; at < types.length; ) {
@@ -594,9 +608,10 @@ export class NearestKernel {
    * with "bounds" their `upper` and `lower`); returns [changed, searched, exact]. `sums` and `counts`
    * are zeroed first.
    */
-  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number, keepBounds = true): [number, number, number] {
+  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number, keepBounds = true, withSse = false): [number, number, number] {
     const hd = this.header;
     hd[HDR.count] = count;
+    hd[HDR.withSse] = withSse ? 1 : 0;
     hd[HDR.noBounds] = keepBounds ? 0 : 1;
     hd[HDR.fresh] = mode === "fresh" ? 1 : mode === "rescan" ? 2 : 0;
     hd[HDR.maxShiftAt] = maxShiftAt;
@@ -606,6 +621,11 @@ export class NearestKernel {
     this.counts.fill(0);
     this.passFn();
     return [hd[HDR.changed]!, hd[HDR.searched]!, hd[HDR.exact]!];
+  }
+
+  /** After `pass(..., withSse = true)`: the chunk's sum of squared distances (as `kmeansSseTask` sums them). */
+  passSse(): number {
+    return this.headerF64[HDR_SSE / 8]!;
   }
 }
 

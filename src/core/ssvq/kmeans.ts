@@ -96,7 +96,8 @@ export async function kmeans(
   let reseeds = 0;
   let converged = false;
   for (;;) {
-    const changed = await lloyd.assign();
+    // The pass before the maxIters-th update is the last: it sums the SSE too (`sse()` then reads it).
+    const changed = await lloyd.assign(iterations === maxIters);
     if (iterations > 0 && changed === 0) {
       converged = true;
       break;
@@ -125,7 +126,7 @@ export async function assignNearest(
   checkPoints(points, n, d, k);
   checkCentroids(centroids, k, d, "centroids");
   const lloyd = new Lloyd(points, n, d, k, centroids, map);
-  await lloyd.assign();
+  await lloyd.assign(true);
   return { assignments: lloyd.assignments(), sse: await lloyd.sse() };
 }
 
@@ -156,6 +157,8 @@ export class Lloyd {
   private passes = 0;
   private moved = false;
   private summed = false;
+  /** The SSE summed by the last pass (`assign(true)`), while the centroids have not moved since. */
+  private passSse: number | undefined;
 
   constructor(
     points: Float32Array,
@@ -188,8 +191,12 @@ export class Lloyd {
     this.counts = new Float64Array(k);
   }
 
-  /** Assigns every point to its nearest current centroid; returns how many changed (all, the first time). */
-  async assign(): Promise<number> {
+  /**
+   * Assigns every point to its nearest current centroid; returns how many changed (all, the first time).
+   * With `withSse`, the same pass sums the SSE that `sse()` would (the same parts in the same order, so
+   * the same bits), and `sse()` returns it until the centroids move.
+   */
+  async assign(withSse = false): Promise<number> {
     const { k, d, groups: g } = this;
     const fresh = this.passes === 0;
     let shifts = { max: 0, at: -1, second: 0 };
@@ -210,6 +217,7 @@ export class Lloyd {
       fresh,
       rescan: !fresh && this.rescanNext(),
       keepBounds: !this.rescanNext(),
+      withSse,
       centroids: this.widened,
       shift: this.shift,
       maxShift: shifts.max,
@@ -232,6 +240,7 @@ export class Lloyd {
     const { sums, counts } = this;
     sums.fill(0);
     counts.fill(0);
+    let sse = 0;
     let changed = 0;
     let searched = 0;
     let exact = 0;
@@ -242,6 +251,8 @@ export class Lloyd {
         for (let i = 0, p = c * kd; i < kd; i++) sums[i] += o.sums[p + i];
         for (let j = 0, p = c * k; j < k; j++) counts[j] += o.counts[p + j];
       }
+      // Chunk by chunk, in order, as `sse()` adds its parts.
+      if (withSse) for (const part of o.sse!) sse += part;
       changed += o.changed;
       searched += o.searched;
       exact += o.exact;
@@ -249,6 +260,7 @@ export class Lloyd {
     this.stats = { changed, searched, exact };
     this.passes++;
     this.summed = true;
+    this.passSse = withSse ? sse : undefined;
     return changed;
   }
 
@@ -269,6 +281,7 @@ export class Lloyd {
     }
     this.summed = false;
     this.moved = true;
+    this.passSse = undefined;
     return empty;
   }
 
@@ -302,11 +315,13 @@ export class Lloyd {
       this.current.set(this.points.subarray(p * d, p * d + d), empty[e] * d);
     }
     this.moved = true;
+    this.passSse = undefined;
     return used;
   }
 
   /** Sum of squared distances of the points to their assigned current centroids, exactly, in float64. */
   async sse(): Promise<number> {
+    if (this.passSse !== undefined) return this.passSse;
     const centroids = Float64Array.from(this.current);
     const outs = await this.run<SseInput, SseOutput>(
       "kmeans.sse",
@@ -380,6 +395,12 @@ function checkCentroids(c: Float32Array, k: number, d: number, what: string): vo
 }
 
 function checkFinite(a: Float32Array, what: string): void {
+  // Fast test on the bits first: an exponent field of all ones (Infinity, NaN) makes
+  // (bits & 0x7f800000) + 0x00800000 reach 2^31, the sign bit once truncated to int32 by `|`.
+  const bits = new Int32Array(a.buffer, a.byteOffset, a.length);
+  let bad = 0;
+  for (let i = 0; i < bits.length; i++) bad |= (bits[i]! & 0x7f800000) + 0x00800000;
+  if (bad >= 0) return;
   for (let i = 0; i < a.length; i++) {
     if (!Number.isFinite(a[i])) throw new InputError(`${what}: value ${i} is ${a[i]}, not a finite number`);
   }

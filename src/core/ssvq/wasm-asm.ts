@@ -113,6 +113,8 @@ export const v = {
   xor: simd(0x51),
   i32MinS: simd(0xb6),
   i32MaxS: simd(0xb8),
+  f64x2PromoteLow: simd(0x5f),
+  f64x2Add: simd(0xf0),
 };
 export const i32x4 = (a: number, b: number, c: number, d: number): number[] =>
   v.const([...new Uint8Array(Int32Array.of(a, b, c, d).buffer)]);
