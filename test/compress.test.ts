@@ -349,3 +349,24 @@ test("a final layer keeps only its packed output: the same bytes with and withou
     assert.equal(kept.quantized.size, lean.report.layers.length, "every layer's quantization on request");
   }
 });
+
+test("INT8 MatMul weights are put in the weight's layout when the layer is final: the output equals the dense variant in onnxruntime", async () => {
+  const { compressModel } = await import("../src/core/compress.js");
+  const m = model(
+    graph({
+      nodes: [node("MatMul", ["x", "w1"], ["h"]), node("Relu", ["h"], ["r"]), node("MatMul", ["r", "w2"], ["y"])],
+      inputs: [valueInfo("x", [2, 96])],
+      outputs: [valueInfo("y", [2, 40])],
+      initializers: [randomTensor("w1", [96, 64], 11), randomTensor("w2", [64, 40], 12)],
+    }),
+  );
+  const bytes = encodeModel(m);
+  const config = { mode: "int8" as const, k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 16, format: "ssvq" as const, finetune: false };
+  const decoded = await compressModel({ bytes, path: "mm" }, { config });
+  const dense = await compressModel({ bytes, path: "mm" }, { config: { ...config, format: "dense" } });
+  const x = { data: randomValues(192, 5), dims: [2, 96] };
+  const a = (await runModel(decoded.model, { x }))["y"]!;
+  const b = (await runModel(dense.model, { x }))["y"]!;
+  assert.ok(maxAbsDiff(a, b) < 1e-5, `decode subgraph against dense: ${maxAbsDiff(a, b)}`);
+  assert.equal(decoded.report.layers.length, 2);
+});

@@ -10,10 +10,11 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { encodeModel, FunctionProtoSchema, OperatorSetIdProtoSchema, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
+import { decodeModel, encodeModel, FunctionProtoSchema, OperatorSetIdProtoSchema, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
 import type { TypeProto_Tensor } from "onnx-buf";
 import { attr, DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { listing, ssvq, type CliResult } from "./helpers/cli.js";
+import { fixture } from "./helpers/paths.js";
 
 const work = mkdtempSync(join(tmpdir(), "ssvq-hardening-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
@@ -259,6 +260,8 @@ test("onnxruntime's messages seen by the fuzzer become one clean line", async ()
       "Sparse tensor: sp index is out of bounds. Got:4611",
     ],
     ["Failed to load model with error: std::bad_alloc", "Failed to load model with error: out of memory (bad_alloc)"],
+    // fuzz seed 20261201: names from a damaged file carry control characters into the message
+    ["is an invalid model. Graph output (\b\u0001\u0012) does not exist in the graph.", "is an invalid model. Graph output (\\x08\\x01\\x12) does not exist in the graph."],
     [
       "Non-zero status code returned while running Conv node. Name:'/c1/Conv' Status Message: Input channels C is not equal to kernel channels * group.",
       'Conv node "/c1/Conv": Input channels C is not equal to kernel channels * group.',
@@ -346,4 +349,56 @@ test("names made of control characters are cut as printed, not as stored (fuzz s
   const r = ssvq(["compress", b.path, "--no-finetune"]);
   refused(r, /reads ".*"\.\.\. \(140 characters\), which nothing defines/, b.dir, b.before);
   assert.ok(r.stderr.trim().length < 300, r.stderr);
+});
+
+/** A varint as protobuf writes it. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 128) {
+    out.push((n % 128) | 128);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+
+test("a length prefix over 32 bits (2^32 + 7 read as 7) is refused by all three, at the top and inside the graph (fuzz seed 20261201: hostile accepted)", async () => {
+  const { toBinary } = await import("@bufbuild/protobuf");
+  const { GraphProtoSchema } = await import("../src/core/onnx/proto.js");
+  const dir = folder();
+  const m = smallCnn();
+  const bad = [0x12, ...varint(2 ** 32 + 7), ...Buffer.from("abcdefg")]; // field 2 (a string), length 2^32 + 7, 7 bytes
+  const top = Buffer.concat([Buffer.from(encodeModel(m)), Buffer.from(bad)]);
+  const graph = Buffer.concat([Buffer.from(toBinary(GraphProtoSchema, m.graph!)), Buffer.from(bad)]);
+  const rest = Buffer.from(encodeModel(Object.assign(smallCnn(), { graph: undefined })));
+  const nested = Buffer.concat([rest, Buffer.from([0x3a, ...varint(graph.length)]), graph]); // field 7: the graph
+  for (const [name, bytes] of [["top.onnx", top], ["nested.onnx", nested]] as const) {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    for (const res of Object.values(run3(path, dir))) refused(res, /is not a readable ONNX model: a length prefix claims 4294967303 bytes, more than a 32-bit length can say/);
+  }
+});
+
+test("compress asks onnxruntime with its default optimizations: a tiny ViT whose input is declared [0] is refused, not written unloadable (fuzz seed 20261201)", () => {
+  const dir = folder();
+  const m = decodeModel(readFileSync(fixture("fashion_tinyvit.onnx")));
+  const dims = (m.graph!.input[0]!.type!.value.value as TypeProto_Tensor).shape!.dim;
+  dims.splice(0, dims.length, dims[0]!);
+  dims[0]!.value = { case: "dimValue", value: 0n };
+  const path = join(dir, "vit0.onnx");
+  writeFileSync(path, encodeModel(m));
+  const before = listing(dir);
+  refused(ssvq(["compress", path, "--no-finetune", "--mode", "int4"], { timeout: 60_000 }), /onnxruntime cannot load the model: .*Incompatible dimensions/, dir, before);
+});
+
+test("a very long operator-set domain is cut in the message (fuzz seed 20261201: 1,149-character lines)", () => {
+  const dir = folder();
+  const m = smallCnn();
+  m.opsetImport.push(create(OperatorSetIdProtoSchema, { domain: "x".repeat(1000), version: 5000n }));
+  const path = join(dir, "domain.onnx");
+  writeFileSync(path, encodeModel(m));
+  for (const res of Object.values(run3(path, dir))) {
+    refused(res, /imports operator set "x+"\.\.\. \(1000 characters\) at version 5000/);
+    assert.ok(res.stderr.trim().length < 300, res.stderr);
+  }
 });

@@ -4,7 +4,7 @@
  */
 import { CancelledError, InputError } from "./errors.js";
 import { dtypeBits, dtypeName } from "./onnx/dtype.js";
-import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, transposeRows, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
 import { clearField } from "@bufbuild/protobuf";
 import type { ExternalDataReader } from "./onnx/external.js";
 import {
@@ -234,7 +234,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     if (config.format === "dense") {
       if (config.sequential) return;
       writeDenseLayer(s);
-    } else s.packed = packLayer(s.q);
+    } else s.packed = packLayer(s.q, s.weight);
     s.settled = true;
     if (!run.keepQuantized) s.q = undefined;
     s.rows = undefined;
@@ -764,9 +764,13 @@ type PackedLayer =
   | Exclude<DecodeSource, { kind: "vq" }>
   | (Omit<Extract<DecodeSource, { kind: "vq" }>, "codebook"> & { k: number; codebook: Float32Array });
 
-function packLayer(q: Quantized): PackedLayer {
+function packLayer(q: Quantized, w: WeightInfo): PackedLayer {
   if (isIntQuantized(q)) {
-    if (q.mode === "int8") return { kind: "int8", q: q.q, scales: q.scales, rows: q.rows, cols: q.cols };
+    // INT8 goes into the weight's layout now, so that a transposed copy is not made at the write beside the row matrix.
+    if (q.mode === "int8")
+      return w.layout.transposed
+        ? { kind: "int8", q: transposeRows(q.q, q.rows, q.cols), scales: q.scales, rows: q.rows, cols: q.cols, weightLayout: true }
+        : { kind: "int8", q: q.q, scales: q.scales, rows: q.rows, cols: q.cols };
     const biased = Uint8Array.from(q.q, (v) => v + 8);
     return { kind: "int4", plane: packPlane(biased, 4, 0), scales: q.scales, rows: q.rows, cols: q.cols };
   }

@@ -9,7 +9,7 @@ import { caseSize, MODEL_PATH, OUT_PATH, type CaseSpec, type CommandName, type F
 import { externalCase } from "./external.js";
 import { decodeLoose, encode, type SeedModel } from "./models.js";
 import { FuzzRng, mix32 } from "./rng.js";
-import { applyStructOp, drawStructOps, type Effects } from "./structure.js";
+import { applyStructOp, dataHostility, drawStructOps, type Effects } from "./structure.js";
 
 export interface GenerateOptions {
   /** Only these classes (default all). */
@@ -85,7 +85,8 @@ export function generateCase(seeds: readonly SeedModel[], seed: number, index: n
           valid = true;
         }
         files = [{ path: MODEL_PATH, kind: "file", data: bytes }];
-        hostile = fx.hostile;
+        // Data damage is judged on the model as written (a later operation may remove the damaged tensor).
+        hostile = fx.hostile ?? dataHostility(m);
         wellFormed = valid && !hostile;
         wrong = wellFormed ? fx.wrong : [];
         break;

@@ -86,6 +86,16 @@ export function tensorsOf(m: ModelProto): { t: TensorProto; where: string }[] {
 
 const q = (s: string): string => JSON.stringify(s.length > 60 ? s.slice(0, 60) + "..." : s);
 
+/**
+ * Why the finished model is hostile in its tensors' data (raw data that does not match shape and type),
+ * judged on the model as written: a later operation may have removed the tensor an earlier one damaged.
+ */
+export function dataHostility(m: ModelProto): string | undefined {
+  const fx: Effects = { wrong: [] };
+  for (const { t } of tensorsOf(m)) checkData(t, fx);
+  return fx.hostile;
+}
+
 /** Marks the case hostile when a tensor's raw data no longer matches its shape and type. */
 function checkData(t: TensorProto, fx: Effects): void {
   if (t.dataLocation === TensorProto_DataLocation.EXTERNAL) return;
@@ -116,7 +126,7 @@ const WEIRD_NAMES = ["", " ", "x\ny", "\u001b[31mred\u001b[0m", "a".repeat(5000)
 const OPS: Record<string, [number, StructOp]> = {
   tensorDims: [
     8,
-    (m, r, fx) => {
+    (m, r) => {
       const p = pickTensor(m, r);
       if (!p) return undefined;
       const t = p.t;
@@ -143,7 +153,6 @@ const OPS: Record<string, [number, StructOp]> = {
         t.dims = t.dims.map((d) => (d > 1n ? d * 2n : d));
         desc = `the dimensions of ${q(t.name)} doubled`;
       }
-      checkData(t, fx);
       return { desc };
     },
   ],
@@ -185,11 +194,10 @@ const OPS: Record<string, [number, StructOp]> = {
   ],
   dataType: [
     5,
-    (m, r, fx) => {
+    (m, r) => {
       const p = pickTensor(m, r);
       if (!p) return undefined;
       p.t.dataType = r.pick([0, 2, 3, 6, 7, 8, 9, 10, 11, 14, 16, 17, 21, 23, 24, 25, 100, -1]);
-      checkData(p.t, fx);
       return { desc: `${q(p.t.name)} given data type ${p.t.dataType}` };
     },
   ],
@@ -223,7 +231,6 @@ const OPS: Record<string, [number, StructOp]> = {
         if (t.dataType === DT.FLOAT && t.floatData.length !== f.length) fx.hostile ??= `tensor ${q(t.name)} carries ${t.floatData.length} values for ${f.length}`;
         return { desc };
       }
-      checkData(t, fx);
       return { desc };
     },
   ],
@@ -558,7 +565,7 @@ const OPS: Record<string, [number, StructOp]> = {
   ],
   constantNode: [
     3,
-    (m, r, fx) => {
+    (m, r) => {
       const g = m.graph!;
       const how = r.int(3);
       const t = floatTensor("cval", [4, 4], 77);
@@ -569,7 +576,6 @@ const OPS: Record<string, [number, StructOp]> = {
       const mm = g.node.find((x) => x.opType === "MatMul" || x.opType === "Gemm" || x.opType === "Conv");
       if (mm && r.chance(0.6)) mm.input[1] = "const_out";
       g.node.unshift(n);
-      checkData(t, fx);
       return { desc: `a Constant node with a [${t.dims.join(",")}] tensor of ${t.rawData.length} bytes${mm ? ` feeding ${mm.opType}` : ""}` };
     },
   ],

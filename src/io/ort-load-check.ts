@@ -45,7 +45,7 @@ export async function checkOrtLoads(model: ModelProto, readExternal: ExternalDat
   const skeleton = skeletonOf(model, readExternal);
   let session;
   try {
-    session = await createSession(encodeModel(skeleton), { label, options: { graphOptimizationLevel: "disabled" } });
+    session = await createSession(encodeModel(skeleton), { label });
   } catch (e) {
     // A valid model onnxruntime's CPU build has no kernel for (bfloat16 Conv, say) runs elsewhere: the
     // ONNX rules accepted it, so it is compressed, with a warning.

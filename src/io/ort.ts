@@ -132,6 +132,8 @@ export function ortMessage(e: unknown): string {
     // Any qualified name left ("onnx::ModelProto"): its last part.
     .replace(/\b(?:\w+::)+(\w+)/g, "$1")
     .replace(/\s+/g, " ")
+    // Names from a damaged file reach its messages raw: control characters are shown as escapes.
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
     .trim();
   if (line === "") line = "it reported an error with no message";
   return line.length > 200 ? `${line.slice(0, 197)}...` : line;

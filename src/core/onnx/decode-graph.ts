@@ -46,7 +46,8 @@ export type DecodeSource =
       /** SSVQ: the sign bits, one per padded element. */
       signs?: Uint8Array;
     }
-  | { kind: "int8"; q: Int8Array; scales: Float32Array; rows: number; cols: number }
+  /** INT8 values as a row matrix, or (`weightLayout`) already in the weight's own layout. */
+  | { kind: "int8"; q: Int8Array; scales: Float32Array; rows: number; cols: number; weightLayout?: boolean }
   | { kind: "int4"; plane: Uint8Array; scales: Float32Array; rows: number; cols: number };
 
 /** Collects new nodes and tensors for one graph, with names made unique by `fresh`. */
@@ -278,7 +279,7 @@ function writeDecodeInt(b: GraphBuilder, target: DecodeTarget, src: Exclude<Deco
   const count = rows * src.cols;
   let q: string;
   if (src.kind === "int8") {
-    const v = layout.transposed ? transposeRows(src.q, rows, src.cols) : src.q;
+    const v = layout.transposed && !src.weightLayout ? transposeRows(src.q, rows, src.cols) : src.q;
     q = b.tensor(`${stored}.int8`, { dims: dims.map(BigInt), dataType: DT.INT8, rawData: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) as Uint8Array<ArrayBuffer> });
   } else {
     const plane = layout.transposed ? packPlane(transposeRows(unpackPlane(src.plane, count, 4), rows, src.cols), 4, 0) : src.plane;
@@ -293,7 +294,7 @@ function writeDecodeInt(b: GraphBuilder, target: DecodeTarget, src: Exclude<Deco
 }
 
 /** Row matrix [rows, cols] (row-major) -> [cols, rows]. */
-function transposeRows<T extends Int8Array | Uint32Array>(v: T, rows: number, cols: number): T {
+export function transposeRows<T extends Int8Array | Uint32Array>(v: T, rows: number, cols: number): T {
   const out = new (v.constructor as new (n: number) => T)(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = v[r * cols + c]!;
   return out;

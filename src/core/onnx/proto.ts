@@ -9,6 +9,7 @@
  * `npm run bench -- io` measures decode time and memory.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { badLengthPrefix } from "./wire-lengths.js";
 import {
   AttributeProtoSchema,
   GraphProtoSchema,
@@ -17,7 +18,7 @@ import {
   TensorProtoSchema,
   type ModelProto,
 } from "onnx-buf";
-import { InputError } from "../errors.js";
+import { InputError, quoted } from "../errors.js";
 
 export type {
   AttributeProto,
@@ -57,6 +58,11 @@ export {
 export function decodeModel(bytes: Uint8Array, what = "the model"): ModelProto {
   if (bytes.length === 0) throw new InputError(`${what} is empty (0 bytes): not an ONNX model`);
   let model: ModelProto;
+  const badLength = badLengthPrefix(bytes, ModelProtoSchema);
+  if (badLength) {
+    const text = whyUnreadable(bytes, undefined);
+    throw new InputError(`${what} is not a readable ONNX model: ${text === TEXT_FILE ? text : `${badLength} (damaged or truncated)`}`);
+  }
   try {
     model = fromBinary(ModelProtoSchema, bytes, { readUnknownFields: true });
   } catch (e) {
@@ -72,10 +78,12 @@ export function encodeModel(model: ModelProto): Uint8Array {
   return toBinary(ModelProtoSchema, model, { writeUnknownFields: true });
 }
 
+const TEXT_FILE = "it is a text file, not a binary ONNX protobuf";
+
 function whyUnreadable(bytes: Uint8Array, e: unknown): string {
   const head = bytes.subarray(0, 512);
   const printable = head.every((b) => b === 9 || b === 10 || b === 13 || (b >= 32 && b < 127) || b >= 0xc0 || (b >= 0x80 && b < 0xc0));
-  if (printable) return "it is a text file, not a binary ONNX protobuf";
+  if (printable) return TEXT_FILE;
   const msg = e instanceof Error ? e.message : String(e);
   if (/maximum recursion depth/i.test(msg))
     return "it nests messages deeper than the reader's limit of 100 levels (subgraphs inside subgraphs about 30 deep), which is refused";
@@ -94,7 +102,7 @@ function implausibleModel(m: ModelProto): string | undefined {
   if (ir >= 3 && m.opsetImport.length === 0) return "it imports no operator set";
   for (const o of m.opsetImport) {
     const v = Number(o.version);
-    if (!(v >= 1 && v <= 1000)) return `it imports operator set ${JSON.stringify(o.domain)} at version ${o.version}`;
+    if (!(v >= 1 && v <= 1000)) return `it imports operator set ${quoted(o.domain)} at version ${o.version}`;
   }
   const badNode = m.graph.node.find((n) => n.opType === "" || !/^[\w.]+$/.test(n.opType));
   if (badNode) return `a node has the operator type ${JSON.stringify(badNode.opType)}`;
