@@ -768,7 +768,8 @@ function packLayer(q: Quantized, w: WeightInfo): PackedLayer {
   if (isIntQuantized(q)) {
     // INT8 goes into the weight's layout now, so that a transposed copy is not made at the write beside the row matrix.
     if (q.mode === "int8")
-      return w.layout.transposed
+      // (ConvTranspose keeps the row format, writeDecodeRows.)
+      return w.layout.transposed && w.layout.kind !== "convtranspose"
         ? { kind: "int8", q: transposeRows(q.q, q.rows, q.cols), scales: q.scales, rows: q.rows, cols: q.cols, weightLayout: true }
         : { kind: "int8", q: q.q, scales: q.scales, rows: q.rows, cols: q.cols };
     const biased = Uint8Array.from(q.q, (v) => v + 8);
