@@ -494,6 +494,7 @@ test("a stored tensor in an external data file is read through the model's folde
   const path = writeModel("lenet.ext-data.onnx", m);
   const inspection = inspectJson(path);
   assert.deepEqual(inspection.externalFiles, ["codebook.bin"]);
+  assert.equal(inspection.externalBytes, readFileSync(join(work, "codebook.bin")).length, "the data file's size");
   checkAgainstReport(inspection.compression!, report, "external codebook");
   // Without a reader, that layer has a problem and the others are read.
   const c = readBackCompression(decodeModel(readFileSync(path)))!;

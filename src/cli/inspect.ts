@@ -31,19 +31,20 @@ export const inspectCommand: Command = {
       ctx.out(JSON.stringify(inspection, null, 2));
       return 0;
     }
-    const text = [renderSummary(path!, inspection.fileBytes, inspection)];
+    const text = [renderSummary(path!, inspection.fileBytes, inspection, inspection.externalFiles.length ? { files: inspection.externalFiles.length, bytes: inspection.externalBytes } : undefined)];
     if (inspection.compression) text.push("", renderCompression(inspection.compression));
     ctx.out(text.join("\n"));
     return 0;
   },
 };
 
-export function renderSummary(path: string, fileBytes: number, s: ModelSummary): string {
+export function renderSummary(path: string, fileBytes: number, s: ModelSummary, external?: { files: number; bytes: number }): string {
+  const data = external ? ` + ${formatBytes(external.bytes)} of external data in ${external.files} file${external.files === 1 ? "" : "s"}` : "";
   const io = (v: ModelSummary["inputs"][number]) => `${v.name} ${v.dtype} ${shape(v.shape)}`;
   const ops = Object.entries(s.opCounts).map(([k, v]) => `${k} ${v}`).join(", ");
   const types = Object.entries(s.parameters.byType).map(([k, v]) => `${k} ${int(v)}`).join(", ");
   const lines = [
-    `model       ${path} (${formatBytes(fileBytes)})`,
+    `model       ${path} (${formatBytes(fileBytes)}${data})`,
     `producer    ${s.producer || "(none)"} ${s.producerVersion}`.trimEnd(),
     `IR version  ${s.irVersion}; opsets ${s.opsets.map((o) => `${o.domain} ${o.version}`).join(", ")}`,
     ...s.inputs.map((v, i) => `${i === 0 ? "inputs     " : "           "} ${io(v)}`),

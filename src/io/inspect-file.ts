@@ -4,6 +4,8 @@
  *
  * Keep it light: nothing here (or below) imports onnxruntime, so an inspection starts fast.
  */
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { readBackCompression, type CompressionReadback } from "../core/onnx/readback.js";
 import { summarizeModel, type ModelSummary } from "../core/onnx/summary.js";
 import { loadModel } from "./model-file.js";
@@ -14,6 +16,8 @@ export interface ModelInspection extends ModelSummary {
   fileBytes: number;
   /** External data files the model reads, relative to its folder. */
   externalFiles: string[];
+  /** Their sizes on disk, together. */
+  externalBytes: number;
   /** A compressed model (`ssvq.*` metadata): its parameters and layers, read back from the file itself. */
   compression?: CompressionReadback;
 }
@@ -27,6 +31,7 @@ export function inspectFile(path: string): ModelInspection {
     path: loaded.path,
     fileBytes: loaded.bytes.length,
     externalFiles: loaded.externalFiles,
+    externalBytes: loaded.externalFiles.reduce((a, f) => a + statSync(join(loaded.dir, f)).size, 0),
     ...summary,
     ...(compression ? { compression } : {}),
   };

@@ -26,7 +26,7 @@ export function summarySections(i: ModelInspection): HTMLElement[] {
         ["Graph", i.graphName || "(unnamed)"],
         ["Nodes", `${int(i.nodeCount)}${i.subgraphCount ? ` (${i.subgraphCount} subgraphs)` : ""}${i.functionCount ? `, ${i.functionCount} functions` : ""}`],
         ["Parameters", h("span", { id: "parameter-count", "data-value": i.parameters.count }, `${int(i.parameters.count)} (${types || "none"}), ${bytes(i.parameters.bytes)}`)],
-        ...(i.externalFiles.length ? ([["External data", i.externalFiles.join(", ")]] as [string, string][]) : []),
+        ...(i.externalFiles.length ? ([["External data", `${i.externalFiles.join(", ")} (${bytes(i.externalBytes)})`]] as [string, string][]) : []),
         ...ownMetadata.map(([k, v]) => [`metadata ${k}`, v] as [string, string]),
       ],
       { id: "model-facts" },
