@@ -105,3 +105,17 @@ test("a generated model round-trips through the test helpers", () => {
   const m = smallCnn();
   assert.ok(equals(ModelProtoSchema, m, decodeModel(encodeModel(m))));
 });
+
+test("length prefixes: sound on real models and around unknown groups; over 32 bits or past the end, said", async () => {
+  const { badLengthPrefix } = await import("../src/core/onnx/wire-lengths.js");
+  const { ModelProtoSchema } = await import("../src/core/onnx/proto.js");
+  for (const name of ["fashion_lenet5.onnx", "fashion_tinyvit.onnx"]) assert.equal(badLengthPrefix(readFileSync(fixture(name)), ModelProtoSchema), undefined, name);
+  const lenet = readFileSync(fixture("fashion_lenet5.onnx"));
+  // An unknown field 100 as a group holding a varint, then a sound string field 2.
+  const group = Buffer.from([0xa3, 0x06, 0x08, 0x05, 0xa4, 0x06, 0x12, 0x01, 0x41]);
+  assert.equal(badLengthPrefix(Buffer.concat([lenet, group]), ModelProtoSchema), undefined);
+  const past = Buffer.from([0x12, 0x09, 0x41]);
+  assert.match(badLengthPrefix(Buffer.concat([lenet, past]), ModelProtoSchema)!, /claims 9 bytes where 1 remain/);
+  const over = Buffer.from([0x12, 0x87, 0x80, 0x80, 0x80, 0x10, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41]);
+  assert.match(badLengthPrefix(Buffer.concat([lenet, over]), ModelProtoSchema)!, /claims 4294967303 bytes, more than a 32-bit length/);
+});

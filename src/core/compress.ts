@@ -121,6 +121,8 @@ export interface StatisticWaves {
   threads?: readonly number[];
   /** The statistics of one wave's weights (those that can be calibrated). */
   capture(names: readonly string[], wave: number): Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
+  /** Lets go of statistics kept for another run over the same waves, once no run needs them. */
+  release?(): void;
 }
 
 /** What the sequential variant fine-tunes one layer with. */
@@ -152,7 +154,7 @@ interface Selected {
   rows?: Float32Array;
   /** Its quantization (while in work, or kept with `keepQuantized`). */
   q?: Quantized;
-  /** Its reconstruction as stored (while in work; kept for the dense format and the sequential variant). */
+  /** Its reconstruction as stored, for the dense format (written when final) and the sequential variant (kept). */
   stored?: Float32Array;
   /** What the output stores, once the layer is final (`settle`): index planes and sign bits packed. */
   packed?: PackedLayer;
@@ -244,7 +246,14 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
 
   if (!run.dryRun) {
     const index = new Map(sel.map((s, i) => [s, i]));
-    const tuning: TuneProgress = { done: 0, count: sel.length, missing: [], warnings: [] };
+    // Fine-tuning's layer count: the SSVQ/VQ layers that will have statistics (those in a wave, or in `stats`).
+    const inWave = new Set(run.waves?.waves.flat());
+    const tunable = sel.filter((s) => {
+      const p = pointOf(s.weight);
+      const calibrated = config.sequential || (run.waves ? inWave.has(s.weight.name) : (run.stats?.has(s.weight.name) ?? false));
+      return (p.mode === "ssvq" || p.mode === "vq") && calibrated;
+    }).length;
+    const tuning: TuneProgress = { done: 0, count: Math.max(1, tunable), missing: [], warnings: [] };
     const sourceBytes = (w: WeightInfo) => declaredBytes(w.tensor) ?? 0;
     const bytes = { done: 0, total: sel.reduce((a, s) => a + sourceBytes(s.weight), 0) };
     const groups = waveGroups(sel, run);
@@ -279,7 +288,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
           const rec = reconstructRows(q);
           s.q = q;
           s.rows = rows;
-          s.stored = fromRows(rec, w.layout);
+          // The reconstruction as stored: the dense format writes it, the sequential variant observes it.
+          if (config.format === "dense" || config.sequential) s.stored = fromRows(rec, w.layout);
           s.report = layerReport(w, q, relativeError(rows, rec));
           const stat = stats?.get(w.name);
           // A layer fine-tuned next gets its k-means output error from fine-tuning's first loss (the same

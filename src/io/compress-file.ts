@@ -193,7 +193,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
   let waves: CompressRun["waves"];
   let runner: CaptureRunner | undefined;
   let prepareSeconds = 0;
-  let searching = false;
+  let captureMuted = false;
   const warnings: string[] = [];
   let sequentialStats: CompressRun["sequentialStats"];
   let calibrationSamples = (): number | undefined => undefined;
@@ -248,7 +248,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
         reuse: o.compare === "vq" || target !== undefined,
         // The search's own captures are part of its stage, which reports its own fractions.
         onProgress: (fraction) => {
-          if (!searching) o.onProgress?.({ kind: "fraction", stage: "capture", fraction });
+          if (!captureMuted) o.onProgress?.({ kind: "fraction", stage: "capture", fraction });
         },
       });
       waves = setup.waves;
@@ -262,7 +262,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
           statisticsBytes: setup.statisticsBytes,
           precision: gramPrecision(o.config),
           waves: setup.plan.waves.map((w) => w.length),
-        threads: setup.plan.threads,
+          threads: setup.plan.threads,
         },
       };
       calibrationSamples = setup.samples;
@@ -282,7 +282,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     let searched: { prepared: PreparedSearch; plan: ReturnType<typeof planFor>; seconds: number } | undefined;
     if (target && calibSpec && !o.dryRun) {
       o.onProgress?.({ kind: "stage", stage: "search" });
-      searching = true;
+      captureMuted = true;
       const t0 = performance.now();
       const { selected } = selectWeights(loaded.model, o.config);
       const prepared = await prepareSearch({
@@ -300,7 +300,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
         ...(o.onProgress ? { onProgress: o.onProgress } : {}),
       });
       searched = { prepared, plan: planFor(prepared, target), seconds: (performance.now() - t0) / 1000 };
-      searching = false;
+      captureMuted = false;
       checkCancel();
     }
     return await finishCompress(o, loaded, outPath, reportPath, {
@@ -313,7 +313,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       fraction,
       run: { ...o, waves, sequentialStats, productEngine, ...(searched ? { plan: searched.plan.plan } : {}) },
       warnings,
-      muteCapture: () => void (searching = true),
+      muteCapture: () => void (captureMuted = true),
       ...(searched && target ? { searched: { ...searched, target } } : {}),
     });
   } finally {
@@ -337,7 +337,7 @@ async function finishCompress(
     fraction: (stage: string) => (p: { fraction: number | undefined }) => void;
     run: CompressRun;
     warnings: string[];
-    /** Statistics captured again by --compare vq are part of its stage: no "capture" fractions. */
+    /** Statistics captured again by --compare vq are part of its stage: no "capture" fractions from then on. */
     muteCapture: () => void;
     searched?: { prepared: PreparedSearch; plan: ReturnType<typeof planFor>; seconds: number; target: SearchTarget };
   },
@@ -347,6 +347,10 @@ async function finishCompress(
     if (o.signal?.aborted) throw new CancelledError();
   };
   const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, run);
+  // The statistics kept for the search (one wave) serve --compare vq too; otherwise they go now.
+  if (o.compare !== "vq" || o.dryRun) run.waves?.release?.();
+  // --compare vq's own compression reports nothing of its stages: the run is in its "compare" stage.
+  const { onProgress: _progress, ...quiet } = run;
   result.report.warnings.push(...c.warnings);
   if (searched) {
     result.report.search = searched.plan.search;
@@ -409,7 +413,7 @@ async function finishCompress(
         result.report.warnings.push(`--compare vq: ${e.message}`);
       }
       if (vqPlan) {
-        const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config, plan: vqPlan.plan, dryRun: false });
+        const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...quiet, config, plan: vqPlan.plan, dryRun: false });
         checkCancel();
         let evaluation: Report["evaluation"];
         if (o.data?.eval)
@@ -432,7 +436,7 @@ async function finishCompress(
         d: pick.d,
         ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}),
       };
-      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, config, dryRun: false });
+      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...quiet, config, dryRun: false });
       checkCancel();
       let evaluation: Report["evaluation"];
       if (o.data?.eval)
@@ -445,6 +449,7 @@ async function finishCompress(
         );
       result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings } };
     }
+    run.waves?.release?.();
     result.report.timings["compare"] = (performance.now() - t0) / 1000;
     checkCancel();
   }

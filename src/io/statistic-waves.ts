@@ -12,10 +12,15 @@ import type { AnyLayerCapture, CaptureProgress, CaptureRunner, Uncalibrated } fr
 import { residentBytes } from "./memory.js";
 
 /**
- * Bytes per weight every layer keeps once quantized, whatever the wave: its rows and its reconstruction
- * in float32, the sign bits and the indices, the report's copies.
+ * Bytes per weight a layer holds while its wave is in work (its rows and its reconstruction in float32,
+ * its sign bits and indices unpacked), counted in its wave like its statistic.
  */
-export const QUANTIZED_BYTES_PER_WEIGHT = 12;
+export const IN_WORK_BYTES_PER_WEIGHT = 12;
+/**
+ * Bytes per weight a final layer keeps until the output is written, whatever the wave: what the output
+ * stores (packed index and sign planes, INT values: at most about 1.1 bytes per weight).
+ */
+export const PACKED_BYTES_PER_WEIGHT = 1.5;
 /** Bytes a pool thread holds (its V8 heap, onnxruntime's code and arenas). */
 export const THREAD_BYTES = 96 * 2 ** 20;
 
@@ -50,10 +55,11 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
     .map((w) => {
       const e = runner.estimates.get(w.name)!;
       const values = e.form === "factor" ? w.layout.groups * e.samples * w.layout.cols : w.layout.groups * w.layout.cols * w.layout.cols;
-      return { name: w.name, statBytes: e.bytes, workBytes: layerWorkBytes(w.layout.rows, w.layout.cols, values) };
+      const held = IN_WORK_BYTES_PER_WEIGHT * w.layout.rows * w.layout.cols;
+      return { name: w.name, statBytes: e.bytes + held, workBytes: layerWorkBytes(w.layout.rows, w.layout.cols, values), captured: e.bytes };
     });
   const weights = selected.reduce((a, w) => a + w.layout.rows * w.layout.cols, 0);
-  const fixed = residentBytes() + QUANTIZED_BYTES_PER_WEIGHT * weights + 2 * o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES;
+  const fixed = residentBytes() + PACKED_BYTES_PER_WEIGHT * weights + 2 * o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES;
   const availableBytes = o.budgetBytes - fixed;
   const plan = planWaves(layers, availableBytes, o.threads);
   let samples = 0;
@@ -73,13 +79,16 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
       if (o.reuse && plan.waves.length === 1) kept = cap.layers;
       return cap.layers;
     },
+    release() {
+      kept = undefined;
+    },
   };
   return {
     waves,
     plan,
     budgetBytes: o.budgetBytes,
     availableBytes,
-    statisticsBytes: layers.reduce((a, l) => a + l.statBytes, 0),
+    statisticsBytes: layers.reduce((a, l) => a + l.captured, 0),
     samples: () => samples,
     uncalibrated,
   };

@@ -21,7 +21,7 @@
 /** What one layer needs, in bytes. */
 export interface WaveLayer {
   name: string;
-  /** Its statistic, held from its capture to the end of its fine-tuning. */
+  /** Its statistic and its own weights in work, held from its capture to the end of its fine-tuning. */
   statBytes: number;
   /** Its working memory while it is fine-tuned (per thread it runs on). */
   workBytes: number;

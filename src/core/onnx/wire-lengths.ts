@@ -68,7 +68,9 @@ function walk(buf: Uint8Array, start: number, end: number, desc: DescMessage | u
       const sub = fields?.get(field);
       if (sub && depth + 1 < maxDepth) walk(buf, body, body + len, sub, depth + 1, maxDepth);
       pos = body + len;
-    } else return; // groups and invalid wire types: the decoder says what they are
+    } else if (wireType === 3 || wireType === 4) {
+      // A group's start or end (unknown fields only, in ONNX): the fields between are checked in turn.
+    } else return; // an invalid wire type: the decoder says what it is
     if (pos > end) throw new WireProblem("a field runs past the end of its message");
   }
 }
