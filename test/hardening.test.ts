@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { decodeModel, encodeModel, FunctionProtoSchema, OperatorSetIdProtoSchema, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
 import type { TypeProto_Tensor } from "onnx-buf";
-import { attr, DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
+import { attr, DT, graph, maxWithEmptyInput, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { listing, ssvq, type CliResult } from "./helpers/cli.js";
 import { fixture } from "./helpers/paths.js";
 
@@ -172,14 +172,7 @@ for (const [what, mutate, pattern] of [
 test("onnxruntime's refusal reaches the user as one clean line (no C++ signature, no log line of its own)", () => {
   const dir = folder();
   // A Max with an empty second input: onnxruntime refuses or crashes on it; either way exit 2 in one line.
-  const m = model(
-    graph({
-      nodes: [node("MatMul", ["x", "w"], ["h"]), node("Max", ["h", ""], ["y"])],
-      inputs: [valueInfo("x", [1, 64])],
-      outputs: [valueInfo("y", [1, 64])],
-      initializers: [randomTensor("w", [64, 64], 2)],
-    }),
-  );
+  const m = maxWithEmptyInput();
   const path = join(dir, "max.onnx");
   writeFileSync(path, encodeModel(m));
   const r = ssvq(["simulate", path], { timeout: 60_000 });

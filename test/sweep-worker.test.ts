@@ -13,7 +13,7 @@ import { writeNpy } from "../src/core/calib/npy.js";
 import { encodeModel } from "../src/core/onnx/proto.js";
 import { writeAll } from "../src/io/write-atomic.js";
 import { childPids, listing, ssvq, startSsvq, type CliResult } from "./helpers/cli.js";
-import { graph, model, node, randomTensor, valueInfo } from "./helpers/models.js";
+import { graph, maxWithEmptyInput, model, node, randomTensor, valueInfo } from "./helpers/models.js";
 import { fixture } from "./helpers/paths.js";
 
 const work = mkdtempSync(join(tmpdir(), "ssvq-sweep-worker-"));
@@ -82,14 +82,7 @@ test("Ctrl-C on a sweep (SIGINT to the CLI and its worker, as a terminal sends i
 test("a model that crashes onnxruntime in a sweep is one clean line, exit 2, and the CLI survives it", () => {
   const dir = folder();
   // A Max with an empty second input: onnxruntime crashes on it (it killed `ssvq sweep` itself, exit 139).
-  const m = model(
-    graph({
-      nodes: [node("MatMul", ["x", "w"], ["h"]), node("Max", ["h", ""], ["y"])],
-      inputs: [valueInfo("x", [1, 64])],
-      outputs: [valueInfo("y", [1, 64])],
-      initializers: [randomTensor("w", [64, 64], 2)],
-    }),
-  );
+  const m = maxWithEmptyInput();
   const path = join(dir, "max.onnx");
   writeFileSync(path, encodeModel(m));
   const samples = join(dir, "x.npy");

@@ -12,18 +12,22 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
 }
 
+/** Node.js writes at most 2 GiB per call: larger buffers go in pieces of this size. */
+const WRITE_PIECE = 2 ** 30;
+
 /**
- * Writes `data` to a new temporary file beside `path` (fsync'd) and returns its name; rename it into
- * place when everything the run writes is ready. Nothing is left behind if the write fails.
+ * Writes a new temporary file beside `path` with `write`, which gets `put` to append bytes (in pieces of
+ * any size); fsync'd, and its name returned: rename it into place when everything the run writes is
+ * ready. Nothing is left behind if the write fails.
  */
-export function writeTemp(path: string, data: Uint8Array | string): string {
+export function writeTempWith(path: string, write: (put: (bytes: Uint8Array) => void) => void): string {
   const tmp = tempPathFor(path);
   try {
     const fd = openSync(tmp, "wx");
     try {
-      const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
-      let done = 0;
-      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+      write((bytes) => {
+        for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, Math.min(WRITE_PIECE, bytes.length - done));
+      });
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -33,6 +37,11 @@ export function writeTemp(path: string, data: Uint8Array | string): string {
     rmSync(tmp, { force: true });
     throw e;
   }
+}
+
+/** Writes `data` to a new temporary file beside `path` (`writeTempWith`) and returns its name. */
+export function writeTemp(path: string, data: Uint8Array | string): string {
+  return writeTempWith(path, (put) => put(typeof data === "string" ? Buffer.from(data, "utf8") : data));
 }
 
 /** Errors of the file system rather than of the program: said in one line as the output's fault. */

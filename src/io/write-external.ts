@@ -5,12 +5,12 @@
  * buffer of the whole output). Both go to temporary names (io/write-atomic.ts); the caller renames them
  * into place with its other outputs, after its last cancel check.
  */
-import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { basename } from "node:path";
 import { layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
 import type { ModelProto } from "../core/onnx/proto.js";
 import type { Report } from "../core/report.js";
-import { tempPathFor, writeTemp } from "./write-atomic.js";
+import { writeTemp, writeTempWith } from "./write-atomic.js";
 import { dataPathFor } from "./paths.js";
 
 /**
@@ -88,36 +88,16 @@ export function stageModel(outPath: string, model: ModelProto, opts: WriteModelO
   }
 }
 
-/** Node.js writes at most 2 GiB per call: larger tensors go in pieces of this size. */
-const WRITE_PIECE = 2 ** 30;
-
 /** The data file at a temporary name: each tensor at its offset, zeros between (fsync'd). */
 function writeDataTemp(dataPath: string, layout: ExternalLayout): string {
-  const tmp = tempPathFor(dataPath);
-  try {
-    const fd = openSync(tmp, "wx");
-    try {
-      let at = 0;
-      const writeAll = (bytes: Uint8Array) => {
-        for (let done = 0; done < bytes.length; ) {
-          const n = Math.min(WRITE_PIECE, bytes.length - done);
-          done += writeSync(fd, bytes, done, n);
-        }
-        at += bytes.length;
-      };
-      for (const c of layout.chunks) {
-        if (c.offset > at) writeAll(new Uint8Array(c.offset - at));
-        writeAll(c.bytes);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+  return writeTempWith(dataPath, (put) => {
+    let at = 0;
+    for (const c of layout.chunks) {
+      if (c.offset > at) put(new Uint8Array(c.offset - at));
+      put(c.bytes);
+      at = c.offset + c.bytes.length;
     }
-    return tmp;
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }
 
 /** The report's output and on-disk sizes from what was written (the data file counts towards the ratio). */

@@ -70,3 +70,15 @@ export function smallCnn(opts: { dataType?: number; seed?: number; opset?: numbe
     opts.opset ?? 13,
   );
 }
+
+/** MatMul then a Max with an empty second input: onnxruntime refuses it or crashes on it (SIGSEGV in session.run). */
+export function maxWithEmptyInput(): ModelProto {
+  return model(
+    graph({
+      nodes: [node("MatMul", ["x", "w"], ["h"]), node("Max", ["h", ""], ["y"])],
+      inputs: [valueInfo("x", [1, 64])],
+      outputs: [valueInfo("y", [1, 64])],
+      initializers: [randomTensor("w", [64, 64], 2)],
+    }),
+  );
+}
