@@ -82,6 +82,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzOutcome> {
       commands: o.commands ?? COMMANDS,
     };
     const jobs = o.jobs ?? DEFAULTS.jobs;
+    // The commit when the session starts (the CLI under test is built from it), not when it ends.
+    const commit = gitCommit(dirname(dirname(cliPath)));
     const pool = await runPool(seeds, {
       ...runner,
       seed: o.seed,
@@ -91,7 +93,6 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzOutcome> {
       ...(o.classes ? { classes: o.classes } : {}),
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     });
-    const commit = gitCommit(dirname(dirname(cliPath)));
     const report = await buildReport(
       seeds,
       pool,
