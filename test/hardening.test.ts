@@ -395,3 +395,17 @@ test("a very long operator-set domain is cut in the message (fuzz seed 20261201:
     assert.ok(res.stderr.trim().length < 300, res.stderr);
   }
 });
+
+test("onnxruntime crashing during the --ratio search (its first wave is captured there) is one clean line, exit 2, nothing written", () => {
+  const dir = folder();
+  const path = join(dir, "max.onnx");
+  writeFileSync(path, encodeModel(maxWithEmptyInput()));
+  const before = listing(dir);
+  const r = ssvq(["compress", path, "--ratio", "4"], { timeout: 120_000 });
+  assert.equal(r.status, 2, r.stderr);
+  // Progress lines ("stage: search"), then the one message.
+  const lines = r.stderr.trimEnd().split("\n").filter((l) => !/^stage: /.test(l));
+  assert.deepEqual(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /^ssvq compress: onnxruntime (could not run this model: it crashed \(SIG[A-Z]+\) during search|cannot (load|run) )/);
+  assert.deepEqual(listing(dir), before, "nothing written");
+});

@@ -25,8 +25,14 @@ export interface JobOptions {
   stallMs?: number;
 }
 
-/** The stages in which the worker runs onnxruntime. */
+/** The stages in which the worker runs onnxruntime (and that the stall watchdog watches). */
 const ORT_STAGES = new Set(["check", "capture", "evaluate", "compare", "simulate"]);
+/**
+ * Where a native crash is onnxruntime's: those stages, and the search (compress's "search", the sweep's
+ * "search ssvq"...), which captures statistics and measures sensitivities with it. The search is not
+ * watched for stalls: k-means on a large layer's candidates may rightly say nothing for long.
+ */
+const runsOrt = (stage: string): boolean => ORT_STAGES.has(stage) || stage === "search" || stage.startsWith("search ");
 /** Signals of a native crash (a bug or a hostile model in onnxruntime's C++), not of a kill. */
 const NATIVE_CRASH = new Set<string>(["SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"]);
 const DEFAULT_STALL_MS = 1000 * (Number(process.env["SSVQ_ORT_STALL_SECONDS"]) > 0 ? Number(process.env["SSVQ_ORT_STALL_SECONDS"]) : 600);
@@ -122,7 +128,7 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
             message: `onnxruntime could not run this model: it made no progress for ${Math.round(stallMs / 1000)} s during ${lastStage} and was stopped`,
             lastStage,
           };
-        } else if (signal && NATIVE_CRASH.has(signal) && ORT_STAGES.has(lastStage) && !outOfMemory) {
+        } else if (signal && NATIVE_CRASH.has(signal) && runsOrt(lastStage) && !outOfMemory) {
           // Only onnxruntime's native code can crash the worker this way while it runs a model.
           outcome = { type: "error", kind: "input", message: `onnxruntime could not run this model: it crashed (${signal}) during ${lastStage}`, lastStage };
         } else {
