@@ -6,24 +6,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, ftruncateSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, ftruncateSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { decodeModel, encodeModel, FunctionProtoSchema, OperatorSetIdProtoSchema, TensorProto_DataLocation, TensorProtoSchema, StringStringEntryProtoSchema, type ModelProto, type TensorProto } from "../src/core/onnx/proto.js";
 import type { TypeProto_Tensor } from "onnx-buf";
 import { attr, DT, graph, maxWithEmptyInput, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
 import { listing, ssvq, type CliResult } from "./helpers/cli.js";
-import { fixture } from "./helpers/paths.js";
+import { fixture, scratchFolders } from "./helpers/paths.js";
 
-const work = mkdtempSync(join(tmpdir(), "ssvq-hardening-"));
-process.on("exit", () => rmSync(work, { recursive: true, force: true }));
-let n = 0;
-const folder = (): string => {
-  const d = join(work, `case${n++}`);
-  mkdirSync(d);
-  return d;
-};
+const { folder } = scratchFolders("ssvq-hardening-");
 
 /** Exit 2 with exactly one short line on stderr, matching `pattern`, nothing left behind. */
 function refused(r: CliResult, pattern: RegExp, dir?: string, before?: string[]): void {

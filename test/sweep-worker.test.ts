@@ -6,24 +6,16 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeNpy } from "../src/core/calib/npy.js";
 import { encodeModel } from "../src/core/onnx/proto.js";
 import { writeAll } from "../src/io/write-atomic.js";
 import { childPids, listing, ssvq, startSsvq, type CliResult } from "./helpers/cli.js";
 import { graph, maxWithEmptyInput, model, node, randomTensor, valueInfo } from "./helpers/models.js";
-import { fixture } from "./helpers/paths.js";
+import { fixture, scratchFolders } from "./helpers/paths.js";
 
-const work = mkdtempSync(join(tmpdir(), "ssvq-sweep-worker-"));
-process.on("exit", () => rmSync(work, { recursive: true, force: true }));
-let n = 0;
-const folder = (): string => {
-  const d = join(work, `case${n++}`);
-  mkdirSync(d);
-  return d;
-};
+const { folder } = scratchFolders("ssvq-sweep-worker-");
 
 const x = fixture("fashion_test2000_x_u8.npy");
 const lenet = fixture("fashion_lenet5.onnx");
