@@ -256,7 +256,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     const tuning: TuneProgress = { done: 0, count: Math.max(1, tunable), missing: [], warnings: [] };
     const sourceBytes = (w: WeightInfo) => declaredBytes(w.tensor) ?? 0;
     const bytes = { done: 0, total: sel.reduce((a, s) => a + sourceBytes(s.weight), 0) };
-    const groups = waveGroups(sel, run);
+    // The sequential variant observes one layer at a time itself: one group, without wave statistics.
+    const groups = waveGroups(sel, (s) => s.weight.name, config.sequential ? undefined : run.waves);
     for (const [w, wave] of groups.entries()) {
       checkCancel();
       if (run.waves) run.onProgress?.({ kind: "wave", index: w, count: groups.length, layers: wave.layers.length });
@@ -348,30 +349,28 @@ interface TuneProgress {
 }
 
 /** One wave: its layers and, when statistics come wave by wave, how to capture them. */
-interface WaveGroup {
-  layers: Selected[];
+export interface WaveGroup<T> {
+  layers: T[];
   /** Run the wave's products (output errors, fine-tuning) in this thread alone: one copy of each kernel. */
   serial?: boolean;
   capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
 }
 
 /**
- * The waves of a run: with `run.waves`, its groups (layers in no wave, and the sequential variant, which
- * observes one layer at a time itself, come in a last wave without statistics); otherwise one wave of
- * every layer with `run.stats`.
+ * The layers of each wave of `source`, in the given order, with how to capture the wave's statistics;
+ * layers in no wave come last, in a group without statistics. Without `source`, one group of them all.
  */
-function waveGroups(sel: Selected[], run: CompressRun): WaveGroup[] {
-  const source = run.waves;
-  if (!source || run.config.sequential) return [{ layers: sel }];
-  const placed = new Set<Selected>();
-  const groups: WaveGroup[] = [];
+export function waveGroups<T>(layers: readonly T[], nameOf: (layer: T) => string, source: StatisticWaves | undefined): WaveGroup<T>[] {
+  if (!source) return [{ layers: [...layers] }];
+  const placed = new Set<T>();
+  const groups: WaveGroup<T>[] = [];
   source.waves.forEach((names, wave) => {
     const set = new Set(names);
-    const layers = sel.filter((s) => set.has(s.weight.name) && !placed.has(s));
-    for (const s of layers) placed.add(s);
-    if (layers.length) groups.push({ layers, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
+    const members = layers.filter((l) => set.has(nameOf(l)) && !placed.has(l));
+    for (const l of members) placed.add(l);
+    if (members.length) groups.push({ layers: members, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
   });
-  const rest = sel.filter((s) => !placed.has(s));
+  const rest = layers.filter((l) => !placed.has(l));
   if (rest.length) groups.push({ layers: rest });
   return groups;
 }

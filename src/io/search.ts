@@ -9,7 +9,7 @@ import { candidateGrid, evaluateCandidates, pointBits, pointKey, type EvaluatedC
 import { minimumCost } from "../core/alloc/allocate.js";
 import { InputError } from "../core/errors.js";
 import { budgetBits, compressedTensorBytes, searchOperatingPoints, sensitivities, type BudgetBasis, type SearchLayerInput, type SearchTarget } from "../core/alloc/search.js";
-import { quantCacheKey, releaseStatistics, tensorBytes, type StatisticWaves } from "../core/compress.js";
+import { quantCacheKey, releaseStatistics, tensorBytes, waveGroups, type StatisticWaves } from "../core/compress.js";
 import { CancelledError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
 import type { Batch } from "../core/calib/source.js";
@@ -97,10 +97,10 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
   // only when its sensitivity is measured, one layer at a time.
   const refs: { key: string; stored: () => Float32Array; point: OperatingPoint; error: number }[] = [];
   let done = 0;
-  for (const group of searchGroups(o)) {
+  for (const group of waveGroups(o.selected.map((_, i) => i), (i) => o.selected[i]!.name, o.waves)) {
     check();
     const stats = group.capture ? await group.capture() : o.stats;
-    for (const i of group.indices) {
+    for (const i of group.layers) {
       check();
       const w = o.selected[i]!;
       const stored = dtypeBits(w.dtype)!;
@@ -173,24 +173,6 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
     sensitivitySamples: samples,
     seconds: { candidates: candidatesSeconds, sensitivity: (performance.now() - t1) / 1000 },
   };
-}
-
-/** The layers (indices into `selected`) of each wave, with how to capture its statistics; the rest last, without. */
-function searchGroups(o: PrepareSearchOptions): { indices: number[]; serial?: boolean; capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>> }[] {
-  const all = o.selected.map((_, i) => i);
-  const source = o.waves;
-  if (!source) return [{ indices: all }];
-  const placed = new Set<number>();
-  const groups: ReturnType<typeof searchGroups> = [];
-  source.waves.forEach((names, wave) => {
-    const set = new Set(names);
-    const indices = all.filter((i) => set.has(o.selected[i]!.name) && !placed.has(i));
-    for (const i of indices) placed.add(i);
-    if (indices.length) groups.push({ indices, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
-  });
-  const rest = all.filter((i) => !placed.has(i));
-  if (rest.length) groups.push({ indices: rest });
-  return groups;
 }
 
 /** The family's point nearest `bpw` bits per weight (else any quantized point; else the cheapest). */
