@@ -401,3 +401,47 @@ test("onnxruntime crashing during the --ratio search (its first wave is captured
   assert.match(lines[0]!, /^ssvq compress: onnxruntime (could not run this model: it crashed \(SIG[A-Z]+\) during search|cannot (load|run) )/);
   assert.deepEqual(listing(dir), before, "nothing written");
 });
+
+/** x -> Loop (2^62 iterations of Identity: a run that never ends) -> MatMul(w): loads at once, never finishes a run. */
+function endlessLoop(): ModelProto {
+  const body = graph({
+    name: "body",
+    nodes: [node("Identity", ["ci"], ["co"]), node("Identity", ["vi"], ["vo"])],
+    inputs: [valueInfo("i", [], DT.INT64), valueInfo("ci", [], DT.BOOL), valueInfo("vi", [1, 64])],
+    outputs: [valueInfo("co", [], DT.BOOL), valueInfo("vo", [1, 64])],
+  });
+  return model(
+    graph({
+      nodes: [node("Loop", ["M", "c", "x"], ["xl"], { body }), node("MatMul", ["xl", "w"], ["y"])],
+      inputs: [valueInfo("x", [1, 64])],
+      outputs: [valueInfo("y", [1, 64])],
+      initializers: [
+        randomTensor("w", [64, 64], 3),
+        create(TensorProtoSchema, { name: "M", dims: [], dataType: DT.INT64, int64Data: [1n << 62n] }),
+        create(TensorProtoSchema, { name: "c", dims: [], dataType: DT.BOOL, int32Data: [1] }),
+      ],
+    }),
+  );
+}
+
+test("a run that never ends is stopped in every stage that runs the model, the search included (the search was not watched)", () => {
+  const dir = folder();
+  const path = join(dir, "endless.onnx");
+  writeFileSync(path, encodeModel(endlessLoop()));
+  const before = listing(dir);
+  const env = { ...process.env, SSVQ_ORT_STALL_SECONDS: "2" };
+  const cases: [string[], string][] = [
+    [["compress", path, "--ratio", "4", "--out", join(dir, "a.onnx")], "search"],
+    [["compress", path, "--finetune", "--out", join(dir, "b.onnx")], "capture"],
+    [["simulate", path, "--shape", "x=1,64"], "simulate"],
+  ];
+  for (const [args, stage] of cases) {
+    const t0 = performance.now();
+    const r = ssvq(args, { timeout: 60_000, env });
+    assert.equal(r.status, 2, `${args[0]}: exit ${r.status}: ${r.stderr}`);
+    const last = r.stderr.trimEnd().split("\n").at(-1)!;
+    assert.match(last, new RegExp(`onnxruntime could not run this model: a call made no progress for 2 s during ${stage} and was stopped`));
+    assert.ok(performance.now() - t0 < 30_000, "stopped soon after the limit");
+    assert.deepEqual(listing(dir), before, "no file left behind");
+  }
+});

@@ -135,3 +135,35 @@ test("a worker that runs out of memory is an error saying so, never a hang", asy
   assert.equal(outcome.exit?.outOfMemory, true);
   assert.deepEqual(ssvqFiles(dir), []);
 });
+
+test("the stall watchdog watches onnxruntime calls, not silence: a search whose k-means is silent for longer than the limit is not stopped", async () => {
+  const dir = mkdtempSync(join(work, "search-silent-"));
+  // Two 384 x 384 layers: each one's candidates take about a second of k-means, with no event between.
+  const inits = [randomTensor("w0", [384, 384], 60), randomTensor("w1", [384, 384], 61)];
+  const nodes = [node("MatMul", ["x", "w0"], ["h"]), node("MatMul", ["h", "w1"], ["y"])];
+  const input = join(dir, "two.onnx");
+  writeFileSync(input, encodeModel(model(graph({ nodes, inputs: [valueInfo("x", [1, 384])], outputs: [valueInfo("y", [1, 384])], initializers: inits }))));
+  const events: WorkerEvent[] = [];
+  let last = performance.now();
+  let longestSilence = 0;
+  const t0 = performance.now();
+  const stallMs = 400;
+  const outcome = await startJob(
+    { kind: "compress", input, config: { ...config, mode: "ssvq", k: 16, kmeansIters: 10, ratio: 8 }, threads: 1, out: join(dir, "two.ssvq.onnx") },
+    {
+      stallMs,
+      onEvent: (e) => {
+        events.push(e);
+        const now = performance.now();
+        longestSilence = Math.max(longestSilence, now - last);
+        last = now;
+      },
+    },
+  ).outcome;
+  assert.equal(outcome.type, "result", JSON.stringify(outcome));
+  assert.ok(events.some((e) => e.type === "stage" && e.stage === "search"), "the job went through the search");
+  // Not vacuous: the job ran well past the limit, and some stretch of it said nothing for longer.
+  assert.ok(performance.now() - t0 > 3 * stallMs, "the job outlasts the limit");
+  assert.ok(longestSilence > stallMs, `a silence longer than ${stallMs} ms (longest ${Math.round(longestSilence)} ms)`);
+  assert.ok(!events.some((e) => (e as { type: string }).type === "onnxruntime"), "onnxruntime activity is the client's own business");
+});

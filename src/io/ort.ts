@@ -10,6 +10,7 @@ import type { Feed } from "../core/calib/source.js";
 import { modelInputs as specFromModel } from "../core/calib/capture-plan.js";
 import type { ModelProto } from "../core/onnx/proto.js";
 import type { ModelInputSpec } from "../core/calib/source.js";
+import { watchedOrtCall } from "./ort-activity.js";
 
 export { ort };
 export type Session = ort.InferenceSession;
@@ -41,7 +42,9 @@ export interface CreateSessionOptions {
 export async function createSession(model: Uint8Array | string, opts: CreateSessionOptions = {}): Promise<Session> {
   const options = { ...SESSION_OPTIONS, ...opts.options };
   try {
-    return typeof model === "string" ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+    return await watchedOrtCall(() =>
+      typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options),
+    );
   } catch (e) {
     throw new InputError(`onnxruntime cannot load ${opts.label ?? "the model"}: ${firstLine(e)}`, { cause: e });
   }
@@ -55,7 +58,7 @@ export async function runSession(
   label = "the model",
 ): Promise<Record<string, ort.Tensor>> {
   try {
-    const out = fetches ? await session.run(feeds, fetches) : await session.run(feeds);
+    const out = await watchedOrtCall(() => (fetches ? session.run(feeds, fetches) : session.run(feeds)));
     return out as Record<string, ort.Tensor>;
   } catch (e) {
     throw new InputError(`onnxruntime failed to run ${label}: ${firstLine(e)}`, { cause: e });

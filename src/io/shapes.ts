@@ -9,6 +9,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { ortMessage } from "./ort.js";
+import { watchedOrtCall } from "./ort-activity.js";
 import { create } from "@bufbuild/protobuf";
 import { InputError, quoted } from "../core/errors.js";
 import { totalmem } from "node:os";
@@ -231,10 +232,13 @@ export async function measureShapes(
     const copy: ModelProto = { ...model, graph };
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(encodeModel(copy), {
-        graphOptimizationLevel: "disabled",
-        logSeverityLevel: 4,
-      });
+      const encoded = encodeModel(copy);
+      session = await watchedOrtCall(() =>
+        ort.InferenceSession.create(encoded, {
+          graphOptimizationLevel: "disabled",
+          logSeverityLevel: 4,
+        }),
+      );
     } catch (e) {
       throw new InputError(`onnxruntime cannot load the model to measure its shapes: ${firstLine(e)}`, { cause: e });
     }
@@ -243,7 +247,7 @@ export async function measureShapes(
       for (const [name, f] of Object.entries(feeds)) feedTensors[name] = zeroTensor(name, f.elemType, f.dims);
       let result: ort.InferenceSession.OnnxValueMapType;
       try {
-        result = await session.run(feedTensors, wanted);
+        result = await watchedOrtCall(() => session.run(feedTensors, wanted));
       } catch (e) {
         const shapes = Object.entries(feeds).map(([n, f]) => `${n}=${f.dims.join(",")}`).join(" ");
         throw new InputError(`onnxruntime cannot run the model on zero inputs of shape ${shapes}: ${firstLine(e)}`, { cause: e });

@@ -21,16 +21,15 @@ export interface JobOptions {
   cancelGraceMs?: number;
   /** Extra Node flags for the worker (for example a heap limit). */
   execArgv?: string[];
-  /** An onnxruntime stage that reports nothing for this long is stopped (default 10 minutes, or $SSVQ_ORT_STALL_SECONDS). */
+  /** An onnxruntime call on the model that has not ended after this long is stopped (default 10 minutes, or $SSVQ_ORT_STALL_SECONDS). */
   stallMs?: number;
 }
 
-/** The stages in which the worker runs onnxruntime (and that the stall watchdog watches). */
+/** The stages in which the worker runs onnxruntime on the model. */
 const ORT_STAGES = new Set(["check", "capture", "evaluate", "compare", "simulate"]);
 /**
  * Where a native crash is onnxruntime's: those stages, and the search (compress's "search", the sweep's
- * "search ssvq"...), which captures statistics and measures sensitivities with it. The search is not
- * watched for stalls: k-means on a large layer's candidates may rightly say nothing for long.
+ * "search ssvq"...), which captures statistics and measures sensitivities with it.
  */
 const runsOrt = (stage: string): boolean => ORT_STAGES.has(stage) || stage === "search" || stage.startsWith("search ");
 /** Signals of a native crash (a bug or a hostile model in onnxruntime's C++), not of a kill. */
@@ -68,15 +67,19 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     stderrTail = (stderrTail + d.toString("utf8")).slice(-4000);
     outOfMemory ||= /heap out of memory|Allocation failed|Last few GCs/i.test(stderrTail);
   });
-  // A stage that runs onnxruntime and reports nothing for `stallMs` (a runaway session creation on a
-  // hostile graph) is stopped: the worker is killed and the outcome says why.
+  // An onnxruntime call that neither ends nor is followed by another for `stallMs` (a runaway session
+  // creation or run on a hostile graph) is stopped, in any stage: the worker says when each call starts
+  // and ends (io/ort-activity.ts), so k-means, which may rightly be silent for long, is never mistaken
+  // for it. The worker is killed and the outcome says why.
   const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
   let stalled = false;
   let stallTimer: ReturnType<typeof setTimeout> | undefined;
-  const watchStall = () => {
+  let ortRunning = false;
+  const watchStall = (running: boolean) => {
+    ortRunning = running;
     if (stallTimer) clearTimeout(stallTimer);
     stallTimer = undefined;
-    if (!ORT_STAGES.has(lastStage) || child.exitCode !== null || child.signalCode !== null) return;
+    if (!running || child.exitCode !== null || child.signalCode !== null) return;
     stallTimer = setTimeout(() => {
       stalled = true;
       child.kill("SIGKILL");
@@ -95,8 +98,8 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let disconnected = !child.connected;
     child.on("message", (e: WorkerEvent) => {
+      if (e.type === "onnxruntime") return watchStall(e.running);
       if (e.type === "stage") lastStage = e.stage;
-      watchStall();
       if (isOutcome(e)) outcome = e;
       else opts.onEvent?.(e);
     });
@@ -125,10 +128,10 @@ export function startJob(spec: JobSpec, opts: JobOptions = {}): Job {
           outcome = {
             type: "error",
             kind: "input",
-            message: `onnxruntime could not run this model: it made no progress for ${Math.round(stallMs / 1000)} s during ${lastStage} and was stopped`,
+            message: `onnxruntime could not run this model: a call made no progress for ${Math.round(stallMs / 1000)} s during ${lastStage} and was stopped`,
             lastStage,
           };
-        } else if (signal && NATIVE_CRASH.has(signal) && runsOrt(lastStage) && !outOfMemory) {
+        } else if (signal && NATIVE_CRASH.has(signal) && (ortRunning || runsOrt(lastStage)) && !outOfMemory) {
           // Only onnxruntime's native code can crash the worker this way while it runs a model.
           outcome = { type: "error", kind: "input", message: `onnxruntime could not run this model: it crashed (${signal}) during ${lastStage}`, lastStage };
         } else {

@@ -10,6 +10,7 @@ import { runSimulate, simulationJson } from "../io/simulate-model.js";
 import { perLayerFromReport, reportKD } from "../core/accel/report-latency.js";
 import { evaluateFile } from "../io/evaluate-file.js";
 import { createThreadPool } from "../io/pool.js";
+import { setOrtActivityListener } from "../io/ort-activity.js";
 import { runSweep } from "../io/sweep.js";
 import type { ClientMessage, CompressJobSpec, JobSpec, SimulationJson, SweepJobSpec, WorkerEvent } from "./protocol.js";
 
@@ -23,6 +24,9 @@ function send(e: WorkerEvent): Promise<void> {
     process.send(e, undefined, {}, () => resolve());
   });
 }
+
+// The client's watchdog hears each onnxruntime call start and end (before the call can hold the event loop).
+setOrtActivityListener((running) => send({ type: "onnxruntime", running }));
 
 async function run(spec: JobSpec): Promise<void> {
   if (spec.kind === "inspect") {

@@ -118,6 +118,8 @@ export type WorkerEvent =
   /** One progressive-freezing check of a layer (iteration, loss, relative output error, flips, freezing). */
   | ({ type: "freezeCheck"; layer: string } & FreezeCheck)
   | { type: "log"; level: LogLevel; text: string }
+  /** An onnxruntime call on the model started or ended; `running`: one is still in progress (the client's stall watchdog). */
+  | { type: "onnxruntime"; running: boolean }
   /** A compress job's outcome: the report, and the files written (none for a dry run). */
   | { type: "result"; report: Report; outPath?: string; reportPath?: string }
   /** An inspect job's outcome. */
