@@ -247,6 +247,8 @@ test("onnxruntime's messages seen by the fuzzer become one clean line", async ()
     ["Failed to load model with error: std::bad_alloc", "Failed to load model with error: out of memory (bad_alloc)"],
     // fuzz seed 20261201: names from a damaged file carry control characters into the message
     ["is an invalid model. Graph output (\b\u0001\u0012) does not exist in the graph.", "is an invalid model. Graph output (\\x08\\x01\\x12) does not exist in the graph."],
+    // The 200-character cut never splits an escape: 195 letters, then control characters.
+    [`${"a".repeat(195)}\u0001\u0002\u0003`, `${"a".repeat(195)}...`],
     [
       "Non-zero status code returned while running Conv node. Name:'/c1/Conv' Status Message: Input channels C is not equal to kernel channels * group.",
       'Conv node "/c1/Conv": Input channels C is not equal to kernel channels * group.',

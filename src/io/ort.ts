@@ -139,5 +139,6 @@ export function ortMessage(e: unknown): string {
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
     .trim();
   if (line === "") line = "it reported an error with no message";
-  return line.length > 200 ? `${line.slice(0, 197)}...` : line;
+  // Cut at 200 characters, never inside an escape ("\\x1f").
+  return line.length > 200 ? `${line.slice(0, 197).replace(/\\(?:x[0-9a-f]?)?$/, "")}...` : line;
 }
