@@ -119,3 +119,32 @@ test("length prefixes: sound on real models and around unknown groups; over 32 b
   const over = Buffer.from([0x12, 0x87, 0x80, 0x80, 0x80, 0x10, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41]);
   assert.match(badLengthPrefix(Buffer.concat([lenet, over]), ModelProtoSchema)!, /claims 4294967303 bytes, more than a 32-bit length/);
 });
+
+test("a model encoded in pieces (large tensors as views) is byte for byte its whole encoding", async () => {
+  const { encodeModelPieces, joinPieces } = await import("../src/core/onnx/encode-pieces.js");
+  const { compressModel } = await import("../src/core/compress.js");
+  const lenet = readFileSync(fixture("fashion_lenet5.onnx"));
+  const vit = readFileSync(fixture("fashion_tinyvit.onnx"));
+  const int8 = (await compressModel({ bytes: lenet, path: "lenet.onnx" }, { config: { mode: "int8", k: 16, d: 4, seed: 1, kmeansIters: 5, minWeights: 1024, format: "ssvq", finetune: false } })).encoded!;
+  const models = [decodeModel(lenet), decodeModel(vit), decodeModel(joinPieces(int8)), smallCnn()];
+  for (const m of models) {
+    const whole = encodeModel(m);
+    for (const threshold of [1, 1024, 1 << 16]) {
+      const e = encodeModelPieces(m, threshold);
+      assert.equal(e.bytes, whole.length);
+      assert.deepEqual(joinPieces(e), whole);
+      if (threshold === 1) assert.ok(e.pieces.length > 3, "cut into pieces");
+    }
+  }
+  // Large tensors are views, not copies.
+  const m = decodeModel(vit);
+  const big = m.graph!.initializer.filter((t) => t.rawData.length >= 1024);
+  assert.ok(big.length > 0);
+  const e = encodeModelPieces(m, 1024);
+  for (const t of big) assert.ok(e.pieces.includes(t.rawData), `${t.name}: its data is a piece`);
+  // Unknown fields (a field number ONNX does not define) keep their place: last in their message.
+  const u = decodeModel(encodeModel(smallCnn()));
+  u.$unknown = [{ no: 999, wireType: 2, data: Uint8Array.of(3, 1, 2, 3) }];
+  u.graph!.initializer[0]!.$unknown = [{ no: 998, wireType: 0, data: Uint8Array.of(5) }];
+  assert.deepEqual(joinPieces(encodeModelPieces(u, 1)), encodeModel(u));
+});

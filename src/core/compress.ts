@@ -32,7 +32,7 @@ import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport,
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
 import { indexBits, packFields, packPlane } from "./ssvq/pack.js";
-import { isIntQuantized, quantizeRows, reconstructRows, relativeError, usageHistogram, type Quantized, type VqQuantized } from "./ssvq/quantize.js";
+import { isIntQuantized, quantizeRows, quantizedError, reconstructRows, relativeError, usageHistogram, type Quantized, type VqQuantized } from "./ssvq/quantize.js";
 import {
   applyFinetune,
   createCheckRecord,
@@ -48,7 +48,8 @@ import {
 import { serialMap } from "./tasks.js";
 import { pointKey, pointLabel, type OperatingPoint } from "./alloc/candidates.js";
 import { VERSION } from "../version.js";
-import { encodeIfFits } from "./onnx/external-out.js";
+import { PROTOBUF_MAX_BYTES } from "./onnx/external-out.js";
+import { encodeModelPieces, joinPieces, type EncodedModel } from "./onnx/encode-pieces.js";
 
 export type ProgressEvent =
   | { kind: "stage"; stage: string }
@@ -136,8 +137,14 @@ export interface SequentialLayerStats {
 }
 
 export interface CompressResult {
-  /** The output model; empty for a dry run, and for a model over 2 GiB (written from `proto` with external data). */
-  model: Uint8Array;
+  /**
+   * The output model as one buffer, joined from `encoded` when first read (a writer should take
+   * `encoded` instead); empty for a dry run, and for a model over 2 GiB (written from `proto` with
+   * external data).
+   */
+  readonly model: Uint8Array;
+  /** The output's encoding in pieces (large tensors as views of `proto`'s data); undefined for a dry run. */
+  encoded?: EncodedModel;
   /** The output model decoded (the source model for a dry run). */
   proto: ModelProto;
   report: Report;
@@ -286,17 +293,19 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
               map: run.map,
               roundStored: (v) => roundTo(v, w.dtype),
             }));
-          const rec = reconstructRows(q);
           s.q = q;
           s.rows = rows;
-          // The reconstruction as stored: the dense format writes it, the sequential variant observes it.
-          if (config.format === "dense" || config.sequential) s.stored = fromRows(rec, w.layout);
-          s.report = layerReport(w, q, relativeError(rows, rec));
           const stat = stats?.get(w.name);
           // A layer fine-tuned next gets its k-means output error from fine-tuning's first loss (the same
           // product): measured here only for the layers that stay as they are.
           const tunedNext = config.finetune && !isIntQuantized(q);
-          if (stat && !tunedNext) s.report.outputError = await relativeOutputErrorOn(products, rows, rec, w.layout.rows, shareStatistic(stat), run.productEngine);
+          const stores = config.format === "dense" || config.sequential;
+          // The reconstruction only where it is used (an INT layer's weight error is summed without it).
+          const rec = stores || (stat && !tunedNext) ? reconstructRows(q) : undefined;
+          // The reconstruction as stored: the dense format writes it, the sequential variant observes it.
+          if (stores) s.stored = fromRows(rec!, w.layout);
+          s.report = layerReport(w, q, rec ? relativeError(rows, rec) : quantizedError(rows, q));
+          if (stat && !tunedNext) s.report.outputError = await relativeOutputErrorOn(products, rows, rec!, w.layout.rows, shareStatistic(stat), run.productEngine);
           if (!tunedNext) settle(s);
         }
       });
@@ -313,16 +322,17 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   }
   checkCancel();
 
-  let out: Uint8Array = new Uint8Array(0);
+  let encoded: EncodedModel | undefined;
   if (!run.dryRun) {
-    out = await time("write", () => {
+    encoded = await time("write", () => {
       if (config.format === "dense") writeDense(sel);
       else writeDecodeGraphs(model, sel, opset ?? 0);
       inlineExternal(model, input.readExternal);
       setMetadata(model, config, sel);
-      return encodeIfFits(model);
+      return encodeModelPieces(model);
     });
   }
+  const fits = encoded !== undefined && encoded.bytes <= PROTOBUF_MAX_BYTES;
 
   const report: Report = {
     schemaVersion: SCHEMA_VERSION,
@@ -332,12 +342,21 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     config,
     layers: sel.map((s) => s.report!),
     kept,
-    sizes: sizes(input.bytes.length, decodeModel(input.bytes, input.path), sel, out.length),
+    sizes: sizes(input.bytes.length, decodeModel(input.bytes, input.path), sel, fits ? encoded!.bytes : 0),
     timings,
     warnings,
   };
   if (run.keepQuantized) for (const s of sel) if (s.q) quantized.set(quantCacheKey(s.weight, pointOf(s.weight)), s.q);
-  return { model: out, proto: model, report, quantized };
+  let joined: Uint8Array | undefined;
+  return {
+    get model() {
+      return (joined ??= fits ? joinPieces(encoded!) : new Uint8Array(0));
+    },
+    ...(encoded ? { encoded } : {}),
+    proto: model,
+    report,
+    quantized,
+  };
 }
 
 /** Fine-tuning's progress over the waves: layers done of `count`, those without statistics, warnings. */

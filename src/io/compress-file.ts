@@ -470,7 +470,7 @@ async function finishCompress(
   // first; only then, after a last cancel check, renamed.
   const temps: string[] = [];
   try {
-    const staged = stageModel(outPath, result.proto, { encoded: result.model, externalData: o.externalData === true });
+    const staged = stageModel(outPath, result.proto, { ...(result.encoded ? { encoded: result.encoded } : {}), externalData: o.externalData === true });
     temps.push(...staged.renames.map(([tmp]) => tmp));
     recordOutput(result.report, outPath, o.config.format, staged);
     const report = writeTemp(reportPath, JSON.stringify(result.report, null, 2) + "\n");

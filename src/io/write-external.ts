@@ -7,7 +7,8 @@
  */
 import { rmSync } from "node:fs";
 import { basename } from "node:path";
-import { layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
+import { DEFAULT_MODEL_LIMIT, layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
+import type { EncodedModel } from "../core/onnx/encode-pieces.js";
 import type { ModelProto } from "../core/onnx/proto.js";
 import type { Report } from "../core/report.js";
 import { writeTemp, writeTempWith } from "./write-atomic.js";
@@ -28,8 +29,8 @@ export interface WriteModelOptions {
   limit?: number;
   threshold?: number;
   align?: number;
-  /** The model already encoded whole (written as it is when it fits and no data file is forced). */
-  encoded?: Uint8Array;
+  /** The model already encoded (written piece by piece when it fits and no data file is forced). */
+  encoded?: EncodedModel;
 }
 
 export interface StagedModel {
@@ -55,9 +56,12 @@ export function modelLimitFromEnv(env: NodeJS.ProcessEnv = process.env): number 
  */
 export function stageModel(outPath: string, model: ModelProto, opts: WriteModelOptions = {}): StagedModel {
   const limit = opts.limit ?? modelLimitFromEnv();
-  if (!opts.externalData && opts.encoded && opts.encoded.length > 0 && (limit === undefined || opts.encoded.length <= limit)) {
-    const tmp = writeTemp(outPath, opts.encoded);
-    return { renames: [[tmp, outPath]], modelBytes: opts.encoded.length };
+  const encoded = opts.encoded;
+  if (!opts.externalData && encoded && encoded.bytes > 0 && encoded.bytes <= (limit ?? DEFAULT_MODEL_LIMIT)) {
+    const tmp = writeTempWith(outPath, (put) => {
+      for (const p of encoded.pieces) put(p);
+    });
+    return { renames: [[tmp, outPath]], modelBytes: encoded.bytes };
   }
   const dataPath = dataPathFor(outPath);
   const layout = layoutExternal(model, {

@@ -113,15 +113,6 @@ function layoutWith(model: ModelProto, candidates: Candidate[], location: string
   return { model: bytes, external: true, chunks, dataBytes: end, tensors: candidates.length };
 }
 
-/**
- * The model's encoding, or an empty array when it would pass `limit` (the caller then writes it with
- * external data): a model over 2 GiB is never encoded whole.
- */
-export function encodeIfFits(model: ModelProto, limit = PROTOBUF_MAX_BYTES): Uint8Array {
-  const candidates = externalCandidates(model, DEFAULT_THRESHOLD, true);
-  return encodedSizeBound(model, candidates) <= limit ? encodeModel(model) : new Uint8Array(0);
-}
-
 const entry = (key: string, value: string) => create(StringStringEntryProtoSchema, { key, value });
 
 /**

@@ -97,6 +97,8 @@ export function rawBytes(t: TensorProto, readExternal?: ExternalDataReader): Uin
   return t.rawData.length > 0 || typedFieldLength(t) === 0 ? t.rawData : undefined;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
 /** Values of a float32, float16, bfloat16 or float64 tensor as float32. */
 export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReader): Float32Array {
   const count = elementCount(tensorDims(t));
@@ -105,6 +107,10 @@ export function tensorToFloat32(t: TensorProto, readExternal?: ExternalDataReade
       `tensor ${JSON.stringify(t.name.slice(0, 200))} has ${count} values: as float32 that is over 4 GiB, more than one Node.js array holds; such a layer is not supported yet`,
     );
   const raw = rawBytes(t, readExternal);
+  // External float32 data was just read into a buffer of its own: on a little-endian machine it is
+  // taken as it is (a layer-sized copy less on a large model). Inline data stays the model's: copied.
+  if (raw && t.dataType === DT.FLOAT && LITTLE_ENDIAN && externalRef(t) && raw.byteOffset % 4 === 0 && raw.length === count * 4)
+    return new Float32Array(raw.buffer, raw.byteOffset, count);
   const out = new Float32Array(count);
   if (raw) {
     const need = rawByteLength(t.dataType, count);

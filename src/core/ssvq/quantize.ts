@@ -123,6 +123,26 @@ export function relativeError(w: Float32Array, w2: Float32Array): number {
   return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
 }
 
+/**
+ * relativeError(rows, reconstructRows(qz)), the same float64 sums in the same order, without making the
+ * reconstruction for INT modes (a layer-sized array less per layer on a large model).
+ */
+export function quantizedError(rows: Float32Array, qz: Quantized): number {
+  if (!isIntQuantized(qz)) return relativeError(rows, reconstructRows(qz));
+  let num = 0;
+  let den = 0;
+  for (let r = 0; r < qz.rows; r++) {
+    const s = qz.scales[r]!;
+    for (let c = 0, i = r * qz.cols; c < qz.cols; c++, i++) {
+      const w = rows[i]!;
+      const e = Math.fround(qz.q[i]! * s) - w;
+      num += e * e;
+      den += w * w;
+    }
+  }
+  return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+}
+
 /** Codeword usage counts. */
 export function usageHistogram(qz: VqQuantized): number[] {
   const h = new Array<number>(qz.k).fill(0);
