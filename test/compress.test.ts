@@ -370,3 +370,69 @@ test("INT8 MatMul weights are put in the weight's layout when the layer is final
   assert.ok(maxAbsDiff(a, b) < 1e-5, `decode subgraph against dense: ${maxAbsDiff(a, b)}`);
   assert.equal(decoded.report.layers.length, 2);
 });
+
+test("INT8 for MatMul and Gemm is scaled after the product (the weight is a Cast alone, so it loads lean); other readers keep the scales in the weight; both read back and run as the dense variant", async () => {
+  const { compressModel } = await import("../src/core/compress.js");
+  const { readBackCompression } = await import("../src/core/onnx/readback.js");
+  const m = model(
+    graph({
+      nodes: [
+        node("MatMul", ["x", "w1"], ["h1"]), // N-D activation [2, 3, 32]
+        node("Reshape", ["h1", "flat"], ["h1f"]),
+        node("Gemm", ["h1f", "w2", "b2"], ["h2"], { transB: 1 }), // C moves after the Mul
+        node("Gemm", ["h2", "w3", "b3"], ["h3"], { beta: { float: 0.5 } }), // beta != 1: scales stay in the weight
+        node("MatMul", ["h3", "w4"], ["y"]),
+        node("Relu", ["h3"], ["h3r"]),
+        node("MatMul", ["h3r", "w4"], ["z"]), // w4 read by two MatMuls: both scaled
+        node("MatMul", ["h3", "w6"], ["v"]), // w6 is also a graph output: scales stay in the weight
+      ],
+      inputs: [valueInfo("x", [2, 3, 32])],
+      outputs: [valueInfo("y", [6, 16]), valueInfo("z", [6, 16]), valueInfo("v", [6, 16]), valueInfo("w6", [24, 16])],
+      initializers: [
+        randomTensor("w1", [32, 48], 21),
+        { ...randomTensor("flat", [2], 0), dataType: DT.INT64, rawData: new Uint8Array(BigInt64Array.of(6n, 48n).buffer) },
+        randomTensor("w2", [40, 48], 22),
+        randomTensor("b2", [40], 23),
+        randomTensor("w3", [40, 24], 24),
+        randomTensor("b3", [24], 25),
+        randomTensor("w4", [24, 16], 26),
+        randomTensor("w6", [24, 16], 27),
+      ],
+    }),
+  );
+  const bytes = encodeModel(m);
+  const config = { mode: "int8" as const, k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 16, format: "ssvq" as const, finetune: false };
+  const out = await compressModel({ bytes, path: "m" }, { config });
+  const dense = await compressModel({ bytes, path: "m" }, { config: { ...config, format: "dense" } });
+  const g = out.proto.graph!;
+  const writer = (name: string) => g.node.find((n) => n.output.includes(name))!;
+  const readers = (name: string) => g.node.filter((n) => n.input.includes(name));
+  for (const w of ["w1", "w2", "w4"]) {
+    assert.equal(writer(w).opType, "Cast", `${w}: Cast alone`);
+    assert.ok(g.initializer.some((t) => t.name === writer(w).input[0] && t.dataType === DT.INT8), `${w}: from stored int8`);
+    for (const consumer of readers(w)) {
+      const [after] = readers(consumer.output[0]!);
+      assert.equal(after?.opType, "Mul", `${w}: ${consumer.opType}'s output is scaled`);
+    }
+  }
+  const gemm2 = readers("w2")[0]!;
+  assert.equal(gemm2.input.length, 2, "the Gemm's C has moved out");
+  assert.equal(readers(readers(gemm2.output[0]!)[0]!.output[0]!)[0]!.opType, "Add", "C is added after the scaling");
+  for (const w of ["w3", "w6"]) assert.equal(writer(w).opType, "Mul", `${w}: scales stay in the weight (Cast then Mul)`);
+  // The same outputs as the dense reconstruction, up to float rounding.
+  const x = { data: randomValues(2 * 3 * 32, 9), dims: [2, 3, 32] };
+  const a = await runModel(out.model, { x });
+  const b = await runModel(dense.model, { x });
+  for (const name of ["y", "z", "v", "w6"]) assert.ok(maxAbsDiff(a[name]!, b[name]!) < 1e-5, `${name}: ${maxAbsDiff(a[name]!, b[name]!)}`);
+  // Read back from the file alone: every layer INT8, no problem, the stored bytes counted.
+  const rb = readBackCompression(decodeModel(out.model))!;
+  assert.deepEqual(rb.problems, []);
+  assert.deepEqual(rb.layers.map((l) => [l.name, l.mode, l.problem, l.rows, l.cols]), [
+    ["w1", "int8", undefined, 48, 32],
+    ["w2", "int8", undefined, 40, 48],
+    ["w3", "int8", undefined, 24, 40],
+    ["w4", "int8", undefined, 16, 24],
+    ["w6", "int8", undefined, 16, 24],
+  ]);
+  for (const l of rb.layers) assert.equal(l.bytes!.values, l.rows! * l.cols!, `${l.name}: one byte per weight`);
+});

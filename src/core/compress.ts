@@ -4,7 +4,8 @@
  */
 import { CancelledError, InputError } from "./errors.js";
 import { dtypeBits, dtypeName } from "./onnx/dtype.js";
-import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, transposeRows, writeDecode, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, transposeRows, writeDecode, writeDecodeInt8Unscaled, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import { isDefaultDomain } from "./onnx/scopes.js";
 import { clearField } from "@bufbuild/protobuf";
 import type { ExternalDataReader } from "./onnx/external.js";
 import {
@@ -16,6 +17,7 @@ import {
   AttributeProto_AttributeType,
   StringStringEntryProtoSchema,
   TensorProto_DataLocation,
+  TensorProto_DataType,
   TensorProtoSchema,
   type GraphProto,
   type ModelProto,
@@ -740,13 +742,26 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     if (Array.isArray(c)) c.push(value);
     else c.add(value);
   };
+  const users = valueReaders(model);
+  // Nodes that go right after a consumer whose output is scaled (INT8 scaled after the product).
+  const after = new Map<NodeProto, NodeProto[]>();
   for (const [i, { weight: w, packed }] of sel.entries()) {
     const g = graphOf.get(w.graphPath)!;
     const b = builder(g);
     const before = b.nodes.length;
     const stored = `${w.name || "weight"}.ssvq`;
     const target = { output: w.name, dims: w.dims, dtype: w.dtype, layout: w.layout };
-    writeDecode(b, target, decodeSource(b, w, packed!, stored), `ssvq${i}`, stored);
+    const products = packed!.kind === "int8" ? productConsumers(w, g, users, opset) : undefined;
+    if (packed!.kind === "int8" && products) {
+      const scales = writeDecodeInt8Unscaled(b, target, packed!, stored);
+      const nodes = b.nodes.splice(before);
+      for (const n of products) {
+        const start = b.nodes.length;
+        scaleOutput(b, n, scales, `ssvq${i}`);
+        after.set(n, b.nodes.splice(start));
+      }
+      b.nodes.push(...nodes);
+    } else writeDecode(b, target, decodeSource(b, w, packed!, stored), `ssvq${i}`, stored);
     const nodes = b.nodes.slice(before);
     if (w.storage === "constant") replacements.set(w.constantNode!, nodes);
     else {
@@ -771,9 +786,65 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
       const r = replacements.get(n);
       if (r) for (const x of r) nodes.push(x);
       else nodes.push(n);
+      for (const x of after.get(n) ?? []) nodes.push(x);
     }
     g.node = nodes;
   }
+}
+
+/** The nodes that read each value name, in every graph, and the names that are graph outputs. */
+interface ValueReaders {
+  readers: Map<string, NodeProto[]>;
+  graphOf: Map<NodeProto, GraphProto>;
+  outputs: Set<string>;
+}
+
+function valueReaders(model: ModelProto): ValueReaders {
+  const readers = new Map<string, NodeProto[]>();
+  const graphOf = new Map<NodeProto, GraphProto>();
+  const outputs = new Set<string>();
+  walkGraphs(model, ({ graph }) => {
+    for (const o of graph.output) outputs.add(o.name);
+    for (const n of graph.node) {
+      graphOf.set(n, graph);
+      for (const x of n.input) {
+        if (!x) continue;
+        let list = readers.get(x);
+        if (!list) readers.set(x, (list = []));
+        if (list[list.length - 1] !== n) list.push(n);
+      }
+    }
+  });
+  return { readers, graphOf, outputs };
+}
+
+/**
+ * The MatMul and Gemm nodes that read an INT8 weight as their B, when they are all its readers (in this
+ * graph, no other input, no graph output) and each output can simply be multiplied by the scales: a
+ * Gemm's C moves after the Mul, so it needs beta 1 and, below opset 11 where C is required, no C.
+ */
+function productConsumers(w: WeightInfo, g: GraphProto, users: ValueReaders, opset: number): NodeProto[] | undefined {
+  if (w.dtype !== TensorProto_DataType.FLOAT || w.dims.length !== 2 || w.layout.kind === "convtranspose" || users.outputs.has(w.name)) return undefined;
+  const nodes = users.readers.get(w.name) ?? [];
+  if (nodes.length === 0) return undefined;
+  for (const n of nodes) {
+    if (users.graphOf.get(n) !== g || !isDefaultDomain(n) || n.input.indexOf(w.name) !== 1 || n.input.lastIndexOf(w.name) !== 1 || n.output.length !== 1) return undefined;
+    if (n.opType === "MatMul") continue;
+    if (n.opType !== "Gemm") return undefined;
+    const beta = n.attribute.find((a) => a.name === "beta")?.f ?? 1;
+    if (n.input[2] && (beta !== 1 || opset < 11)) return undefined;
+  }
+  return nodes;
+}
+
+/** `n`'s output becomes Mul(n's product, scales) (+ C for a Gemm, taken out of it), under the same name. */
+function scaleOutput(b: GraphBuilder, n: NodeProto, scales: string, base: string): void {
+  const out = n.output[0]!;
+  const c = n.opType === "Gemm" ? n.input[2] : undefined;
+  n.output[0] = b.fresh(`${base}/unscaled`);
+  if (c) n.input = n.input.slice(0, 2);
+  const scaled = b.op("Mul", [n.output[0], scales], `${base}/scaled`, {}, c ? undefined : out);
+  if (c) b.op("Add", [scaled, c], `${base}/bias`, {}, out);
 }
 
 function constantNode(t: TensorProto): NodeProto {

@@ -227,7 +227,9 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     calibration = { data: data.info, samples: 0, uncalibrated };
     calibrationSamples = () => samples;
   } else if (calibSpec && !o.dryRun) {
-    // Preparing capture (the passes, the estimates) counts as capture; its stage comes with the waves.
+    // Preparing capture (the passes, the estimates) counts as capture in the timings; its stage comes with
+    // the waves, so meanwhile the status says what comes next in the stage order (not "check", done).
+    o.onProgress?.({ kind: "stage", stage: target ? "search" : "read" });
     const t0 = performance.now();
     const data = await open(calibSpec, "calib");
     const { selected } = selectWeights(loaded.model, o.config);
@@ -382,6 +384,24 @@ async function finishCompress(
     result.report.warnings.push(...ev.warnings.map((w) => `evaluation: ${w}`));
     result.report.timings["evaluate"] = (performance.now() - t0) / 1000;
   }
+  /** Compresses the model once more as conventional VQ (not written), evaluated as the output is. */
+  const compareWith = async (config: CompressConfig, name: string, plan?: CompressRun["plan"]) => {
+    const vq = await compressModel(
+      { bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal },
+      { ...quiet, config, ...(plan ? { plan } : {}), dryRun: false },
+    );
+    checkCancel();
+    let evaluation: Report["evaluation"];
+    if (o.data?.eval)
+      evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
+        evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
+          names: { original: basename(loaded.path), compressed: name },
+          signal: o.signal,
+          onProgress: fraction("compare"),
+        }),
+      );
+    return { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings };
+  };
   if (o.compare === "vq" && !o.dryRun) {
     o.onProgress?.({ kind: "stage", stage: "compare" });
     c.muteCapture();
@@ -412,20 +432,7 @@ async function finishCompress(
         if (!(e instanceof InputError)) throw e;
         result.report.warnings.push(`--compare vq: ${e.message}`);
       }
-      if (vqPlan) {
-        const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...quiet, config, plan: vqPlan.plan, dryRun: false });
-        checkCancel();
-        let evaluation: Report["evaluation"];
-        if (o.data?.eval)
-          evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
-            evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
-              names: { original: basename(loaded.path), compressed: "VQ (searched)" },
-              signal: o.signal,
-              onProgress: fraction("compare"),
-            }),
-          );
-        result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings, search: vqPlan.search } };
-      }
+      if (vqPlan) result.report.comparison = { vq: { ...(await compareWith(config, "VQ (searched)", vqPlan.plan)), search: vqPlan.search } };
     } else if (!pick) result.report.warnings.push("--compare vq: no VQ operating point is as small as this SSVQ compression");
     else {
       const { bits: _bits, ...rest } = o.config;
@@ -436,18 +443,7 @@ async function finishCompress(
         d: pick.d,
         ...(o.config.finetuning ? { finetuning: { ...o.config.finetuning, fixedSigns: false } } : {}),
       };
-      const vq = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...quiet, config, dryRun: false });
-      checkCancel();
-      let evaluation: Report["evaluation"];
-      if (o.data?.eval)
-        evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
-          evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
-            names: { original: basename(loaded.path), compressed: `VQ k=${pick.k} d=${pick.d}` },
-            signal: o.signal,
-            onProgress: fraction("compare"),
-          }),
-        );
-      result.report.comparison = { vq: { config, layers: vq.report.layers, sizes: vq.report.sizes, evaluation, timings: vq.report.timings } };
+      result.report.comparison = { vq: await compareWith(config, `VQ k=${pick.k} d=${pick.d}`) };
     }
     run.waves?.release?.();
     result.report.timings["compare"] = (performance.now() - t0) / 1000;

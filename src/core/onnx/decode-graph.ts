@@ -56,7 +56,7 @@ export class GraphBuilder {
   readonly tensors: TensorProto[] = [];
   constructor(
     readonly opset: number,
-    private readonly fresh: (base: string) => string,
+    readonly fresh: (base: string) => string,
     /** The shared lookup table for a plane width, or "sign" for the +1/-1 table. */
     private readonly lut: (table: LookupTable) => string,
   ) {
@@ -291,6 +291,21 @@ function writeDecodeInt(b: GraphBuilder, target: DecodeTarget, src: Exclude<Deco
   const shape = dims.map((_, i) => (i === axis ? rows : 1));
   const scales = b.tensor(`${stored}.scales`, { dims: shape.map(BigInt), dataType: DT.FLOAT, rawData: raw });
   finish(b, target, base, (output) => b.op("Mul", [b.cast(q, DT.FLOAT, `${base}/q`), scales], `${base}/dequant`, {}, output));
+}
+
+/**
+ * INT8 for MatMul and Gemm, scaled after the product (`scalesAfterProduct`): the weight is Cast(q) alone,
+ * q in the weight's own layout, and each consumer's output is multiplied by the scales [rows] (they
+ * broadcast along its last axis, the output channels). onnxruntime then folds one Cast per layer: the
+ * load holds q and the float weight, not also the Cast's output beside the Mul's (about 5 bytes per
+ * weight instead of 9). Returns the scales tensor's name for the consumers' Mul.
+ */
+export function writeDecodeInt8Unscaled(b: GraphBuilder, target: DecodeTarget, src: Extract<DecodeSource, { kind: "int8" }>, stored: string): string {
+  const { layout, dims } = target;
+  const v = layout.transposed && !src.weightLayout ? transposeRows(src.q, src.rows, src.cols) : src.q;
+  const q = b.tensor(`${stored}.int8`, { dims: dims.map(BigInt), dataType: DT.INT8, rawData: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) as Uint8Array<ArrayBuffer> });
+  b.op("Cast", [q], `${stored}/q`, { to: DT.FLOAT }, target.output);
+  return b.tensor(`${stored}.scales`, { dims: [BigInt(src.rows)], dataType: DT.FLOAT, rawData: new Uint8Array(src.scales.slice().buffer) });
 }
 
 /** Row matrix [rows, cols] (row-major) -> [cols, rows]. */

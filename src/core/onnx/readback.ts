@@ -194,6 +194,8 @@ interface Candidate {
   producer: Producer;
   consumers: LayerConsumer[];
   consumerNodes: NodeProto[];
+  /** For each consumer, the one node that reads its output when that is a Mul (INT8 scaled after the product). */
+  scaledBy: ({ node: NodeProto; scope: Scope } | undefined)[];
   used: boolean;
 }
 
@@ -203,6 +205,17 @@ function findCandidates(model: ModelProto): Candidate[] {
   walkGraphs(model, (visit) => {
     const scope = buildScope(visit, visit.parent ? scopes.get(visit.parent.graph) : undefined);
     scopes.set(visit.graph, scope);
+    const readers = new Map<string, NodeProto[]>();
+    for (const n of visit.graph.node)
+      for (const x of n.input) {
+        let list = readers.get(x);
+        if (!list) readers.set(x, (list = []));
+        list.push(n);
+      }
+    const soleMul = (n: NodeProto) => {
+      const r = n.output.length === 1 ? readers.get(n.output[0]!) : undefined;
+      return r?.length === 1 && isOp(r[0]!, "Mul") ? { node: r[0]!, scope } : undefined;
+    };
     visit.graph.node.forEach((n, index) => {
       if (!isDefaultDomain(n) || !TARGETS.has(n.opType) || !n.input[1]) return;
       const r = resolveNamed(scope, n.input[1]);
@@ -212,11 +225,12 @@ function findCandidates(model: ModelProto): Candidate[] {
       const key = `${p.scope.visit.path}\u0000${r.name}`;
       let c = byProducer.get(key);
       if (!c) {
-        c = { name: r.name, graphPath: p.scope.visit.path, producer: p, consumers: [], consumerNodes: [], used: false };
+        c = { name: r.name, graphPath: p.scope.visit.path, producer: p, consumers: [], consumerNodes: [], scaledBy: [], used: false };
         byProducer.set(key, c);
       }
       c.consumers.push({ node: nodeLabel(n, index), opType: n.opType, graphPath: visit.path, inputIndex: 1 });
       c.consumerNodes.push(n);
+      c.scaledBy.push(soleMul(n));
     });
   });
   return [...byProducer.values()];
@@ -521,13 +535,15 @@ const sameInts = (a: readonly number[], b: readonly number[]) => a.length === b.
  * to the weight's dims, signs joined to the index, INT values in the weight's own layout, their scales
  * shaped to broadcast along the output channels).
  */
-function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataReader | undefined): Traced {
+function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataReader | undefined, c?: Candidate): Traced {
   const tr = new Tracer(readExternal);
   let n = out;
   let s = scope;
   const next = (what: string) => ({ node: n, scope: s } = tr.node(s, n.input[0] ?? "", what));
   let dtype: number = DT.FLOAT;
-  if (isOp(n, "Cast")) {
+  // INT8 scaled after the product: the weight is Cast(stored q), each consumer's output goes through a Mul.
+  const unscaled = isOp(n, "Cast") && c && c.scaledBy.length > 0 && c.scaledBy.every((m) => m) ? tr.maybeConst(s, n.input[0] ?? "") : undefined;
+  if (isOp(n, "Cast") && !unscaled) {
     dtype = Number(n.attribute.find((a) => a.name === "to")?.i ?? 0);
     next("weight");
   }
@@ -579,7 +595,56 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
     return p?.kind === "node" && isOp(p.node, "Gather") ? { node: p.node, scope: p.scope } : undefined;
   };
   const isVqValues = isOp(n, "Gather") || (isOp(n, "Mul") && (isGather(n.input[0] ?? "") || isGather(n.input[1] ?? "")) !== undefined);
-  if (isOp(n, "Reshape") || isVqValues) {
+  // INT values and their scales: the stored tensors read, and what the report counts.
+  const intValues = (scalesRef: ConstRef, rows: number, cols: number, qName: string, qScope: Scope): typeof result => {
+    checkCarries(scalesRef.tensor, readExternal);
+    const scales = tensorToFloat32(scalesRef.tensor, readExternal);
+    if (scales.length !== rows) fail(`${scales.length} scales for ${rows} rows`);
+    let offset = 0;
+    const sub = resolve(qScope, qName);
+    if (sub?.kind === "node" && isOp(sub.node, "Sub")) {
+      offset = tr.scalar(tr.const(sub.scope, sub.node.input[1] ?? "", "INT4 offset"), "INT4 offset");
+      qName = sub.node.input[0] ?? "";
+      qScope = sub.scope;
+    }
+    const plane = tr.plane(qScope, qName, "the quantized values");
+    const elements = rows * cols;
+    usePlane(plane, elements, "the quantized values");
+    let mode: Mode;
+    const signedNibbles = plane.ref.lut?.tensor.dataType === DT.INT8;
+    if (plane.width === 8 && offset === 0 && plane.ref.packed.tensor.dataType === DT.INT8) mode = "int8";
+    else if (plane.width === 4 && (offset === 8 || (offset === 0 && signedNibbles))) mode = "int4";
+    else return fail(`quantized values of ${plane.width} bits with offset ${offset}: neither INT8 nor INT4`);
+    add(part(mode, plane.ref.packed, { width: plane.width, fields: elements }), plane.ref.packed, "values");
+    add(part("scales", scalesRef), scalesRef, "scales");
+    const fieldBits = plane.width * elements + scales.length * (dtypeBits(scalesRef.tensor.dataType) ?? 32);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of scales) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    return { mode, rows, cols, fieldBits, scaleRange: [lo, hi] };
+  };
+  if (unscaled && c) {
+    // Scaled after the product (MatMul, Gemm): q in the weight's layout, scales [rows] on each consumer's output.
+    dims = tensorDims(unscaled.tensor);
+    if (dims.length !== 2) fail(`INT8 values scaled after the product of shape [${dims.join(", ")}], not 2-D`);
+    let scalesRef: ConstRef | undefined;
+    for (const [i, m] of c.scaledBy.entries()) {
+      const product = c.consumerNodes[i]!.output[0];
+      const other = m!.node.input[0] === product ? m!.node.input[1] : m!.node.input[1] === product ? m!.node.input[0] : undefined;
+      const ref = other === undefined ? undefined : tr.maybeConst(m!.scope, other);
+      if (!ref) fail(`the Mul after ${c.consumers[i]!.node} does not multiply its output by stored scales`);
+      if (scalesRef && ref!.tensor !== scalesRef.tensor) fail("the consumers' outputs are multiplied by different scales");
+      scalesRef = ref;
+    }
+    const first = c.consumerNodes[0]!;
+    transposed = !(first.opType === "Gemm" && Number(first.attribute.find((a) => a.name === "transB")?.i ?? 0) === 1);
+    const rows = transposed ? dims[1]! : dims[0]!;
+    if (!sameInts(tensorDims(scalesRef!.tensor), [rows])) fail(`scales [${tensorDims(scalesRef!.tensor).join(", ")}] for an output of ${rows} channels`);
+    result = intValues(scalesRef!, rows, elementCount(dims) / rows, n.input[0] ?? "", s);
+  } else if (isOp(n, "Reshape") || isVqValues) {
     // SSVQ / VQ: values [count, d] (or [..., d]), reshaped to the row matrix [rows, paddedCols] or, in the
     // lean format when nothing is transposed or cut, straight to the weight's dims.
     let rowShape: [number, number] | undefined;
@@ -732,34 +797,7 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
       rows = transposed ? dims[1]! : dims[0]!;
       cols = elementCount(dims) / rows;
     } else return fail(`the quantized values come from a ${r.node.opType} node, not a Reshape or Cast`);
-    checkCarries(scalesRef.tensor, readExternal);
-    const scales = tensorToFloat32(scalesRef.tensor, readExternal);
-    if (scales.length !== rows) fail(`${scales.length} scales for ${rows} rows`);
-    let offset = 0;
-    const sub = resolve(qScope, qName);
-    if (sub?.kind === "node" && isOp(sub.node, "Sub")) {
-      offset = tr.scalar(tr.const(sub.scope, sub.node.input[1] ?? "", "INT4 offset"), "INT4 offset");
-      qName = sub.node.input[0] ?? "";
-      qScope = sub.scope;
-    }
-    const plane = tr.plane(qScope, qName, "the quantized values");
-    const elements = rows * cols;
-    usePlane(plane, elements, "the quantized values");
-    let mode: Mode;
-    const signedNibbles = plane.ref.lut?.tensor.dataType === DT.INT8;
-    if (plane.width === 8 && offset === 0 && plane.ref.packed.tensor.dataType === DT.INT8) mode = "int8";
-    else if (plane.width === 4 && (offset === 8 || (offset === 0 && signedNibbles))) mode = "int4";
-    else return fail(`quantized values of ${plane.width} bits with offset ${offset}: neither INT8 nor INT4`);
-    add(part(mode, plane.ref.packed, { width: plane.width, fields: elements }), plane.ref.packed, "values");
-    add(part("scales", scalesRef), scalesRef, "scales");
-    const fieldBits = plane.width * elements + scales.length * (dtypeBits(scalesRef.tensor.dataType) ?? 32);
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const v of scales) {
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-    result = { mode, rows, cols, fieldBits, scaleRange: [lo, hi] };
+    result = intValues(scalesRef, rows, cols, qName, qScope);
   } else return fail(`the row matrix comes from a ${n.opType} node: not a decode subgraph`);
 
   if (!dims) return fail("the decode subgraph gives the weight no shape");
@@ -913,7 +951,7 @@ export function readBackCompression(model: ModelProto, readExternal?: ExternalDa
     if (c.used || c.producer.kind !== "node") continue;
     let traced: Traced;
     try {
-      traced = traceDecode(c.producer.node, c.producer.scope, readExternal);
+      traced = traceDecode(c.producer.node, c.producer.scope, readExternal, c);
     } catch {
       continue; // a weight computed by other nodes, not a decode subgraph
     }
@@ -1008,7 +1046,7 @@ function readLayer(
   }
   if (p.kind !== "node") return { ...base, stored: "missing", problem: "the weight is a graph input" };
   try {
-    return fromTraced(c, traceDecode(p.node, p.scope, readExternal), entry, config, layerLuts);
+    return fromTraced(c, traceDecode(p.node, p.scope, readExternal, c), entry, config, layerLuts);
   } catch (e) {
     return { ...base, stored: "subgraph", problem: `the decode subgraph cannot be read: ${message(e)}` };
   }
