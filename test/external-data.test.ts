@@ -318,3 +318,44 @@ test("an output too large for one buffer is evaluated from a temporary copy with
   // Bytes that fit are used as they are.
   assert.equal(await withModelRef(out, new Uint8Array([1, 2]), m, async (ref) => (ref as Uint8Array).length), 2);
 });
+
+test("capture, the search's sensitivities and simulate's shapes let onnxruntime read external data from the files: nothing is read inline (no 2 GiB limit), from any working directory", async () => {
+  const { captureActivations } = await import("../src/io/capture.js");
+  const { measureModelChanges } = await import("../src/io/sensitivity.js");
+  const { measureShapes } = await import("../src/io/shapes.js");
+  const { openData } = await import("../src/io/calib-files.js");
+  const { modelInputs } = await import("../src/io/ort.js");
+  const { selectWeights } = await import("../src/core/compress.js");
+  const { weightKey } = await import("../src/core/onnx/weights.js");
+  const dir = freshDir("ortreads");
+  const ext = writeExternalModel(dir, "ext.onnx");
+  const loaded = loadModel(ext);
+  const calib = calibNpy(dir);
+  // Any read of external data here fails: only onnxruntime, from the files, may read them.
+  const refuse = () => {
+    throw new Error("external data was read inline");
+  };
+  const config = { mode: "ssvq" as const, k: 16, d: 4, seed: 0, kmeansIters: 5, minWeights: 16, format: "ssvq" as const, finetune: true };
+  const { selected } = selectWeights(loaded.model, config);
+  const cwd = process.cwd();
+  process.chdir(work); // not the model's folder
+  try {
+    const data = await openData(modelInputs(loaded.model), { path: calib, role: "calib" });
+    const withFiles = await captureActivations(loaded.model, selected, data, { readExternal: refuse, modelDir: loaded.dir });
+    const inline = await captureActivations(loaded.model, selected, await openData(modelInputs(loaded.model), { path: calib, role: "calib" }), { readExternal: loaded.readExternal });
+    assert.equal(withFiles.layers.size, selected.length);
+    const facts = (l: unknown) => {
+      const x = l as { samples: number; trace: number };
+      return [x.samples, x.trace];
+    };
+    for (const [name, l] of inline.layers) assert.deepEqual(facts(withFiles.layers.get(name)), facts(l), `${name}: the same statistic`);
+    assert.equal(process.cwd(), work, "the working directory is restored");
+    const w = selected[0]!;
+    const changed = await measureModelChanges(loaded.bytes, loaded.path, [{ key: weightKey(w), stored: new Float32Array(w.dims.reduce((a, b) => a * b, 1)) }], await openData(modelInputs(loaded.model), { path: calib, role: "calib" }), { readExternal: refuse });
+    assert.ok(changed.changes[0]! > 0, "zeroing a layer changes the outputs");
+    const shapes = await measureShapes(loaded.model, { x: [1, 3, 8, 8] }, { readExternal: refuse, modelDir: loaded.dir });
+    assert.ok(shapes.dims.size > 0);
+  } finally {
+    process.chdir(cwd);
+  }
+});

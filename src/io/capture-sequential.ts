@@ -48,7 +48,7 @@ import {
   accumulatorFor,
   checkAbort,
   DEFAULT_MAX_ACTIVATION_BYTES,
-  inlineExternal,
+  sessionModel,
   OrtGram,
   resolveEngine,
   sessionOutputBytes,
@@ -201,8 +201,9 @@ export async function captureSequential(
     // in whichever model computes them.
     const fedBoth = activations.filter((a) => vFp.fed.has(a) && vQ.fed.has(a));
     const exposed = activations.filter((a) => !fedBoth.includes(a));
-    const baseFp = inlineExternal(original, opts.readExternal);
-    const baseQ = inlineExternal(prefix, opts.readExternalPrefix);
+    const baseFp = sessionModel(original, { readExternal: opts.readExternal, dir: opts.modelDir });
+    const baseQ = sessionModel(prefix, { readExternal: opts.readExternalPrefix, dir: opts.modelDir });
+    const external = (b: typeof baseFp) => (b.externalDataDir !== undefined ? { externalDataDir: b.externalDataDir } : {});
 
     const readers = new Map<string, { target: CaptureTarget; consumer: CaptureConsumer }[]>();
     for (const target of targets)
@@ -271,9 +272,9 @@ export async function captureSequential(
     const open = async (names: readonly string[]) => {
       const fp = fetchFp(names);
       const q = fetchQ(names);
-      const sFp = fp.length ? await createSession(encodeModel(withOutputs(baseFp, fp)), { label: `${labelFp} (with exposed activations)` }) : undefined;
+      const sFp = fp.length ? await createSession(encodeModel(withOutputs(baseFp.model, fp)), { label: `${labelFp} (with exposed activations)`, ...external(baseFp) }) : undefined;
       try {
-        const sQ = q.length ? await createSession(encodeModel(withOutputs(baseQ, q)), { label: `${labelQ} (with exposed activations)` }) : undefined;
+        const sQ = q.length ? await createSession(encodeModel(withOutputs(baseQ.model, q)), { label: `${labelQ} (with exposed activations)`, ...external(baseQ) }) : undefined;
         return { fp, q, sFp, sQ };
       } catch (e) {
         await sFp?.release().catch(() => undefined);

@@ -102,8 +102,10 @@ export interface CaptureOptions {
   gram?: "ort" | "js" | GramEngine;
   /** Bound on one batch's exposed activations per pass (default 256 MiB). */
   maxActivationBytes?: number;
-  /** Reads external tensor data (from `loadModel`); external tensors are inlined in the capture copy. */
+  /** Reads external tensor data (from `loadModel`); without `modelDir`, external tensors are inlined in the capture copy. */
   readExternal?: ExternalDataReader;
+  /** The model's folder: its external tensors are then read by onnxruntime from the files (`sessionModel`). */
+  modelDir?: string;
   /** Names the model in messages. */
   label?: string;
   /**
@@ -249,9 +251,14 @@ export async function openCapture(model: ModelProto, weights: readonly WeightInf
     const graphInputs = new Set(graph.input.map((i) => i.name).filter((n) => !inits.has(n)));
     const exposed = plan.activations.filter((a) => !graphInputs.has(a));
     const fromFeeds = plan.activations.filter((a) => graphInputs.has(a));
-    const base = plan.targets.length > 0 ? inlineExternal(model, opts.readExternal) : model;
+    const base = plan.targets.length > 0 ? sessionModel(model, { readExternal: opts.readExternal, dir: opts.modelDir }) : { model };
     const sessionFor = (fetches: readonly string[]) =>
-      fetches.length > 0 ? createSession(encodeModel(withOutputs(base, fetches)), { label: `${label} (with exposed activations)` }) : undefined;
+      fetches.length > 0
+        ? createSession(encodeModel(withOutputs(base.model, fetches)), {
+            label: `${label} (with exposed activations)`,
+            ...(base.externalDataDir !== undefined ? { externalDataDir: base.externalDataDir } : {}),
+          })
+        : undefined;
 
     // The passes and the estimates, from the first batch and a session exposing everything.
     let passes: string[][] = [exposed];
@@ -474,6 +481,29 @@ export function withOutputs(model: ModelProto, names: readonly string[]): ModelP
   const extra = names.filter((n) => !have.has(n)).map((name) => create(ValueInfoProtoSchema, { name }));
   const graph: GraphProto = { ...g, output: [...g.output, ...extra] };
   return { ...model, graph };
+}
+
+/** Where a model for a session finds its external tensors: read here (`readExternal`), or by onnxruntime from the files in `dir`. */
+export interface ExternalSource {
+  readExternal?: ExternalDataReader | undefined;
+  /** The source model's folder (external locations are relative to it). */
+  dir?: string | undefined;
+}
+
+/**
+ * The model as a session takes it: with `dir`, its external tensors stay references that onnxruntime
+ * reads from the files (createSession's `externalDataDir`: any size, nothing inlined here); without,
+ * they are read inline (`inlineExternal`, up to 2 GB).
+ */
+export function sessionModel(model: ModelProto, src: ExternalSource): { model: ModelProto; externalDataDir?: string } {
+  if (src.dir !== undefined) {
+    let any = false;
+    walkTensors(model, (t) => {
+      if (externalRef(t)) any = true;
+    });
+    if (any) return { model, externalDataDir: src.dir };
+  }
+  return { model: inlineExternal(model, src.readExternal) };
 }
 
 /**

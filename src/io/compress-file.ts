@@ -208,6 +208,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       const cap = await captureSequential(loaded.model, prefix, [w], data, {
         signal: o.signal,
         readExternal: loaded.readExternal,
+        modelDir: loaded.dir,
         readExternalPrefix: loaded.readExternal,
         label: loaded.path,
         choose,
@@ -236,6 +237,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
     runner = await openCapture(loaded.model, selected, data, {
       signal: o.signal,
       readExternal: loaded.readExternal,
+      modelDir: loaded.dir,
       label: loaded.path,
       choose: formChooser(selected, o.config),
       gramPrecision: gramPrecision(o.config),

@@ -33,7 +33,17 @@ export interface CreateSessionOptions {
   label?: string;
   /** Overrides of SESSION_OPTIONS. */
   options?: ort.InferenceSession.SessionOptions;
+  /**
+   * For a model given as bytes that keeps tensors in external files: the folder their locations are
+   * relative to (the source model's). onnxruntime resolves them against the working directory for a model
+   * loaded from bytes, and reads them from the files itself (nothing inlined in memory, no 2 GiB limit).
+   */
+  externalDataDir?: string;
 }
+
+/** Session creations that have changed the working directory and not yet restored it. */
+let chdirDepth = 0;
+let homeDir = "";
 
 /**
  * A session for a model given as bytes or as a file path (a path lets onnxruntime find external data
@@ -41,12 +51,21 @@ export interface CreateSessionOptions {
  */
 export async function createSession(model: Uint8Array | string, opts: CreateSessionOptions = {}): Promise<Session> {
   const options = { ...SESSION_OPTIONS, ...opts.options };
+  const dir = typeof model === "string" ? undefined : opts.externalDataDir;
+  if (dir !== undefined) {
+    // Process-wide: the worker does nothing else with relative paths while a session is created.
+    if (chdirDepth++ === 0) homeDir = process.cwd();
+    else if (process.cwd() !== dir) throw new Error("sessions over models of different folders were created at once");
+    process.chdir(dir);
+  }
   try {
     return await watchedOrtCall(() =>
       typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options),
     );
   } catch (e) {
     throw new InputError(`onnxruntime cannot load ${opts.label ?? "the model"}: ${firstLine(e)}`, { cause: e });
+  } finally {
+    if (dir !== undefined && --chdirDepth === 0) process.chdir(homeDir);
   }
 }
 

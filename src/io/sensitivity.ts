@@ -9,7 +9,8 @@ import { withDenseWeights } from "../core/compress.js";
 import type { ExternalDataReader } from "../core/onnx/external.js";
 import { encodeModel } from "../core/onnx/proto.js";
 import type { Batch } from "../core/calib/source.js";
-import { inlineExternal } from "./capture.js";
+import { sessionModel } from "./capture.js";
+import { dirname } from "node:path";
 import { createSession, runSession, tensorValues, toOrtFeeds } from "./ort.js";
 
 /** Calibration samples the sensitivities are measured on, at most. */
@@ -68,8 +69,12 @@ export async function measureModelChanges(
   for (const [i, p] of perturbations.entries()) {
     check();
     const values = typeof p.stored === "function" ? p.stored() : p.stored;
-    const model = inlineExternal(withDenseWeights(bytes, path, new Map([[p.key, values]])), o.readExternal);
-    const session = await createSession(encodeModel(model), { label: `${label} with ${p.key} perturbed` });
+    // The other weights stay where they are: onnxruntime reads external ones from the model's folder.
+    const model = sessionModel(withDenseWeights(bytes, path, new Map([[p.key, values]])), { readExternal: o.readExternal, dir: dirname(path) });
+    const session = await createSession(encodeModel(model.model), {
+      label: `${label} with ${p.key} perturbed`,
+      ...(model.externalDataDir !== undefined ? { externalDataDir: model.externalDataDir } : {}),
+    });
     let diff = 0;
     try {
       for (const b of batches) {

@@ -8,7 +8,7 @@
  * give.
  */
 import * as ort from "onnxruntime-node";
-import { ortMessage } from "./ort.js";
+import { createSession, ortMessage } from "./ort.js";
 import { watchedOrtCall } from "./ort-activity.js";
 import { create } from "@bufbuild/protobuf";
 import { InputError, quoted } from "../core/errors.js";
@@ -186,8 +186,10 @@ function inlineExternal(t: TensorProto, readExternal: ExternalDataReader | undef
 const INLINE_LIMIT = 2 ** 31 - 2 ** 24;
 
 export interface ShapeOptions {
-  /** For models with external data (src/io/model-file.ts loadModel's `readExternal`). */
+  /** For models with external data (src/io/model-file.ts loadModel's `readExternal`): read inline, up to 2 GB. */
   readExternal?: ExternalDataReader;
+  /** The model's folder: external tensors are then read by onnxruntime from the files instead (any size). */
+  modelDir?: string;
   /** Take dynamic dimensions not given as 1 (batch 1) instead of refusing; `ShapeRun.assumed` says which. */
   dynamicAsOne?: boolean;
 }
@@ -218,11 +220,15 @@ export async function measureShapes(
 
   if (wanted.length > 0) {
     let inlined = 0;
-    const initializer = g.initializer.map((t) => {
-      const r = inlineExternal(t, opts.readExternal);
-      if (r !== t) inlined += r.rawData.length;
-      return r;
-    });
+    // With the model's folder, onnxruntime reads external tensors from the files (any size).
+    const initializer =
+      opts.modelDir !== undefined
+        ? g.initializer
+        : g.initializer.map((t) => {
+            const r = inlineExternal(t, opts.readExternal);
+            if (r !== t) inlined += r.rawData.length;
+            return r;
+          });
     if (inlined > INLINE_LIMIT)
       throw new InputError(
         `the model's external data (${inlined} bytes) is too large to run from memory; simulating models over 2 GB is not supported yet`,
@@ -230,18 +236,11 @@ export async function measureShapes(
     // A shallow copy: the same nodes and tensors, more outputs.
     const graph: GraphProto = { ...g, initializer, output: [...g.output, ...extra] };
     const copy: ModelProto = { ...model, graph };
-    let session: ort.InferenceSession;
-    try {
-      const encoded = encodeModel(copy);
-      session = await watchedOrtCall(() =>
-        ort.InferenceSession.create(encoded, {
-          graphOptimizationLevel: "disabled",
-          logSeverityLevel: 4,
-        }),
-      );
-    } catch (e) {
-      throw new InputError(`onnxruntime cannot load the model to measure its shapes: ${firstLine(e)}`, { cause: e });
-    }
+    const session = await createSession(encodeModel(copy), {
+      label: "the model to measure its shapes",
+      options: { graphOptimizationLevel: "disabled" },
+      ...(opts.modelDir !== undefined ? { externalDataDir: opts.modelDir } : {}),
+    });
     try {
       const feedTensors: Record<string, ort.Tensor> = {};
       for (const [name, f] of Object.entries(feeds)) feedTensors[name] = zeroTensor(name, f.elemType, f.dims);

@@ -124,7 +124,7 @@ export async function runSimulate(values: SimulateValues, path: string, extras: 
   } else {
     const loaded = loadModel(path);
     perLayer ??= perLayerFromMetadata(loaded.model);
-    const measured = await measureShapes(loaded.model, parseShapeSpecs(shapes), { readExternal: loaded.readExternal, dynamicAsOne: extras.dynamicAsOne === true });
+    const measured = await measureShapes(loaded.model, parseShapeSpecs(shapes), { readExternal: loaded.readExternal, modelDir: loaded.dir, dynamicAsOne: extras.dynamicAsOne === true });
     warnings.push(...measured.assumed);
     const lowered = lowerModel(loaded.model, measured.dims);
     for (const s of lowered.skipped) warnings.push(`layer ${s.name} (${s.opType}) not simulated: ${s.reason}`);

@@ -130,6 +130,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
     captureActivations(loaded.model, selected, calib, {
       ...(o.signal ? { signal: o.signal } : {}),
       readExternal: loaded.readExternal,
+      modelDir: loaded.dir,
       label: loaded.path,
       choose: formChooser(selected, { ...config, mode: "ssvq" }),
     }),
