@@ -41,9 +41,10 @@ export interface CreateSessionOptions {
   externalDataDir?: string;
 }
 
-/** Session creations that have changed the working directory and not yet restored it. */
+/** Session creations that have changed the working directory and not yet restored it, and to where. */
 let chdirDepth = 0;
 let homeDir = "";
+let modelDir = "";
 
 /**
  * A session for a model given as bytes or as a file path (a path lets onnxruntime find external data
@@ -54,9 +55,13 @@ export async function createSession(model: Uint8Array | string, opts: CreateSess
   const dir = typeof model === "string" ? undefined : opts.externalDataDir;
   if (dir !== undefined) {
     // Process-wide: the worker does nothing else with relative paths while a session is created.
-    if (chdirDepth++ === 0) homeDir = process.cwd();
-    else if (process.cwd() !== dir) throw new Error("sessions over models of different folders were created at once");
-    process.chdir(dir);
+    if (chdirDepth > 0 && modelDir !== dir) throw new Error("sessions over models of different folders were created at once");
+    if (chdirDepth === 0) {
+      homeDir = process.cwd();
+      process.chdir(dir);
+      modelDir = dir;
+    }
+    chdirDepth++;
   }
   try {
     return await watchedOrtCall(() =>
