@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { layerWorkBytes, planWaves, waveBytes } from "../src/core/calib/waves.js";
-import type { Report } from "../src/core/report.js";
+import type { CompressConfig, Report } from "../src/core/report.js";
 import { resolveFinetuneOptions } from "../src/core/ssvq/finetune.js";
 import { compressFile } from "../src/io/compress-file.js";
 import { defaultMemoryBudget, MAX_DEFAULT_BUDGET, machineMemory } from "../src/io/memory.js";
@@ -83,6 +83,23 @@ function result(r: Report): unknown {
   };
 }
 
+/** SSVQ k16 d4, seed 0, 10 k-means iterations; fine-tuned for `iters` (0: not fine-tuned). */
+const ssvqConfig = (iters: number, extra: Partial<CompressConfig> = {}): CompressConfig => ({
+  mode: "ssvq",
+  k: 16,
+  d: 4,
+  seed: 0,
+  kmeansIters: 10,
+  minWeights: 1024,
+  format: "ssvq",
+  finetune: iters > 0,
+  ...(iters > 0 ? { finetuning: resolveFinetuneOptions({ iters }) } : {}),
+  ...extra,
+});
+
+/** Calibration on Fashion-MNIST test images `range`, scaled to [0, 1]. */
+const fashionCalib = (range: string) => ({ calib: { path: fixture("fashion_test2000_x_u8.npy"), range }, preprocess: { scale: "1/255" } });
+
 test("waves give the same bytes: a budget too small for any layer (one layer per wave, each captured on its own) against the default, on 2 threads", async () => {
   const input = join(work, "cnn1m.onnx");
   writeFileSync(input, generateFashionCnn(3));
@@ -94,9 +111,9 @@ test("waves give the same bytes: a budget too small for any layer (one layer per
         input,
         out,
         force: true,
-        config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 1024, format: "ssvq", finetune: true, finetuning: resolveFinetuneOptions({ iters: 30 }) },
+        config: ssvqConfig(30),
         map: pool,
-        data: { calib: { path: fixture("fashion_test2000_x_u8.npy"), range: "0:96" }, preprocess: { scale: "1/255" }, batchSize: 32 },
+        data: { ...fashionCalib("0:96"), batchSize: 32 },
         ...(memoryBudget !== undefined ? { memoryBudget } : {}),
       });
       return { report, bytes: readFileSync(out) };
@@ -132,10 +149,10 @@ test("--compare vq with a plan of several waves captures again for VQ and gives 
           dryRun: false,
           out: join(work, `cmp-${memoryBudget ?? "default"}.onnx`),
           force: true,
-          config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 1024, format: "ssvq", finetune: true, finetuning: resolveFinetuneOptions({ iters: 20 }) },
+          config: ssvqConfig(20),
           map: pool,
           compare: "vq",
-          data: { calib: { path: fixture("fashion_test2000_x_u8.npy"), range: "0:64" }, preprocess: { scale: "1/255" } },
+          data: fashionCalib("0:64"),
           ...(memoryBudget !== undefined ? { memoryBudget } : {}),
         })
       ).report;
@@ -161,10 +178,10 @@ test("--ratio under a budget of one layer per wave: the search captures wave by 
         input,
         out,
         force: true,
-        config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 1024, format: "ssvq", finetune: true, finetuning: resolveFinetuneOptions({ iters: 20 }), ratio: 10 },
+        config: ssvqConfig(20, { ratio: 10 }),
         map: pool,
         compare: "vq",
-        data: { calib: { path: fixture("fashion_test2000_x_u8.npy"), range: "0:64" }, preprocess: { scale: "1/255" } },
+        data: fashionCalib("0:64"),
         ...(memoryBudget !== undefined ? { memoryBudget } : {}),
       });
       return { report, bytes: readFileSync(out) };
@@ -208,8 +225,8 @@ test("without fine-tuning H is kept in float32 (half the memory): the same H as 
         input: path,
         out: join(work, `prec-${finetune}.onnx`),
         force: true,
-        config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 10, minWeights: 1024, format: "ssvq", finetune, ...(finetune ? { finetuning: resolveFinetuneOptions({ iters: 1 }) } : {}) },
-        data: { calib: { path: images, range: "0:64" }, preprocess: { scale: "1/255" } },
+        config: ssvqConfig(finetune ? 1 : 0),
+        data: fashionCalib("0:64"),
       })
     ).report;
   const plain = await run(false);
