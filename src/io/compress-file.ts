@@ -11,7 +11,10 @@ import { MIN_OPSET } from "../core/onnx/decode-graph.js";
 import { compressModel, nearestVqConfig, selectWeights, withDenseWeights, type CompressRun } from "../core/compress.js";
 import { qqStatistic, sequentialLossOn, sequentialTargetOn } from "../core/calib/sequential.js";
 import { serialMap } from "../core/tasks.js";
-import { tensorToFloat32 } from "../core/onnx/tensor-data.js";
+import { declaredBytes, tensorToFloat32 } from "../core/onnx/tensor-data.js";
+import { walkTensors } from "../core/onnx/walk.js";
+import { externalRef } from "../core/onnx/external.js";
+import type { ModelProto } from "../core/onnx/proto.js";
 import { toRows } from "../core/ssvq/layout.js";
 import { chooseStatisticForm, shareStatistic } from "../core/ssvq/stat-product.js";
 import { captureSequential } from "./capture-sequential.js";
@@ -247,7 +250,7 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       const setup = statisticWaves(runner, selected, {
         budgetBytes: o.memoryBudget ?? defaultMemoryBudget(),
         threads: map.threads,
-        modelBytes: loaded.bytes.length,
+        modelBytes: 2 * loaded.bytes.length + externalDataBytes(loaded.model),
         // The search and the compression (and --compare vq's) use the same statistics: kept when one wave holds them.
         reuse: o.compare === "vq" || target !== undefined,
         // The search's own captures are part of its stage, which reports its own fractions.
@@ -483,4 +486,13 @@ async function finishCompress(
     throw asUnwritable(e, outPath);
   }
   return { report: result.report, outPath, reportPath };
+}
+
+/** The bytes a model keeps in external data files (what onnxruntime reads into a session). */
+function externalDataBytes(model: ModelProto): number {
+  let bytes = 0;
+  walkTensors(model, (t) => {
+    if (externalRef(t)) bytes += declaredBytes(t) ?? 0;
+  });
+  return bytes;
 }

@@ -40,7 +40,10 @@ export interface WaveSetup {
 export interface WaveOptions {
   budgetBytes: number;
   threads: number;
-  /** Bytes of the source model (the capture session holds a copy). */
+  /**
+   * Bytes a capture session holds for the model: its encoding (twice: ours and onnxruntime's) and its
+   * external data (once: onnxruntime reads it from the files).
+   */
   modelBytes: number;
   /** Keep the statistics of a plan of one wave for a second run (--compare vq). */
   reuse?: boolean;
@@ -59,7 +62,7 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
       return { name: w.name, statBytes: e.bytes + held, workBytes: layerWorkBytes(w.layout.rows, w.layout.cols, values), captured: e.bytes };
     });
   const weights = selected.reduce((a, w) => a + w.layout.rows * w.layout.cols, 0);
-  const fixed = residentBytes() + PACKED_BYTES_PER_WEIGHT * weights + 2 * o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES;
+  const fixed = residentBytes() + PACKED_BYTES_PER_WEIGHT * weights + o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES;
   const availableBytes = o.budgetBytes - fixed;
   const plan = planWaves(layers, availableBytes, o.threads);
   let samples = 0;
