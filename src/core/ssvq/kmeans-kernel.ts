@@ -10,14 +10,14 @@
  *    chunk's float64 sums in point order. When no later pass reads the bounds and the scan is used, it
  *    takes a shorter road: the scan over every point in place (no test, no queue), then per point the
  *    acceptance test, the exact search if needed, the assignment and the sums in one loop;
- *  - `search()` (k > 64): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
+ *  - `search()` (k above `scanMaxK(d)` in kmeans-assign.ts): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
  *    the squared distance from x to each group's bounding box, then the squared distances to the
  *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
  *    every other group whose box is not farther than the best distance so far (times 1 + 5 rho). It
  *    returns the best centroid (as a lane index), its approximate squared distance a1, and a2: the
  *    smallest of the approximate squared distances to every other centroid examined and of the boxes of
  *    the groups skipped, so a2 bounds from below (up to rho) the distance to every centroid but the best;
- *  - `scan()` (k <= 64, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
+ *  - `scan()` (smaller k, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
  *    the dot-product form, returning the best centroid itself, an upper bound a1 on its distance and a
  *    lower bound a2 on every other one (so the same acceptance test holds).
  *

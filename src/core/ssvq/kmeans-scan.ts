@@ -1,5 +1,5 @@
 /**
- * The brute-force nearest-centroid scan of the k-means kernel (kmeans-kernel.ts), for small k: every
+ * The brute-force nearest-centroid scan of the k-means kernel (kmeans-kernel.ts), up to `scanMaxK(d)`: every
  * centroid for four points at once (one point per lane), in the dot-product form
  *
  *     a_j = |x|^2 + |c_j|^2 + sum_t x_t (-2 c_jt)      (float32)
