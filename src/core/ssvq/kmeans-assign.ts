@@ -43,7 +43,8 @@ export interface AssignInput {
   chunk: number;
   /** Shared [n]: the previous assignment, overwritten with the new one. */
   assignments: Uint32Array;
-  /** Shared [n]: upper bound on the distance to the assigned centroid, lower bound to any other one. */
+  /** Shared [n] (empty when no pass keeps bounds): upper bound on the distance to the assigned centroid,
+   *  lower bound to any other one. */
   upper: Float32Array;
   lower: Float32Array;
   /** First pass: no previous assignment or bounds. */
@@ -155,6 +156,7 @@ function assignJs(t: AssignInput): AssignOutput {
       const l = Math.sqrt(exact.second) * (1 - SLACK);
       if (fresh || a !== assignments[i]) changed++;
       assignments[i] = a;
+      if (!t.keepBounds) continue;
       upper[i] = Math.fround(Math.sqrt(exact.best) * (1 + SLACK) * (1 + F32_OUTWARD));
       lower[i] = l > 0 ? Math.fround(l * (1 - F32_OUTWARD)) : 0;
     }
