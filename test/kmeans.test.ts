@@ -101,13 +101,14 @@ describe("kmeans", () => {
   });
 
   describe("is deterministic", () => {
-    // Each search of the SIMD kernel (kmeans-kernel.ts: every centroid four points at a time for k <= 64,
-    // groups with boxes above), unrolled and generic distances, each over several chunks and tasks.
+    // Each search of the SIMD kernel (kmeans-kernel.ts: every centroid four points at a time up to
+    // scanMaxK(d), groups with boxes above), unrolled and generic distances, each over several chunks and tasks.
     const cases = [
       { n: 50000, d: 4, k: 32 }, // scan
       { n: 20000, d: 3, k: 600 }, // groups
       { n: 12000, d: 12, k: 20 }, // scan, generic d
-      { n: 30000, d: 8, k: 700 }, // groups
+      { n: 30000, d: 8, k: 700 }, // scan, bounds kept
+      { n: 30000, d: 8, k: 1200 }, // groups
       { n: 40000, d: 8, k: 12 }, // scan, every point every pass (k <= 16)
     ];
     for (const { n, d, k } of cases) {
@@ -140,11 +141,11 @@ describe("kmeans", () => {
 
   it("sums the SSE in the last assignment pass with the same bits as the separate SSE pass", async () => {
     // kmeans() asks its last pass for the SSE (Lloyd.assign(true)); sse() must give what its own pass gives,
-    // for the scan (k <= 64), the groups, a generic d, and the float64 search alone (WebAssembly off).
+    // for the scan (with and without bounds), the groups, a generic d, and the float64 search alone (WebAssembly off).
     for (const off of [false, true]) {
       disableKernel(off);
       try {
-        for (const { n, d, k } of [{ n: 70000, d: 4, k: 16 }, { n: 40000, d: 8, k: 64 }, { n: 30000, d: 8, k: 300 }, { n: 9000, d: 5, k: 20 }]) {
+        for (const { n, d, k } of [{ n: 70000, d: 4, k: 16 }, { n: 40000, d: 8, k: 64 }, { n: 30000, d: 8, k: 300 }, { n: 30000, d: 4, k: 300 }, { n: 9000, d: 5, k: 20 }]) {
           const points = normalPoints(n, d, 41);
           const init = points.slice(0, k * d);
           for (const map of [undefined, pool2]) {
@@ -225,7 +226,7 @@ describe("kmeans", () => {
 });
 
 describe("assignNearest", () => {
-  // Both searches of the kernel (scan for k <= 64, groups above), unrolled and generic distances.
+  // Both searches of the kernel (scan up to scanMaxK(d), groups above), unrolled and generic distances.
   const cases = [
     { n: 4000, d: 4, k: 4096 },
     { n: 5000, d: 8, k: 1024 },
@@ -266,10 +267,12 @@ describe("assignNearest", () => {
       { n: 20000, d: 4, k: 64 }, // scan
       { n: 20000, d: 4, k: 16 }, // scan, every point every pass
       { n: 4000, d: 2, k: 40 }, // scan
-      { n: 2000, d: 3, k: 200 }, // groups
-      { n: 2000, d: 5, k: 200 }, // groups
+      { n: 2000, d: 3, k: 200 }, // scan, bounds kept
+      { n: 2000, d: 3, k: 300 }, // groups
+      { n: 2000, d: 5, k: 200 }, // scan, bounds kept
       { n: 20000, d: 4, k: 1024 }, // groups
-      { n: 8000, d: 8, k: 512 }, // groups
+      { n: 8000, d: 8, k: 512 }, // scan, bounds kept
+      { n: 8000, d: 8, k: 1200 }, // groups
     ]) {
       const rng = new Rng(d);
       // Points on a coarse grid, so that many are exactly as far from two centroids.
@@ -309,7 +312,7 @@ describe("the SIMD kernel's float32 answers", () => {
     }
   });
 
-  it("of the dot-product scan (k <= 64) survive cancellation and mixed magnitudes", async () => {
+  it("of the dot-product scan (k <= scanMaxK(d)) survive cancellation and mixed magnitudes", async () => {
     // |x|^2 + |c|^2 - 2 x.c cancels when the points sit far from the origin and close together, and its
     // error bound grows with the largest centroid: such points must fall to the float64 search, with
     // the brute-force answer, ties to the lowest index included.

@@ -10,14 +10,14 @@
  *    chunk's float64 sums in point order. When no later pass reads the bounds and the scan is used, it
  *    takes a shorter road: the scan over every point in place (no test, no queue), then per point the
  *    acceptance test, the exact search if needed, the assignment and the sums in one loop;
- *  - `search()` (k > 64): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
+ *  - `search()` (k above `scanMaxK(d)` in kmeans-assign.ts): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
  *    the squared distance from x to each group's bounding box, then the squared distances to the
  *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
  *    every other group whose box is not farther than the best distance so far (times 1 + 5 rho). It
  *    returns the best centroid (as a lane index), its approximate squared distance a1, and a2: the
  *    smallest of the approximate squared distances to every other centroid examined and of the boxes of
  *    the groups skipped, so a2 bounds from below (up to rho) the distance to every centroid but the best;
- *  - `scan()` (k <= 64, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
+ *  - `scan()` (smaller k, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
  *    the dot-product form, returning the best centroid itself, an upper bound a1 on its distance and a
  *    lower bound a2 on every other one (so the same acceptance test holds).
  *
@@ -228,6 +228,8 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR, FAST] = Array.from({ length: 14 }, () => local(I32));
   const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V, SSE] = Array.from({ length: 13 }, () => local(0x7c));
   const [VX] = Array.from({ length: 1 }, () => local(V128));
+  // The FAST loop's running addresses and hoisted header fields.
+  const [PI, P1, P2, PA, WSSE, FRESH1] = Array.from({ length: 6 }, () => local(I32));
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
     for (const p of parts) code.push(...p);
@@ -277,8 +279,8 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
    * coordinates at a time as two f64x2 additions of the promoted float32 values: per lane the same
    * float64 addition as the scalar one, so the same bits.
    */
-  const addPoint = (): number[] => {
-    const out: number[] = [...h(HDR.withSse), ...op.if, ...get(SSE), ...dist2(A), ...op.f64Add, ...set(SSE), ...op.end];
+  const addPoint = (withSse: number[] = h(HDR.withSse)): number[] => {
+    const out: number[] = [...withSse, ...op.if, ...get(SSE), ...dist2(A), ...op.f64Add, ...set(SSE), ...op.end];
     out.push(...get(CNTS), ...get(A), ...i32(2), ...op.shl, ...op.add, ...tee(ADDR), ...get(ADDR), ...op.i32Load(0), ...i32(1), ...op.add, ...op.i32Store(0));
     out.push(...get(SUMS), ...get(A), ...i32(8 * d), ...op.mul, ...op.add, ...set(ADDR));
     let t = 0;
@@ -301,14 +303,21 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   // when the scan's bounds prove it (l2 > u1 (1 + 4 rho), in float32: the product rounds by far less than
   // 4 rho) or else searched exactly, then stored and added to the sums, point by point.
   e(h(HDR.noBounds), h(HDR.direct), op.and, tee(FAST), op.if);
+  // (The header's fields read once, the arrays walked by running addresses, the change counted without a
+  // branch: the same steps as the general loop below, in fewer instructions per point.)
   e(get(CNT), get(PTSC), h(HDR.outIdx), h(HDR.outA1), h(HDR.outA2), h(HDR.cents32), get(K), op.call(2));
+  e(h(HDR.outIdx), set(PI), h(HDR.outA1), set(P1), h(HDR.outA2), set(P2), get(ASG), set(PA), get(PTSC), set(XA));
+  e(h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
-  e(xa, get(I), i32(2), op.shl, set(ADDR));
-  e(get(ADDR), h(HDR.outIdx), op.add, op.i32Load(0), set(A));
-  e(get(ADDR), h(HDR.outA1), op.add, op.f32Load(0), op.f32(1 + 4 * rho), op.f32Mul, get(ADDR), h(HDR.outA2), op.add, op.f32Load(0), op.f32Lt, op.eqz, op.if);
+  e(get(PI), op.i32Load(0), set(A));
+  e(get(P1), op.f32Load(0), op.f32(1 + 4 * rho), op.f32Mul, get(P2), op.f32Load(0), op.f32Lt, op.eqz, op.if);
   e(exactSearch());
   e(op.end);
-  e(storeAssignment, addPoint());
+  e(get(CHANGED), get(PA), op.i32Load(0), get(A), op.ne, get(FRESH1), op.or, op.add, set(CHANGED));
+  e(get(PA), get(A), op.i32Store(0));
+  e(addPoint(get(WSSE)));
+  e(get(XA), i32(4 * d), op.add, set(XA));
+  for (const l of [PI, P1, P2, PA]) e(get(l), i32(4), op.add, set(l));
   e(get(I), i32(1), op.add, set(I), op.br(0));
   e(op.end, op.end);
   e(get(CNT), set(M));

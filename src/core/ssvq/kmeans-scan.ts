@@ -1,5 +1,5 @@
 /**
- * The brute-force nearest-centroid scan of the k-means kernel (kmeans-kernel.ts), for small k: every
+ * The brute-force nearest-centroid scan of the k-means kernel (kmeans-kernel.ts), up to `scanMaxK(d)`: every
  * centroid for four points at once (one point per lane), in the dot-product form
  *
  *     a_j = |x|^2 + |c_j|^2 + sum_t x_t (-2 c_jt)      (float32)
@@ -27,6 +27,13 @@
  * 1 + 2 delta), then per centroid j a record of d + 2 words: |c_j|^2, -2 c_j0 .. -2 c_j(d-1), and j.
  */
 import { f32x4, I32, i32x4, op, uleb, V128, v, vec } from "./wasm-asm.js";
+
+/** Byte shuffles (of two vectors a, b) interleaving their low or high 32-bit pairs, and 64-bit halves. */
+const bytesOf = (lanes32: number[]): number[] => lanes32.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
+const INTERLEAVE_LOW_32 = bytesOf([0, 4, 1, 5]);
+const INTERLEAVE_HIGH_32 = bytesOf([2, 6, 3, 7]);
+const INTERLEAVE_LOW_64 = bytesOf([0, 1, 4, 5]);
+const INTERLEAVE_HIGH_64 = bytesOf([2, 3, 6, 7]);
 
 /** Bytes of the table for k centroids of dimension d. */
 export const scanTableBytes = (k: number, d: number): number => 16 + k * (d + 2) * 4;
@@ -79,10 +86,31 @@ export function scanBody(d: number): { locals: number[]; code: number[] } {
   e(i32(0), set(P));
   e(op.block, op.loop, get(P), get(M), op.geS, op.brIf(1));
   e(get(PTS), get(P), i32(4 * d), op.mul, op.add, set(PA));
+  if (d % 4 === 0) {
+    // Coordinates t0 .. t0 + 3 of the four points: their rows loaded whole and transposed (4 x 4, by
+    // interleaving 32-bit then 64-bit halves), 12 instructions where lane-by-lane loads take 32.
+    for (let t0 = 0; t0 < d; t0 += 4) {
+      const row = (q: number): number[] => [...get(PA), ...v.load(4 * (q * d + t0))];
+      const [a, b, c, f] = [X + t0, X + t0 + 1, X + t0 + 2, X + t0 + 3];
+      e(row(0), row(1), v.shuffle(INTERLEAVE_LOW_32), set(a)); // x0 y0 x1 y1 (x, y: rows 0, 1)
+      e(row(0), row(1), v.shuffle(INTERLEAVE_HIGH_32), set(c)); // x2 y2 x3 y3
+      e(row(2), row(3), v.shuffle(INTERLEAVE_LOW_32), set(b)); // z0 w0 z1 w1
+      e(row(2), row(3), v.shuffle(INTERLEAVE_HIGH_32), set(f)); // z2 w2 z3 w3
+      e(get(a), get(b), v.shuffle(INTERLEAVE_HIGH_64), set(ACC)); // coordinate t0 + 1
+      e(get(a), get(b), v.shuffle(INTERLEAVE_LOW_64), set(a)); // coordinate t0
+      e(get(c), get(f), v.shuffle(INTERLEAVE_HIGH_64), set(T)); // coordinate t0 + 3
+      e(get(c), get(f), v.shuffle(INTERLEAVE_LOW_64), set(c)); // coordinate t0 + 2
+      e(get(ACC), set(b), get(T), set(f));
+    }
+  } else {
+    for (let t = 0; t < d; t++) {
+      e(get(PA), op.f32Load(4 * t), v.f32Splat);
+      for (let q = 1; q < 4; q++) e(get(PA), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
+      e(set(X + t));
+    }
+  }
   for (let t = 0; t < d; t++) {
-    e(get(PA), op.f32Load(4 * t), v.f32Splat);
-    for (let q = 1; q < 4; q++) e(get(PA), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
-    e(tee(X + t), get(X + t), v.f32Mul);
+    e(get(X + t), get(X + t), v.f32Mul);
     if (t > 0) e(get(XX), v.f32Add);
     e(set(XX));
   }

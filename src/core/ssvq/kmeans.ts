@@ -141,7 +141,7 @@ export class Lloyd {
   private readonly chunks: Array<[number, number]>;
   private readonly chunkSize: number;
   private readonly slices: Array<[start: number, end: number, chunks: number]>;
-  /** The shared per-point state the assignment tasks read and write. */
+  /** The shared per-point state the assignment tasks read and write (the bounds empty when not kept). */
   private readonly state: { assignments: Uint32Array; upper: Float32Array; lower: Float32Array };
   /** The centroids of the current pass (float64, shared with the tasks) and their shifts. */
   private readonly widened: Float64Array;
@@ -178,10 +178,12 @@ export class Lloyd {
       const c1 = Math.floor(((s + 1) * this.chunks.length) / tasks);
       if (c1 > c0) this.slices.push([this.chunks[c0][0], this.chunks[c1 - 1][1], c1 - c0]);
     }
+    // Without bounds (every pass after the first searches every point) no pass reads or writes them.
+    const bounds = !this.rescanNext() ? n : 0;
     this.state = {
       assignments: sharedArray(Uint32Array, n),
-      upper: sharedArray(Float32Array, n),
-      lower: sharedArray(Float32Array, n),
+      upper: sharedArray(Float32Array, bounds),
+      lower: sharedArray(Float32Array, bounds),
     };
     this.widened = sharedArray(Float64Array, k * d);
     this.shift = sharedArray(Float64Array, k);
