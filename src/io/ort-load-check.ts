@@ -13,12 +13,19 @@ import { encodeModel, ModelProtoSchema, TensorProto_DataLocation, type GraphProt
 import { valueInfo } from "../core/onnx/build.js";
 import { isExternal, type ExternalDataReader } from "../core/onnx/external.js";
 import { declaredBytes, rawBytes } from "../core/onnx/tensor-data.js";
+import { dtypeBits } from "../core/onnx/dtype.js";
 import { walkNodes, walkTensors } from "../core/onnx/walk.js";
 import { InputError } from "../core/errors.js";
 import { createSession, ortMessage } from "./ort.js";
 
 /** Tensors up to this many bytes stay in the skeleton (shape constants are far smaller). */
 const KEEP_BYTES = 64 * 1024;
+/**
+ * A graph input declared larger than this keeps its dims symbolic in the skeleton. No one can feed it
+ * from memory, and from its static shape onnxruntime would fold shape-derived subgraphs into huge
+ * constants at load (fuzz seed 1203: Silero VAD with an input declared [1, 2^40] took 16 GB and 67 s).
+ */
+const HUGE_INPUT_BYTES = 2 ** 30;
 
 /** Domains onnxruntime implements; a model using another one needs custom operators it cannot check. */
 const ORT_DOMAINS = new Set(["", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "com.microsoft.mlfeaturizers", "ai.onnx.training", "ai.onnx.preview.training", "com.ms.internal.nhwc"]);
@@ -64,7 +71,7 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
   if (!g) throw new InputError("the model has no graph");
   const declared = new Set(g.input.map((i) => i.name));
   const initializer: TensorProto[] = [];
-  const input: ValueInfoProto[] = [...g.input];
+  const input: ValueInfoProto[] = g.input.map(symbolicIfHuge);
   for (const t of g.initializer) {
     if ((declaredBytes(t) ?? Infinity) <= KEEP_BYTES) {
       initializer.push(t);
@@ -90,4 +97,19 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
     t.dataLocation = TensorProto_DataLocation.DEFAULT;
   });
   return copy;
+}
+
+/** The input as declared, or with its static dims made symbolic when it is declared over HUGE_INPUT_BYTES. */
+function symbolicIfHuge(v: ValueInfoProto): ValueInfoProto {
+  const t = v.type?.value.case === "tensorType" ? v.type.value.value : undefined;
+  const dims = t?.shape?.dim;
+  if (!t || !dims) return v;
+  let bytes = (dtypeBits(t.elemType) ?? 8) / 8;
+  for (const d of dims) if (d.value.case === "dimValue") bytes *= Number(d.value.value);
+  if (!(bytes > HUGE_INPUT_BYTES)) return v;
+  return valueInfo(
+    v.name,
+    dims.map((d, i) => (d.value.case === "dimValue" ? `${v.name}_dim${i}` : d.value.case === "dimParam" ? d.value.value : `${v.name}_dim${i}`)),
+    t.elemType,
+  );
 }
