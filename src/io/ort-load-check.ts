@@ -6,9 +6,12 @@
  * The model is checked as a skeleton: the main graph's large initializers become graph inputs of the same
  * type and shape, so onnxruntime checks operators, types and shapes exactly as it would, without the
  * weights in memory (a model of several GB costs what its graph costs). Small tensors (shape constants,
- * which shape inference reads) stay, read from external data when they live there.
+ * which shape inference reads) stay, read from external data when they live there. A graph input
+ * declared over 1 GiB is checked twice: as declared with nothing folded, then symbolic at the default
+ * optimizations (from its static shape onnxruntime would fold huge constants).
  */
 import { clone } from "@bufbuild/protobuf";
+import type { TypeProto_Tensor } from "onnx-buf";
 import { encodeModel, ModelProtoSchema, TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto, type ValueInfoProto } from "../core/onnx/proto.js";
 import { valueInfo } from "../core/onnx/build.js";
 import { isExternal, type ExternalDataReader } from "../core/onnx/external.js";
@@ -52,6 +55,12 @@ export async function checkOrtLoads(model: ModelProto, readExternal: ExternalDat
   const skeleton = skeletonOf(model, readExternal);
   let session;
   try {
+    // Inputs declared huge are symbolic in the skeleton; their declared shapes are checked first with
+    // nothing folded (shape inference alone refuses a dim such as 2^63 - 1).
+    if (model.graph!.input.some((v) => declaredInputBytes(v) > HUGE_INPUT_BYTES)) {
+      const declared = await createSession(encodeModel(skeletonOf(model, readExternal, false)), { label, options: { graphOptimizationLevel: "disabled" } });
+      await declared.release();
+    }
     session = await createSession(encodeModel(skeleton), { label });
   } catch (e) {
     // A valid model onnxruntime's CPU build has no kernel for (bfloat16 Conv, say) runs elsewhere: the
@@ -66,12 +75,13 @@ export async function checkOrtLoads(model: ModelProto, readExternal: ExternalDat
   return {};
 }
 
-function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefined): ModelProto {
+/** The skeleton; with `symbolic`, graph inputs declared over HUGE_INPUT_BYTES get symbolic dims. */
+function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefined, symbolic = true): ModelProto {
   const g = model.graph;
   if (!g) throw new InputError("the model has no graph");
   const declared = new Set(g.input.map((i) => i.name));
   const initializer: TensorProto[] = [];
-  const input: ValueInfoProto[] = g.input.map(symbolicIfHuge);
+  const input: ValueInfoProto[] = symbolic ? g.input.map(symbolicIfHuge) : [...g.input];
   for (const t of g.initializer) {
     if ((declaredBytes(t) ?? Infinity) <= KEEP_BYTES) {
       initializer.push(t);
@@ -99,17 +109,24 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
   return copy;
 }
 
-/** The input as declared, or with its static dims made symbolic when it is declared over HUGE_INPUT_BYTES. */
-function symbolicIfHuge(v: ValueInfoProto): ValueInfoProto {
+/** A tensor input's bytes by its static dims (dynamic ones count as 1); 0 for other inputs. */
+function declaredInputBytes(v: ValueInfoProto): number {
   const t = v.type?.value.case === "tensorType" ? v.type.value.value : undefined;
   const dims = t?.shape?.dim;
-  if (!t || !dims) return v;
+  if (!t || !dims) return 0;
   let bytes = (dtypeBits(t.elemType) ?? 8) / 8;
   for (const d of dims) if (d.value.case === "dimValue") bytes *= Number(d.value.value);
-  if (!(bytes > HUGE_INPUT_BYTES)) return v;
+  return bytes;
+}
+
+/** The input as declared, or with its static dims made symbolic when it is declared over HUGE_INPUT_BYTES. */
+function symbolicIfHuge(v: ValueInfoProto): ValueInfoProto {
+  if (!(declaredInputBytes(v) > HUGE_INPUT_BYTES)) return v;
+  const t = v.type!.value.value as TypeProto_Tensor;
+  const dims = t.shape!.dim;
   return valueInfo(
     v.name,
-    dims.map((d, i) => (d.value.case === "dimValue" ? `${v.name}_dim${i}` : d.value.case === "dimParam" ? d.value.value : `${v.name}_dim${i}`)),
+    dims.map((d, i) => (d.value.case === "dimParam" ? d.value.value : `${v.name}_dim${i}`)),
     t.elemType,
   );
 }
