@@ -148,14 +148,15 @@ describe("statistic forms", () => {
       assert.equal(kernel.engine, ORT_PRODUCT);
       const p = new Float64Array(rows * cols);
       const quad = await kernel.multiply(0, rows, a, p);
-      const fp = new Float64Array(rows * cols);
-      const fastQuad = await kernel.multiplyFast!(0, rows, a, fp);
+      const a32 = Float32Array.from(a);
+      const fp = new Float32Array(rows * cols);
+      const fastQuad = await kernel.multiplyFast!(0, rows, a32, fp);
       const what = `float32 ${stat.kind}`;
       assert.ok(maxRel(fp, p) < 1e-5, `${what}: ${maxRel(fp, p)}`);
       assert.ok(maxRel(fp, p) > 0, `${what}: rounded in float32`);
       close(fastQuad, quad, 1e-5, `${what} quadratic form`);
-      const part = new Float64Array(8 * cols);
-      await kernel.multiplyFast!(4, 12, a.subarray(4 * cols, 12 * cols), part);
+      const part = new Float32Array(8 * cols);
+      await kernel.multiplyFast!(4, 12, a32.subarray(4 * cols, 12 * cols), part);
       assert.deepEqual(part, fp.subarray(4 * cols, 12 * cols), `${what}: a block's rows differ from the whole product's`);
       await kernel.dispose?.();
     }
