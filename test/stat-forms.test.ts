@@ -137,12 +137,15 @@ describe("statistic forms", () => {
   });
 
   test("the mixed onnxruntime engine's float32 products: close to float64, a row's values do not depend on the block", async () => {
-    const [rows, cols, r, groups] = [16, 300, 40, 2];
+    // Rows enough for both forms to reach FAST_PRODUCT_MIN_FLOPS (4 x 300 x 40 flops a row for X).
+    const [rows, cols, r, groups] = [5216, 300, 40, 2];
     const f = factorOf(samples(r, cols, 5, groups), r, cols, groups);
+    assert.ok(rows * 4 * cols * r >= FAST_PRODUCT_MIN_FLOPS);
     const rng = new Rng(6);
     const a = Float64Array.from({ length: rows * cols }, () => rng.normal());
     assert.equal(ortFloat64StatEngine.name, ORT_FLOAT64_PRODUCT);
     assert.equal((await ortFloat64StatEngine.kernel(f, rows)).multiplyFast, undefined, "the float64 engine has no float32 products");
+    assert.equal((await ortStatEngine.kernel(f, 16)).multiplyFast, undefined, "nor a layer below FAST_PRODUCT_MIN_FLOPS");
     for (const stat of [toGram(f), f]) {
       const kernel = await ortStatEngine.kernel(stat, rows);
       assert.equal(kernel.engine, ORT_PRODUCT);

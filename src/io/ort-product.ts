@@ -23,9 +23,10 @@ import {
   TensorProto_DataType,
   TensorProtoSchema,
 } from "../core/onnx/proto.js";
-import { registerProductEngine, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
+import { FAST_PRODUCT_MIN_FLOPS, registerProductEngine, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
 import {
   isFactor,
+  productRowFlops,
   registerStatEngine,
   validateStatistic,
   wasmStatEngine,
@@ -312,7 +313,8 @@ function ortEngine(name: string, fast: boolean): StatEngine {
       const full = await createSessions(stat, "float64");
       let low: { sessions: Sessions; bytes: number } | undefined;
       try {
-        if (fast) low = await createSessions(stat, "float32");
+        // Only a layer large enough for fine-tuning's fast products (FAST_PRODUCT_MIN_FLOPS) uses them.
+        if (fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS) low = await createSessions(stat, "float32");
       } catch (e) {
         await Promise.all(full.sessions.map((s) => s.release()));
         throw e;
