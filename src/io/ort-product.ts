@@ -301,8 +301,10 @@ function fastRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
 
 /**
  * An onnxruntime engine: float64 products (one session per group), and with `fast` also float32 ones
- * (`StatKernel.multiplyFast`, a second session per group). A layer of more than ORT_MAX_GROUPS groups,
- * or a factor of no columns, uses the WebAssembly kernel.
+ * (`StatKernel.multiplyFast`, a second session per group) for a layer large enough for fine-tuning's
+ * fast products (FAST_PRODUCT_MIN_FLOPS), its sessions made on the first float32 product (so a kernel
+ * used for output errors only never holds them; `bytes` counts them). A layer of more than
+ * ORT_MAX_GROUPS groups, or a factor of no columns, uses the WebAssembly kernel.
  */
 function ortEngine(name: string, fast: boolean): StatEngine {
   return {
@@ -311,23 +313,27 @@ function ortEngine(name: string, fast: boolean): StatEngine {
       validateStatistic(stat, rows);
       if (stat.groups > ORT_MAX_GROUPS || (isFactor(stat) && stat.r === 0)) return wasmStatEngine.kernel(stat, rows);
       const full = await createSessions(stat, "float64");
-      let low: { sessions: Sessions; bytes: number } | undefined;
-      try {
-        // Only a layer large enough for fine-tuning's fast products (FAST_PRODUCT_MIN_FLOPS) uses them.
-        if (fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS) low = await createSessions(stat, "float32");
-      } catch (e) {
-        await Promise.all(full.sessions.map((s) => s.release()));
-        throw e;
-      }
       const multiply = productRunner(stat, rows, full.sessions);
-      const multiplyFast = low ? fastRunner(stat, rows, low.sessions) : undefined;
+      const wantsFast = fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS;
+      let low: Promise<{ sessions: Sessions; bytes: number }> | undefined;
+      let runFast: ReturnType<typeof fastRunner> | undefined;
+      const multiplyFast = async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
+        if (!runFast) {
+          low ??= createSessions(stat, "float32");
+          const made = await low;
+          runFast ??= fastRunner(stat, rows, made.sessions);
+        }
+        return runFast(r0, r1, a, p);
+      };
       return {
         engine: name,
-        bytes: full.bytes + (low?.bytes ?? 0),
+        // The float32 sessions hold half the float64 ones' bytes.
+        bytes: full.bytes + (wantsFast ? full.bytes / 2 : 0),
         multiply,
-        ...(multiplyFast ? { multiplyFast } : {}),
+        ...(wantsFast ? { multiplyFast } : {}),
         async dispose(): Promise<void> {
-          await Promise.all([...full.sessions.splice(0), ...(low?.sessions.splice(0) ?? [])].map((s) => s.release()));
+          const made = low ? await low.catch(() => undefined) : undefined;
+          await Promise.all([...full.sessions.splice(0), ...(made?.sessions.splice(0) ?? [])].map((s) => s.release()));
         },
       };
     },
