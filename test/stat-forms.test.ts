@@ -19,6 +19,7 @@ import {
   finetuneLayerOn,
   finetuneLayers,
   finetuneLayerTask,
+  FAST_PRODUCT_MIN_FLOPS,
   resolveFinetuneOptions,
   type FinetuneResult,
 } from "../src/core/ssvq/finetune.js";
@@ -36,7 +37,7 @@ import {
   type StatEngine,
 } from "../src/core/ssvq/stat-product.js";
 import { serialMap } from "../src/core/tasks.js";
-import { ORT_PRODUCT, ortStatEngine, registerOrtProduct } from "../src/io/ort-product.js";
+import { ORT_FLOAT64_PRODUCT, ORT_PRODUCT, ortFloat64StatEngine, ortStatEngine, registerOrtProduct } from "../src/io/ort-product.js";
 import { createThreadPool } from "../src/io/pool.js";
 import { compressFile } from "../src/io/compress-file.js";
 import { graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
@@ -133,6 +134,35 @@ describe("statistic forms", () => {
         assert.deepEqual(part, p.subarray(3 * cols, 11 * cols), `${what}: a block's rows differ from the whole product's`);
         await kernel.dispose?.();
       }
+  });
+
+  test("the mixed onnxruntime engine's float32 products: close to float64, a row's values do not depend on the block", async () => {
+    // Rows enough for both forms to reach FAST_PRODUCT_MIN_FLOPS (4 x 300 x 40 flops a row for X).
+    const [rows, cols, r, groups] = [5216, 300, 40, 2];
+    const f = factorOf(samples(r, cols, 5, groups), r, cols, groups);
+    assert.ok(rows * 4 * cols * r >= FAST_PRODUCT_MIN_FLOPS);
+    const rng = new Rng(6);
+    const a = Float64Array.from({ length: rows * cols }, () => rng.normal());
+    assert.equal(ortFloat64StatEngine.name, ORT_FLOAT64_PRODUCT);
+    assert.equal((await ortFloat64StatEngine.kernel(f, rows)).multiplyFast, undefined, "the float64 engine has no float32 products");
+    assert.equal((await ortStatEngine.kernel(f, 16)).multiplyFast, undefined, "nor a layer below FAST_PRODUCT_MIN_FLOPS");
+    for (const stat of [toGram(f), f]) {
+      const kernel = await ortStatEngine.kernel(stat, rows);
+      assert.equal(kernel.engine, ORT_PRODUCT);
+      const p = new Float64Array(rows * cols);
+      const quad = await kernel.multiply(0, rows, a, p);
+      const a32 = Float32Array.from(a);
+      const fp = new Float32Array(rows * cols);
+      const fastQuad = await kernel.multiplyFast!(0, rows, a32, fp);
+      const what = `float32 ${stat.kind}`;
+      assert.ok(maxRel(fp, p) < 1e-5, `${what}: ${maxRel(fp, p)}`);
+      assert.ok(maxRel(fp, p) > 0, `${what}: rounded in float32`);
+      close(fastQuad, quad, 1e-5, `${what} quadratic form`);
+      const part = new Float32Array(8 * cols);
+      await kernel.multiplyFast!(4, 12, a32.subarray(4 * cols, 12 * cols), part);
+      assert.deepEqual(part, fp.subarray(4 * cols, 12 * cols), `${what}: a block's rows differ from the whole product's`);
+      await kernel.dispose?.();
+    }
   });
 
   test("the form: X when its columns are fewer than about half the reduction; blocks depend on the size only", () => {
@@ -245,6 +275,26 @@ describe("one large layer on every thread", () => {
       assert.equal(bytes(ortSplit), bytes(ortTask), "onnxruntime: split vs one task");
       close(ortSplit!.stats.errorAfter, JSON.parse(expected).stats.errorAfter, 1e-6, "onnxruntime vs WebAssembly");
     }
+  });
+
+  test("a layer at FAST_PRODUCT_MIN_FLOPS: float32 between checks, the same bytes on 1 and 2 threads, float64 losses at the checks", async () => {
+    const [rows, cols] = [256, 768];
+    assert.ok(rows * 2 * cols * cols >= FAST_PRODUCT_MIN_FLOPS);
+    const w = weights(rows, cols, 31);
+    const stat = shareStatistic(toGram(factorOf(samples(900, cols, 32), 900, cols)));
+    const q = (await quantizeRows(w, rows, cols, { mode: "ssvq", k: 16, d: 4, seed: 5, kmeansIters: 10 })) as VqQuantized;
+    const options = resolveFinetuneOptions({ iters: 30, freeze: { every: 10 } });
+    const [task] = await pool1.run<unknown, FinetuneResult>("finetune.layer", [{ w, stat, quantized: q, options, engine: ORT_PRODUCT }]);
+    const split = await finetuneLayerOn(pool2, { w, stat, quantized: q }, options, { engine: ORT_PRODUCT });
+    assert.equal(bytes(split), bytes(task), "mixed: split on 2 threads vs one task on 1");
+    const full = await finetuneLayerOn(pool2, { w, stat, quantized: q }, options, { engine: ORT_FLOAT64_PRODUCT });
+    assert.notEqual(bytes(full.codebook), bytes(task!.codebook), "float32 between checks changes the path");
+    // Iteration 0 is float64 in both: the same loss before; after, close.
+    assert.equal(task!.stats.lossBefore, full.stats.lossBefore);
+    close(task!.stats.errorAfter, full.stats.errorAfter, 1e-3, "mixed vs float64");
+    // A check's loss is the float64 loss of its state: the stored result's loss at the last check.
+    const last = task!.stats.checks.at(-1)!;
+    close(last.loss, task!.stats.lossAfter, 1e-6, "the last check's loss vs the stored result's");
   });
 
   test("compressModel: a model of one large layer gives the same bytes with 1 thread (one task) and 2 (split)", async () => {

@@ -23,9 +23,10 @@ import {
   TensorProto_DataType,
   TensorProtoSchema,
 } from "../core/onnx/proto.js";
-import { registerProductEngine, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
+import { FAST_PRODUCT_MIN_FLOPS, registerProductEngine, type LayerProduct, type ProductEngine } from "../core/ssvq/finetune.js";
 import {
   isFactor,
+  productRowFlops,
   registerStatEngine,
   validateStatistic,
   wasmStatEngine,
@@ -35,8 +36,13 @@ import {
 } from "../core/ssvq/stat-product.js";
 import { AttributeProto_AttributeType, AttributeProtoSchema } from "../core/onnx/proto.js";
 
-/** The engine name compression jobs ask for. */
-export const ORT_PRODUCT = "ort-matmul-float64";
+/**
+ * The engine name compression jobs ask for: onnxruntime's MatMul in float64 for every product but the
+ * fine-tuning iterations between checks, which run in float32 (`StatKernel.multiplyFast`).
+ */
+export const ORT_PRODUCT = "ort-matmul-mixed";
+/** The same engine with every product in float64. */
+export const ORT_FLOAT64_PRODUCT = "ort-matmul-float64";
 
 /**
  * A one-node MatMul model: E [m, k] (input) times H [k, k]; H is an input too, or, with `hValues`, an
@@ -110,10 +116,20 @@ const SESSION = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: "se
 /** Groups above which a layer's products use the WebAssembly kernel (one session per group here). */
 export const ORT_MAX_GROUPS = 16;
 
-const raw = (v: Float32Array | Float64Array): Uint8Array<ArrayBuffer> => new Uint8Array(Float64Array.from(v).buffer);
+type Precision = "float32" | "float64";
 
-function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], init: { name: string; dims: number[]; values: Float32Array | Float64Array }, cols: number, outputs: Array<[string, (number | string)[]]>): Uint8Array {
-  const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims, TensorProto_DataType.DOUBLE);
+const raw = (v: Float32Array | Float64Array, precision: Precision): Uint8Array<ArrayBuffer> =>
+  new Uint8Array((precision === "float32" ? Float32Array.from(v) : Float64Array.from(v)).buffer);
+
+function ortModel(
+  nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[],
+  init: { name: string; dims: number[]; values: Float32Array | Float64Array },
+  cols: number,
+  outputs: Array<[string, (number | string)[]]>,
+  precision: Precision,
+): Uint8Array {
+  const type = precision === "float32" ? TensorProto_DataType.FLOAT : TensorProto_DataType.DOUBLE;
+  const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims, type);
   return encodeModel(
     create(ModelProtoSchema, {
       irVersion: 8n,
@@ -124,19 +140,19 @@ function ortModel(nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[], in
         node: nodes,
         input: [vi("E", ["m", cols])],
         output: outputs.map(([n, d]) => vi(n, d)),
-        initializer: [create(TensorProtoSchema, { name: init.name, dims: init.dims.map(BigInt), dataType: TensorProto_DataType.DOUBLE, rawData: raw(init.values) })],
+        initializer: [create(TensorProtoSchema, { name: init.name, dims: init.dims.map(BigInt), dataType: type, rawData: raw(init.values, precision) })],
       }),
     }),
   );
 }
 
 /** P = E H_g: MatMul with H an initializer, E [m, cols] of any m. */
-function gramModel(h: Float32Array | Float64Array, cols: number): Uint8Array {
-  return ortModel([create(NodeProtoSchema, { opType: "MatMul", input: ["E", "H"], output: ["P"] })], { name: "H", dims: [cols, cols], values: h }, cols, [["P", ["m", cols]]]);
+function gramModel(h: Float32Array | Float64Array, cols: number, precision: Precision): Uint8Array {
+  return ortModel([create(NodeProtoSchema, { opType: "MatMul", input: ["E", "H"], output: ["P"] })], { name: "H", dims: [cols, cols], values: h }, cols, [["P", ["m", cols]]], precision);
 }
 
 /** T = E X_g^T-stored (Gemm, transB), P = T X (MatMul): X sample-major [r, cols] an initializer. */
-function factorModel(x: Float64Array, r: number, cols: number): Uint8Array {
+function factorModel(x: Float32Array | Float64Array, r: number, cols: number, precision: Precision): Uint8Array {
   const transB = create(AttributeProtoSchema, { name: "transB", type: AttributeProto_AttributeType.INT, i: 1n });
   return ortModel(
     [
@@ -149,103 +165,197 @@ function factorModel(x: Float64Array, r: number, cols: number): Uint8Array {
       ["T", ["m", r]],
       ["P", ["m", cols]],
     ],
+    precision,
   );
 }
 
-/**
- * The products with a layer's statistic through onnxruntime (float64, one session per group; a layer
- * of more than ORT_MAX_GROUPS groups, or a factor of no columns, uses the WebAssembly kernel).
- */
-export const ortStatEngine: StatEngine = {
-  name: ORT_PRODUCT,
-  async kernel(stat: LayerStatistic, rows: number): Promise<StatKernel> {
-    validateStatistic(stat, rows);
-    const { groups, cols } = stat;
-    if (groups > ORT_MAX_GROUPS || (isFactor(stat) && stat.r === 0)) return wasmStatEngine.kernel(stat, rows);
-    const rpg = rows / groups;
-    const sessions: ort.InferenceSession[] = [];
-    let bytes = 0;
-    try {
-      for (let g = 0; g < groups; g++) {
-        let model: Uint8Array;
-        if (isFactor(stat)) {
-          const x = Float64Array.from(stat.X.subarray(g * stat.r * cols, (g + 1) * stat.r * cols));
-          bytes += 2 * x.byteLength;
-          model = factorModel(x, stat.r, cols);
-        } else {
-          const h = stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
-          bytes += 16 * h.length;
-          model = gramModel(h, cols);
-        }
-        sessions.push(await ort.InferenceSession.create(model, SESSION));
+type Sessions = ort.InferenceSession[];
+
+/** One session per group for the statistic in this precision; the bytes its initializers hold. */
+async function createSessions(stat: LayerStatistic, precision: Precision): Promise<{ sessions: Sessions; bytes: number }> {
+  const { groups, cols } = stat;
+  const size = precision === "float32" ? 4 : 8;
+  const sessions: Sessions = [];
+  let bytes = 0;
+  try {
+    for (let g = 0; g < groups; g++) {
+      let model: Uint8Array;
+      if (isFactor(stat)) {
+        const x = stat.X.subarray(g * stat.r * cols, (g + 1) * stat.r * cols);
+        bytes += 2 * size * x.length;
+        model = factorModel(x, stat.r, cols, precision);
+      } else {
+        const h = stat.H.subarray(g * cols * cols, (g + 1) * cols * cols);
+        bytes += 2 * size * h.length;
+        model = gramModel(h, cols, precision);
       }
-    } catch (e) {
-      await Promise.all(sessions.map((s) => s.release()));
-      throw e;
+      sessions.push(await ort.InferenceSession.create(model, SESSION));
     }
-    // Ordinary memory for onnxruntime (a block's rows may live in shared memory, which it refuses), reused
-    // from call to call, the outputs written in place.
-    let input = new Float64Array(0);
-    let pOut = new Float64Array(0);
-    let tOut = new Float64Array(0);
-    const r = isFactor(stat) ? stat.r : 0;
-    return {
-      engine: ORT_PRODUCT,
-      bytes,
-      async multiply(r0: number, r1: number, a: Float64Array, p: Float64Array, t?: Float64Array): Promise<number> {
-        const m = r1 - r0;
-        // Ordinary memory is read and written in place; shared memory goes through the buffers.
-        const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
-        if (!inPlace && input.length < m * cols) {
-          input = new Float64Array(m * cols);
-          pOut = new Float64Array(m * cols);
-        }
-        if (tOut.length < m * r) tOut = new Float64Array(m * r);
-        const src = inPlace ? a : input;
-        if (!inPlace) input.set(a.subarray(0, m * cols));
-        let quad = 0;
-        for (let s = r0; s < r1; ) {
-          const g = Math.floor(s / rpg);
-          const e = Math.min(r1, (g + 1) * rpg);
-          const i0 = s - r0;
-          const here = e - s;
-          const o = i0 * cols;
-          const feeds = { E: new ort.Tensor("float64", src.subarray(o, o + here * cols), [here, cols]) };
-          const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
-          if (isFactor(stat)) {
-            const tv = tOut.subarray(0, here * r);
-            await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]), T: new ort.Tensor("float64", tv, [here, r]) });
-            const n = stat.n;
-            for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
-            for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
-            if (t) t.set(tv, i0 * r);
-          } else {
-            await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]) });
-            // The block's sum(A .* P), row-major (and P into place from the buffer).
-            if (inPlace) for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
-            else
-              for (let i = 0; i < pv.length; i++) {
-                const v = pv[i]!;
-                p[o + i] = v;
-                quad += src[o + i]! * v;
-              }
-          }
-          s = e;
-        }
-        return isFactor(stat) ? quad / stat.n : quad;
-      },
-      async dispose(): Promise<void> {
-        await Promise.all(sessions.splice(0).map((s) => s.release()));
-      },
-    };
-  },
-};
+  } catch (e) {
+    await Promise.all(sessions.map((s) => s.release()));
+    throw e;
+  }
+  return { sessions, bytes };
+}
 
 /**
- * Makes the onnxruntime engine available to the product tasks (fine-tuning, output errors) run in this
- * thread: as a `StatEngine`, and as the legacy whole-layer `ProductEngine` of the same name.
+ * The float64 products over a layer's sessions: P = A H for rows [r0, r1) into p, returning tr(A H A^T)
+ * as `StatKernel.multiply` does. Ordinary memory is read and written in place; shared memory (which
+ * onnxruntime refuses) goes through buffers reused from call to call.
+ */
+function productRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
+  const { groups, cols } = stat;
+  const rpg = rows / groups;
+  const r = isFactor(stat) ? stat.r : 0;
+  let input = new Float64Array(0);
+  let pOut = new Float64Array(0);
+  let tOut = new Float64Array(0);
+  return async (r0: number, r1: number, a: Float64Array, p: Float64Array, t?: Float64Array): Promise<number> => {
+    const m = r1 - r0;
+    const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
+    if (!inPlace && input.length < m * cols) {
+      input = new Float64Array(m * cols);
+      pOut = new Float64Array(m * cols);
+    }
+    if (tOut.length < m * r) tOut = new Float64Array(m * r);
+    const src = inPlace ? a : input;
+    if (!inPlace) input.set(a.subarray(0, m * cols));
+    let quad = 0;
+    for (let s = r0; s < r1; ) {
+      const g = Math.floor(s / rpg);
+      const e = Math.min(r1, (g + 1) * rpg);
+      const i0 = s - r0;
+      const here = e - s;
+      const o = i0 * cols;
+      const feeds = { E: new ort.Tensor("float64", src.subarray(o, o + here * cols), [here, cols]) };
+      const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
+      if (isFactor(stat)) {
+        const tv = tOut.subarray(0, here * r);
+        await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]), T: new ort.Tensor("float64", tv, [here, r]) });
+        const n = stat.n;
+        for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
+        for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
+        if (t) t.set(tv, i0 * r);
+      } else {
+        await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]) });
+        // The block's sum(A .* P), row-major (and P into place from the buffer).
+        if (inPlace) for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
+        else
+          for (let i = 0; i < pv.length; i++) {
+            const v = pv[i]!;
+            p[o + i] = v;
+            quad += src[o + i]! * v;
+          }
+      }
+      s = e;
+    }
+    return isFactor(stat) ? quad / stat.n : quad;
+  };
+}
+
+/**
+ * The float32 products (`StatKernel.multiplyFast`): A and P float32, in place in ordinary memory, through
+ * buffers in shared memory; the returned sum accumulated in float64.
+ */
+function fastRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
+  const { groups, cols } = stat;
+  const rpg = rows / groups;
+  const r = isFactor(stat) ? stat.r : 0;
+  let input = new Float32Array(0);
+  let pOut = new Float32Array(0);
+  let tOut = new Float32Array(0);
+  return async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
+    const m = r1 - r0;
+    const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
+    if (!inPlace && input.length < m * cols) {
+      input = new Float32Array(m * cols);
+      pOut = new Float32Array(m * cols);
+    }
+    if (tOut.length < m * r) tOut = new Float32Array(m * r);
+    const src = inPlace ? a : input;
+    if (!inPlace) input.set(a.subarray(0, m * cols));
+    let quad = 0;
+    for (let s = r0; s < r1; ) {
+      const g = Math.floor(s / rpg);
+      const e = Math.min(r1, (g + 1) * rpg);
+      const here = e - s;
+      const o = (s - r0) * cols;
+      const feeds = { E: new ort.Tensor("float32", src.subarray(o, o + here * cols), [here, cols]) };
+      const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
+      if (isFactor(stat)) {
+        const tv = tOut.subarray(0, here * r);
+        await sessions[g]!.run(feeds, { P: new ort.Tensor("float32", pv, [here, cols]), T: new ort.Tensor("float32", tv, [here, r]) });
+        const n = stat.n;
+        for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
+        for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
+      } else {
+        await sessions[g]!.run(feeds, { P: new ort.Tensor("float32", pv, [here, cols]) });
+        if (!inPlace) p.set(pv, o);
+        for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
+      }
+      s = e;
+    }
+    return isFactor(stat) ? quad / stat.n : quad;
+  };
+}
+
+/**
+ * An onnxruntime engine: float64 products (one session per group), and with `fast` also float32 ones
+ * (`StatKernel.multiplyFast`, a second session per group) for a layer large enough for fine-tuning's
+ * fast products (FAST_PRODUCT_MIN_FLOPS), its sessions made on the first float32 product (so a kernel
+ * used for output errors only never holds them; `bytes` counts them). A layer of more than
+ * ORT_MAX_GROUPS groups, or a factor of no columns, uses the WebAssembly kernel.
+ */
+function ortEngine(name: string, fast: boolean): StatEngine {
+  return {
+    name,
+    async kernel(stat: LayerStatistic, rows: number): Promise<StatKernel> {
+      validateStatistic(stat, rows);
+      if (stat.groups > ORT_MAX_GROUPS || (isFactor(stat) && stat.r === 0)) return wasmStatEngine.kernel(stat, rows);
+      const full = await createSessions(stat, "float64");
+      const multiply = productRunner(stat, rows, full.sessions);
+      const wantsFast = fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS;
+      let low: Promise<{ sessions: Sessions; bytes: number }> | undefined;
+      let runFast: ReturnType<typeof fastRunner> | undefined;
+      const multiplyFast = async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
+        if (!runFast) {
+          low ??= createSessions(stat, "float32");
+          const made = await low;
+          runFast ??= fastRunner(stat, rows, made.sessions);
+        }
+        return runFast(r0, r1, a, p);
+      };
+      return {
+        engine: name,
+        // The float32 sessions hold half the float64 ones' bytes.
+        bytes: full.bytes + (wantsFast ? full.bytes / 2 : 0),
+        multiply,
+        ...(wantsFast ? { multiplyFast } : {}),
+        async dispose(): Promise<void> {
+          const made = low ? await low.catch(() => undefined) : undefined;
+          await Promise.all([...full.sessions.splice(0), ...(made?.sessions.splice(0) ?? [])].map((s) => s.release()));
+        },
+      };
+    },
+  };
+}
+
+/**
+ * What compression jobs use (`ORT_PRODUCT`): float64 products, and float32 ones for the fine-tuning
+ * iterations between checks (see `StatKernel.multiplyFast`).
+ */
+export const ortStatEngine: StatEngine = ortEngine(ORT_PRODUCT, true);
+
+/** Every product in float64 (`ORT_FLOAT64_PRODUCT`): what compression jobs used before the mixed engine. */
+export const ortFloat64StatEngine: StatEngine = ortEngine(ORT_FLOAT64_PRODUCT, false);
+
+/**
+ * Makes the onnxruntime engines available to the product tasks (fine-tuning, output errors) run in this
+ * thread: the mixed one (`ORT_PRODUCT`) and the float64 one (`ORT_FLOAT64_PRODUCT`) as `StatEngine`s, and
+ * the legacy whole-layer float64 `ProductEngine` (by the float64 name, which the `StatEngine` takes first).
  */
 export function registerOrtProduct(): void {
   registerProductEngine(ortProductEngine("float64"));
   registerStatEngine(ortStatEngine);
+  registerStatEngine(ortFloat64StatEngine);
 }

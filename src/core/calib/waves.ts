@@ -40,19 +40,21 @@ export interface WavePlan {
 
 /**
  * Bytes of fine-tuning state per weight: the weights in float32 and normalised in float64, the sign
- * bits, codeword indices, E and P in float64, the latent sign with its two Adam moments, and the freezing
- * counters (src/core/ssvq/finetune.ts `createState`), with the output-error products' buffers.
+ * bits, codeword indices, E and P in float64 (and in float32 for the fast products of a large layer), the
+ * latent sign with its two Adam moments, and the freezing counters (src/core/ssvq/finetune.ts
+ * `createState`), with the output-error products' buffers.
  */
-export const FINETUNE_BYTES_PER_WEIGHT = 80;
+export const FINETUNE_BYTES_PER_WEIGHT = 88;
 
 /**
  * A layer's working memory while fine-tuned: its state, and the engine's float64 copy of the statistic
  * (an onnxruntime session's initializer or the WebAssembly kernel's memory) with the transient second
- * copy made while it is built. `values`: the numbers the statistic holds (groups * cols^2 for H,
- * groups * samples * cols for X).
+ * copy made while it is built, and for a large layer onnxruntime's float32 copy for the fast products
+ * (counted for every layer: an upper bound). `values`: the numbers the statistic holds (groups * cols^2
+ * for H, groups * samples * cols for X).
  */
 export function layerWorkBytes(rows: number, cols: number, values: number): number {
-  return FINETUNE_BYTES_PER_WEIGHT * rows * cols + 16 * values;
+  return FINETUNE_BYTES_PER_WEIGHT * rows * cols + 24 * values;
 }
 
 /** What a wave of these layers holds at once on `threads` threads. */

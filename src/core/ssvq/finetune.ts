@@ -347,7 +347,19 @@ export interface LayerSetup {
   /** Progressive freezing on (trainSigns and freeze options). */
   freezing: boolean;
   momentum: number;
+  /** The iterations between checks may use the kernel's reduced-precision product (`FAST_PRODUCT_MIN_FLOPS`). */
+  fastProducts: boolean;
 }
+
+/**
+ * Layers whose product (the whole layer, one iteration) takes at least this many flops run the
+ * iterations between checks at the kernel's reduced precision (`StatKernel.multiplyFast`: onnxruntime in
+ * float32, about twice float64's speed), the others in float64 throughout. The rounding changes the path
+ * of the signs (they flip on small differences), so a smaller layer, where the time saved is under a
+ * second, keeps the float64 path and its exact results: the 3M CNN's three largest layers (0.7 to 5.4
+ * GFLOP, 94% of its products) take it; no layer of LeNet-5 or the tiny ViT does (at most 0.04 GFLOP).
+ */
+export const FAST_PRODUCT_MIN_FLOPS = 2.5e8;
 
 /**
  * The per-position state of a layer (all [rows, cols] unless said): plain arrays when one thread runs the
@@ -366,6 +378,9 @@ export interface LayerState {
   /** E' of the last product and P = E' H (raw H). */
   e: Float64Array;
   p: Float64Array;
+  /** Layers with fast products: E' and P of the float32 products (`StatKernel.multiplyFast`). */
+  e32?: Float32Array;
+  p32?: Float32Array;
   /** Learnable signs: latents and their Adam moments. */
   latent?: Float64Array;
   mL?: Float64Array;
@@ -384,8 +399,9 @@ export type BlockStep =
   /**
    * Iteration t: freezing (threshold, at a check), then E' = s C'[A] - W' and its product (the loss),
    * then with `update` the gradients and the Adam step of the latents (`grad`: the codebook gradient).
+   * `fast`: the product at the kernel's reduced precision (`StatKernel.multiplyFast`) where it has one.
    */
-  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean }
+  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean; fast?: boolean }
   /** The gradients and the Adam step of an iterate step run without them (P from it). */
   | { kind: "update"; cbook: Float64Array; update: LatentUpdate }
   /** E' of the stored (float32, original units) reconstruction with this codebook. */
@@ -438,6 +454,7 @@ function setupLayer(input: FinetuneInputAny, stat: LayerStatistic, o: FinetuneOp
     trainSigns,
     freezing: trainSigns && o.freeze !== null,
     momentum: o.freeze?.momentum ?? 0,
+    fastProducts: rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS,
   };
 }
 
@@ -459,6 +476,10 @@ function createState(L: LayerSetup, input: FinetuneInputAny, o: FinetuneOptions,
   const cb = alloc(Int32Array, n);
   setCodebookIndex(L, cb, assignments, 0, rows);
   const S: LayerState = { w: wCopy, wn, cb, neg, assignments, e: alloc(Float64Array, n), p: alloc(Float64Array, n) };
+  if (L.fastProducts) {
+    S.e32 = alloc(Float32Array, n);
+    S.p32 = alloc(Float32Array, n);
+  }
   if (L.trainSigns) {
     S.latent = alloc(Float64Array, n);
     S.mL = alloc(Float64Array, n);
@@ -480,8 +501,8 @@ function setCodebookIndex(L: LayerSetup, cb: Int32Array, assignments: Uint32Arra
   for (let r = r0; r < r1; r++) for (let c = 0; c < cols; c++) cb[r * cols + c] = assignments[r * perRow + Math.floor(c / d)]! * d + (c % d);
 }
 
-/** The part of a step before its product: freezing, then E' of the block. Returns the newly frozen. */
-function beforeProduct(L: LayerSetup, S: LayerState, step: BlockStep, r0: number, r1: number): number {
+/** The part of a step before its product: freezing, then E' of the block (into `e32` with `fast`). Returns the newly frozen. */
+function beforeProduct(L: LayerSetup, S: LayerState, step: BlockStep, r0: number, r1: number, fast: boolean): number {
   const p0 = r0 * L.cols;
   const p1 = r1 * L.cols;
   const { e } = S;
@@ -493,9 +514,11 @@ function beforeProduct(L: LayerSetup, S: LayerState, step: BlockStep, r0: number
       const newlyFrozen = step.threshold !== null && S.frozen ? freezeRange(S, step.threshold, p0, p1) : 0;
       const { wn, cb, neg } = S;
       const cbook = step.cbook;
+      // float32 products: E' rounded to float32 as it is written (as the kernel would round it).
+      const out = fast ? S.e32! : e;
       for (let p = p0; p < p1; p++) {
         const v = cbook[cb[p]!]!;
-        e[p] = (neg[p] ? -v : v) - wn[p]!;
+        out[p] = (neg[p] ? -v : v) - wn[p]!;
       }
       return newlyFrozen;
     }
@@ -542,15 +565,15 @@ function freezeRange(S: LayerState, threshold: number, p0: number, p1: number): 
   return newly;
 }
 
-/** The part of a step after its product (`quad`: the block's loss sum). */
-function afterProduct(L: LayerSetup, S: LayerState, stat: LayerStatistic, step: BlockStep, r0: number, r1: number, quad: number, t?: Float64Array): BlockOut {
+/** The part of a step after its product (`quad`: the block's loss sum; `pm`: P, float32 after a fast product). */
+function afterProduct(L: LayerSetup, S: LayerState, stat: LayerStatistic, step: BlockStep, r0: number, r1: number, quad: number, pm: Float32Array | Float64Array, t?: Float64Array): BlockOut {
   const out: BlockOut = { loss: quad, flips: 0, newlyFrozen: 0, moved: 0 };
   if (step.kind === "iterate" && step.grad) {
     out.gC = new Float64Array(L.k * L.d);
-    out.flips = gradientsAndAdam(L, S, step.cbook, step.update, out.gC, r0, r1);
+    out.flips = gradientsAndAdam(L, S, pm, step.cbook, step.update, out.gC, r0, r1);
   } else if (step.kind === "update") {
     out.gC = new Float64Array(L.k * L.d);
-    out.flips = gradientsAndAdam(L, S, step.cbook, step.update, out.gC, r0, r1);
+    out.flips = gradientsAndAdam(L, S, pm, step.cbook, step.update, out.gC, r0, r1);
   } else if (step.kind === "reassign") {
     out.moved = reassignRows(L, S, stat, step.codebook, r0, r1, t);
   }
@@ -563,10 +586,10 @@ function afterProduct(L: LayerSetup, S: LayerState, stat: LayerStatistic, step: 
  * gradient G' C'[A], the sign bits it flips, and the freezer's record of them (as `SignFreezer.observe`).
  * Returns the flips.
  */
-function gradientsAndAdam(L: LayerSetup, S: LayerState, cbook: Float64Array, update: LatentUpdate | null, gC: Float64Array, r0: number, r1: number): number {
+function gradientsAndAdam(L: LayerSetup, S: LayerState, pm: Float32Array | Float64Array, cbook: Float64Array, update: LatentUpdate | null, gC: Float64Array, r0: number, r1: number): number {
   const p0 = r0 * L.cols;
   const p1 = r1 * L.cols;
-  const { p: pm, cb, neg, latent } = S;
+  const { cb, neg, latent } = S;
   const scale = 2 / L.hs;
   if (!latent || !update) {
     for (let p = p0; p < p1; p++) {
@@ -767,30 +790,38 @@ const needsProduct = (step: BlockStep): boolean => step.kind !== "update";
 
 /** Runs one step on one block with a synchronous kernel. */
 function runBlockSync(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: SyncStatKernel, step: BlockStep, r0: number, r1: number): BlockOut {
-  const newlyFrozen = beforeProduct(L, S, step, r0, r1);
+  const fast = useFast(S, kernel, step);
+  const newlyFrozen = beforeProduct(L, S, step, r0, r1, fast);
   let quad = 0;
   let t: Float64Array | undefined;
-  if (needsProduct(step)) {
+  if (fast) {
+    const { a, p } = blockViews32(L, S, r0, r1);
+    quad = kernel.multiplyFast!(r0, r1, a, p);
+  } else if (needsProduct(step)) {
     const { a, p } = blockViews(L, S, r0, r1);
     if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
     quad = kernel.multiply(r0, r1, a, p, t);
   }
-  const out = afterProduct(L, S, stat, step, r0, r1, quad, t);
+  const out = afterProduct(L, S, stat, step, r0, r1, quad, fast ? S.p32! : S.p, t);
   out.newlyFrozen = newlyFrozen;
   return out;
 }
 
 /** Runs one step on one block with any kernel. */
 async function runBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: StatKernel, step: BlockStep, r0: number, r1: number): Promise<BlockOut> {
-  const newlyFrozen = beforeProduct(L, S, step, r0, r1);
+  const fast = useFast(S, kernel, step);
+  const newlyFrozen = beforeProduct(L, S, step, r0, r1, fast);
   let quad = 0;
   let t: Float64Array | undefined;
-  if (needsProduct(step)) {
+  if (fast) {
+    const { a, p } = blockViews32(L, S, r0, r1);
+    quad = await kernel.multiplyFast!(r0, r1, a, p);
+  } else if (needsProduct(step)) {
     const { a, p } = blockViews(L, S, r0, r1);
     if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
     quad = await kernel.multiply(r0, r1, a, p, t);
   }
-  const out = afterProduct(L, S, stat, step, r0, r1, quad, t);
+  const out = afterProduct(L, S, stat, step, r0, r1, quad, fast ? S.p32! : S.p, t);
   out.newlyFrozen = newlyFrozen;
   return out;
 }
@@ -798,6 +829,14 @@ async function runBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kern
 function blockViews(L: LayerSetup, S: LayerState, r0: number, r1: number): { a: Float64Array; p: Float64Array } {
   return { a: S.e.subarray(r0 * L.cols, r1 * L.cols), p: S.p.subarray(r0 * L.cols, r1 * L.cols) };
 }
+
+function blockViews32(L: LayerSetup, S: LayerState, r0: number, r1: number): { a: Float32Array; p: Float32Array } {
+  return { a: S.e32!.subarray(r0 * L.cols, r1 * L.cols), p: S.p32!.subarray(r0 * L.cols, r1 * L.cols) };
+}
+
+/** Whether this step's product runs in float32: a fast iterate step, a kernel that has them, a layer with their arrays. */
+const useFast = (S: LayerState, kernel: StatKernel, step: BlockStep): boolean =>
+  step.kind === "iterate" && step.fast === true && kernel.multiplyFast !== undefined && S.e32 !== undefined;
 
 // ---- the algorithm ------------------------------------------------------------------------------------
 
@@ -858,7 +897,10 @@ function* finetuneSteps(
     // A check with an onCheck hook shows the state before this iteration's update: the update then runs
     // as a step of its own (the same operations, so the same bytes).
     const apart = isCheck && hooks.onCheck !== undefined;
-    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null };
+    // Between checks the product may run at the kernel's reduced precision (`StatKernel.multiplyFast`):
+    // the first iteration (lossBefore) and every check (the losses recorded) run at full precision.
+    const fast = L.fastProducts && t > 0 && !isCheck;
+    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null, fast };
     const newlyFrozen = sum(outs, (x) => x.newlyFrozen);
     frozenTotal += newlyFrozen;
     const loss = sum(outs, (x) => x.loss) / hs;
