@@ -9,7 +9,7 @@
  * largest layer plus 1 GiB.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Report } from "../core/report.js";
@@ -40,6 +40,8 @@ const fileSize = (p: string): number => (existsSync(p) ? statSync(p).size : 0);
 export function runLargeBench(o: { layers: number; width: number; runs: number; dir?: string; keep?: boolean; log?: (line: string) => void }): Record<string, unknown> {
   if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed to measure each process's peak RSS`);
   const cli = process.argv[1]!;
+  // --dir may name a folder to be made (the 3 GB source and the outputs go in a fresh folder inside it).
+  if (o.dir !== undefined) mkdirSync(o.dir, { recursive: true });
   const dir = mkdtempSync(join(o.dir ?? tmpdir(), "ssvq-bench-large-"));
   const largestLayerBytes = o.width * o.width * 4;
   const targetPeakBytes = 2 * largestLayerBytes + 2 ** 30;
