@@ -199,25 +199,26 @@ async function createSessions(stat: LayerStatistic, precision: Precision): Promi
 }
 
 /**
- * The float64 products over a layer's sessions: P = A H for rows [r0, r1) into p, returning tr(A H A^T)
- * as `StatKernel.multiply` does. Ordinary memory is read and written in place; shared memory (which
- * onnxruntime refuses) goes through buffers reused from call to call.
+ * The products over a layer's sessions in one precision: P = A H for rows [r0, r1) into p, returning
+ * tr(A H A^T) (accumulated in float64) as `StatKernel.multiply` does; a factor's T = A X^T into `t` when
+ * given. Ordinary memory is read and written in place; shared memory (which onnxruntime refuses) goes
+ * through buffers reused from call to call.
  */
-function productRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
+function productRunner<A extends Float32Array | Float64Array>(stat: LayerStatistic, rows: number, sessions: Sessions, precision: Precision, make: (n: number) => A) {
   const { groups, cols } = stat;
   const rpg = rows / groups;
   const r = isFactor(stat) ? stat.r : 0;
-  let input = new Float64Array(0);
-  let pOut = new Float64Array(0);
-  let tOut = new Float64Array(0);
-  return async (r0: number, r1: number, a: Float64Array, p: Float64Array, t?: Float64Array): Promise<number> => {
+  let input = make(0);
+  let pOut = make(0);
+  let tOut = make(0);
+  return async (r0: number, r1: number, a: A, p: A, t?: Float64Array): Promise<number> => {
     const m = r1 - r0;
     const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
     if (!inPlace && input.length < m * cols) {
-      input = new Float64Array(m * cols);
-      pOut = new Float64Array(m * cols);
+      input = make(m * cols);
+      pOut = make(m * cols);
     }
-    if (tOut.length < m * r) tOut = new Float64Array(m * r);
+    if (tOut.length < m * r) tOut = make(m * r);
     const src = inPlace ? a : input;
     if (!inPlace) input.set(a.subarray(0, m * cols));
     let quad = 0;
@@ -227,69 +228,18 @@ function productRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
       const i0 = s - r0;
       const here = e - s;
       const o = i0 * cols;
-      const feeds = { E: new ort.Tensor("float64", src.subarray(o, o + here * cols), [here, cols]) };
+      const feeds = { E: new ort.Tensor(precision, src.subarray(o, o + here * cols), [here, cols]) };
       const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
       if (isFactor(stat)) {
         const tv = tOut.subarray(0, here * r);
-        await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]), T: new ort.Tensor("float64", tv, [here, r]) });
+        await sessions[g]!.run(feeds, { P: new ort.Tensor(precision, pv, [here, cols]), T: new ort.Tensor(precision, tv, [here, r]) });
         const n = stat.n;
         for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
         for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
         if (t) t.set(tv, i0 * r);
       } else {
-        await sessions[g]!.run(feeds, { P: new ort.Tensor("float64", pv, [here, cols]) });
-        // The block's sum(A .* P), row-major (and P into place from the buffer).
-        if (inPlace) for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
-        else
-          for (let i = 0; i < pv.length; i++) {
-            const v = pv[i]!;
-            p[o + i] = v;
-            quad += src[o + i]! * v;
-          }
-      }
-      s = e;
-    }
-    return isFactor(stat) ? quad / stat.n : quad;
-  };
-}
-
-/**
- * The float32 products (`StatKernel.multiplyFast`): A and P float32, in place in ordinary memory, through
- * buffers in shared memory; the returned sum accumulated in float64.
- */
-function fastRunner(stat: LayerStatistic, rows: number, sessions: Sessions) {
-  const { groups, cols } = stat;
-  const rpg = rows / groups;
-  const r = isFactor(stat) ? stat.r : 0;
-  let input = new Float32Array(0);
-  let pOut = new Float32Array(0);
-  let tOut = new Float32Array(0);
-  return async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
-    const m = r1 - r0;
-    const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
-    if (!inPlace && input.length < m * cols) {
-      input = new Float32Array(m * cols);
-      pOut = new Float32Array(m * cols);
-    }
-    if (tOut.length < m * r) tOut = new Float32Array(m * r);
-    const src = inPlace ? a : input;
-    if (!inPlace) input.set(a.subarray(0, m * cols));
-    let quad = 0;
-    for (let s = r0; s < r1; ) {
-      const g = Math.floor(s / rpg);
-      const e = Math.min(r1, (g + 1) * rpg);
-      const here = e - s;
-      const o = (s - r0) * cols;
-      const feeds = { E: new ort.Tensor("float32", src.subarray(o, o + here * cols), [here, cols]) };
-      const pv = inPlace ? p.subarray(o, o + here * cols) : pOut.subarray(0, here * cols);
-      if (isFactor(stat)) {
-        const tv = tOut.subarray(0, here * r);
-        await sessions[g]!.run(feeds, { P: new ort.Tensor("float32", pv, [here, cols]), T: new ort.Tensor("float32", tv, [here, r]) });
-        const n = stat.n;
-        for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
-        for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
-      } else {
-        await sessions[g]!.run(feeds, { P: new ort.Tensor("float32", pv, [here, cols]) });
+        await sessions[g]!.run(feeds, { P: new ort.Tensor(precision, pv, [here, cols]) });
+        // The block's sum(A .* P), row-major (P into place from the buffer first).
         if (!inPlace) p.set(pv, o);
         for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
       }
@@ -313,15 +263,15 @@ function ortEngine(name: string, fast: boolean): StatEngine {
       validateStatistic(stat, rows);
       if (stat.groups > ORT_MAX_GROUPS || (isFactor(stat) && stat.r === 0)) return wasmStatEngine.kernel(stat, rows);
       const full = await createSessions(stat, "float64");
-      const multiply = productRunner(stat, rows, full.sessions);
+      const multiply = productRunner<Float64Array>(stat, rows, full.sessions, "float64", (n) => new Float64Array(n));
       const wantsFast = fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS;
       let low: Promise<{ sessions: Sessions; bytes: number }> | undefined;
-      let runFast: ReturnType<typeof fastRunner> | undefined;
+      let runFast: ((r0: number, r1: number, a: Float32Array, p: Float32Array) => Promise<number>) | undefined;
       const multiplyFast = async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
         if (!runFast) {
           low ??= createSessions(stat, "float32");
           const made = await low;
-          runFast ??= fastRunner(stat, rows, made.sessions);
+          runFast ??= productRunner<Float32Array>(stat, rows, made.sessions, "float32", (n) => new Float32Array(n));
         }
         return runFast(r0, r1, a, p);
       };
