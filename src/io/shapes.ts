@@ -9,25 +9,22 @@
  */
 import * as ort from "onnxruntime-node";
 import { createSession, ortMessage } from "./ort.js";
+import { sessionModel } from "./capture.js";
 import { watchedOrtCall } from "./ort-activity.js";
 import { create } from "@bufbuild/protobuf";
 import { InputError, quoted } from "../core/errors.js";
 import { totalmem } from "node:os";
 import { valuesToMeasure } from "../core/accel/lower.js";
 import type { ExternalDataReader } from "../core/onnx/external.js";
-import { externalRef } from "../core/onnx/external.js";
 import {
   encodeModel,
-  TensorProto_DataLocation,
   TensorProto_DataType as DT,
   ValueInfoProtoSchema,
-  type GraphProto,
   type ModelProto,
-  type TensorProto,
   type ValueInfoProto,
 } from "../core/onnx/proto.js";
 import { dtypeBits, dtypeName } from "../core/onnx/dtype.js";
-import { formatBytes, rawBytes, tensorDims, TYPED_ARRAY_MAX_BYTES } from "../core/onnx/tensor-data.js";
+import { formatBytes, tensorDims, TYPED_ARRAY_MAX_BYTES } from "../core/onnx/tensor-data.js";
 
 /** A declared dimension: a number, a symbolic name, or unknown. */
 type DeclaredDim = number | string | null;
@@ -168,23 +165,6 @@ function zeroTensor(name: string, elemType: number, dims: number[]): ort.Tensor 
   throw new InputError(`input ${quoted(name)} is ${dtypeName(elemType)}, which cannot be fed to onnxruntime here`);
 }
 
-/** A copy of the main graph's external initializers with their bytes inline (ORT gets the model as bytes). */
-function inlineExternal(t: TensorProto, readExternal: ExternalDataReader | undefined): TensorProto {
-  const ref = externalRef(t);
-  if (!ref) return t;
-  if (!readExternal)
-    throw new InputError(`tensor ${quoted(t.name)} keeps its data in an external file that was not opened`);
-  return {
-    ...t,
-    // rawBytes reads the span onnxruntime would (the declared size when no length is given).
-    rawData: rawBytes(t, readExternal) as Uint8Array<ArrayBuffer>,
-    dataLocation: TensorProto_DataLocation.DEFAULT,
-    externalData: [],
-  };
-}
-
-const INLINE_LIMIT = 2 ** 31 - 2 ** 24;
-
 export interface ShapeOptions {
   /** For models with external data (src/io/model-file.ts loadModel's `readExternal`): read inline, up to 2 GB. */
   readExternal?: ExternalDataReader;
@@ -219,27 +199,13 @@ export async function measureShapes(
   const wanted = toExpose;
 
   if (wanted.length > 0) {
-    let inlined = 0;
-    // With the model's folder, onnxruntime reads external tensors from the files (any size).
-    const initializer =
-      opts.modelDir !== undefined
-        ? g.initializer
-        : g.initializer.map((t) => {
-            const r = inlineExternal(t, opts.readExternal);
-            if (r !== t) inlined += r.rawData.length;
-            return r;
-          });
-    if (inlined > INLINE_LIMIT)
-      throw new InputError(
-        `the model's external data (${inlined} bytes) is too large to run from memory; simulating models over 2 GB is not supported yet`,
-      );
-    // A shallow copy: the same nodes and tensors, more outputs.
-    const graph: GraphProto = { ...g, initializer, output: [...g.output, ...extra] };
-    const copy: ModelProto = { ...model, graph };
-    const session = await createSession(encodeModel(copy), {
+    // A shallow copy: the same nodes and tensors, more outputs. With the model's folder, onnxruntime reads
+    // external tensors from the files (any size); without, they are read inline (`sessionModel`).
+    const copy = sessionModel({ ...model, graph: { ...g, output: [...g.output, ...extra] } }, { readExternal: opts.readExternal, dir: opts.modelDir });
+    const session = await createSession(encodeModel(copy.model), {
       label: "the model to measure its shapes",
       options: { graphOptimizationLevel: "disabled" },
-      ...(opts.modelDir !== undefined ? { externalDataDir: opts.modelDir } : {}),
+      ...(copy.externalDataDir !== undefined ? { externalDataDir: copy.externalDataDir } : {}),
     });
     try {
       const feedTensors: Record<string, ort.Tensor> = {};
