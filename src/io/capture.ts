@@ -40,7 +40,7 @@ import {
   type GramEngine,
   type LayerStats,
 } from "../core/calib/stats.js";
-import { externalRef, type ExternalDataReader } from "../core/onnx/external.js";
+import { externalRef, hasExternalTensors, type ExternalDataReader } from "../core/onnx/external.js";
 import {
   AttributeProto_AttributeType,
   AttributeProtoSchema,
@@ -496,13 +496,7 @@ export interface ExternalSource {
  * they are read inline (`inlineExternal`, up to 2 GB).
  */
 export function sessionModel(model: ModelProto, src: ExternalSource): { model: ModelProto; externalDataDir?: string } {
-  if (src.dir !== undefined) {
-    let any = false;
-    walkTensors(model, (t) => {
-      if (externalRef(t)) any = true;
-    });
-    if (any) return { model, externalDataDir: src.dir };
-  }
+  if (src.dir !== undefined && hasExternalTensors(model)) return { model, externalDataDir: src.dir };
   return { model: inlineExternal(model, src.readExternal) };
 }
 
@@ -513,11 +507,7 @@ export function sessionModel(model: ModelProto, src: ExternalSource): { model: M
 export function inlineExternal(model: ModelProto, readExternal: ExternalDataReader | undefined): ModelProto {
   const g = model.graph;
   if (!g) return model;
-  let any = false;
-  walkTensors(model, (t) => {
-    if (externalRef(t)) any = true;
-  });
-  if (!any) return model;
+  if (!hasExternalTensors(model)) return model;
   if (!readExternal) throw new InputError("The model keeps tensors in external files; open it with loadModel so they can be read.");
   const mainExternal = new Set(g.initializer.filter((t) => externalRef(t)));
   let elsewhere = false;

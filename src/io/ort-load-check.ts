@@ -14,7 +14,7 @@ import { clone } from "@bufbuild/protobuf";
 import type { TypeProto_Tensor } from "onnx-buf";
 import { encodeModel, ModelProtoSchema, TensorProto_DataLocation, type GraphProto, type ModelProto, type TensorProto, type ValueInfoProto } from "../core/onnx/proto.js";
 import { valueInfo } from "../core/onnx/build.js";
-import { isExternal, type ExternalDataReader } from "../core/onnx/external.js";
+import { hasExternalTensors, isExternal, type ExternalDataReader } from "../core/onnx/external.js";
 import { declaredBytes, rawBytes } from "../core/onnx/tensor-data.js";
 import { dtypeBits } from "../core/onnx/dtype.js";
 import { walkNodes, walkTensors } from "../core/onnx/walk.js";
@@ -93,11 +93,7 @@ function skeletonOf(model: ModelProto, readExternal: ExternalDataReader | undefi
   const skeleton: ModelProto = { ...model, graph };
   // Any external tensor left (small ones, and those in subgraphs or Constant nodes) is read inline: the
   // bytes given to onnxruntime have no folder to resolve file names against.
-  let external = false;
-  walkTensors(skeleton, (t) => {
-    external ||= isExternal(t);
-  });
-  if (!external) return skeleton;
+  if (!hasExternalTensors(skeleton)) return skeleton;
   // A deep copy, so that the caller's model is not changed (its large main-graph tensors are not in it).
   const copy = clone(ModelProtoSchema, skeleton);
   walkTensors(copy, (t) => {

@@ -3,7 +3,8 @@
  * This file only reads and checks the description; the file system side is in src/io/model-file.ts.
  */
 import { InputError, quoted } from "../errors.js";
-import { TensorProto_DataLocation, type TensorProto } from "./proto.js";
+import { TensorProto_DataLocation, type ModelProto, type TensorProto } from "./proto.js";
+import { walkTensors } from "./walk.js";
 
 export interface ExternalDataRef {
   /** The location as written in the model. */
@@ -19,6 +20,15 @@ export interface ExternalDataRef {
 export type ExternalDataReader = (ref: ExternalDataRef, tensorName: string) => Uint8Array;
 
 export const isExternal = (t: TensorProto): boolean => t.dataLocation === TensorProto_DataLocation.EXTERNAL;
+
+/** Whether any tensor of the model (initializers, Constant nodes, subgraphs) keeps its data in an external file. */
+export function hasExternalTensors(model: ModelProto): boolean {
+  let any = false;
+  walkTensors(model, (t) => {
+    any ||= isExternal(t);
+  });
+  return any;
+}
 
 /** The external-data description of a tensor, validated; undefined for tensors stored in the model. */
 export function externalRef(t: TensorProto): ExternalDataRef | undefined {
