@@ -250,10 +250,13 @@ describe("the extension in code-server", { skip, timeout: 15 * 60_000 }, () => {
       assert.match(busy.text, /one compression per model at a time/);
       assert.equal(jobWorkers(server).length, 1);
       // Reloading the window ends the running job: no orphan worker.
+      // The reloaded page itself is waited for: the old workbench can stay on screen for a moment.
+      const reloaded = page.waitForEvent("load", { timeout: 60_000 });
       await runCommand(page, "Developer: Reload Window");
       const t0 = Date.now();
       while (jobWorkers(server).length && Date.now() - t0 < 10_000) await sleep(100);
       assert.deepEqual(jobWorkers(server), [], "the reload ended the worker");
+      await reloaded;
       await page.locator(".monaco-workbench .statusbar").waitFor({ state: "visible", timeout: 60_000 });
       assert.deepEqual(readdirSync(ws).filter((f) => f.endsWith(".tmp")), []);
     });

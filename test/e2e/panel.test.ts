@@ -236,7 +236,11 @@ describe("the SSVQ panel in code-server", { skip, timeout: 20 * 60_000 }, () => 
     await selectTab(frame, 1);
     const before = await tableRows(frame, "#layers-table");
     const summary = await frame.locator("#report-summary").innerText();
+    // Wait for the reloaded page itself: the old workbench (and its panel frame, soon detached) can
+    // still be on screen for a moment after the command.
+    const reloaded = page.waitForEvent("load", { timeout: 60_000 });
     await runCommand(page, "Developer: Reload Window");
+    await reloaded;
     await page.locator(".monaco-workbench .statusbar").waitFor({ state: "visible", timeout: 60_000 });
     frame = await panelFrame(page, MODEL, 90_000);
     assert.equal(await waitForReport(frame, 60_000), summary);
