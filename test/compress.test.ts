@@ -436,3 +436,136 @@ test("INT8 for MatMul and Gemm is scaled after the product (the weight is a Cast
   ]);
   for (const l of rb.layers) assert.equal(l.bytes!.values, l.rows! * l.cols!, `${l.name}: one byte per weight`);
 });
+
+test("SSVQ/VQ weights read only by MatMul/Gemm are stored as split products (codes gathered straight to 2-D parts over strided slices): they run as the dense variant, read back from the file, and lower to one layer each", async () => {
+  const { compressModel, SPLIT_MIN_WEIGHTS } = await import("../src/core/compress.js");
+  const { readBackCompression } = await import("../src/core/onnx/readback.js");
+  const { lowerModel } = await import("../src/core/accel/lower.js");
+  const w = (name: string, dims: number[], seed: number) => randomTensor(name, dims, seed);
+  const m = model(
+    graph({
+      nodes: [
+        node("MatMul", ["x", "w1"], ["h1"]), // N-D activation [2, 3, 256], weight [256, 512]: codes [K/s, N]
+        node("Reshape", ["h1", "flat"], ["h1f"]),
+        node("Gemm", ["h1f", "w2", "b2"], ["h2"], { transB: 1 }), // [N, K] weight: codes [N, K/s]; C in the first part
+        node("Gemm", ["h2", "w3", "b3"], ["h3"], { beta: { float: 0.5 }, alpha: { float: 2 } }), // beta with C, alpha in every part
+        node("MatMul", ["h3", "w4"], ["y"]),
+        node("Relu", ["h3"], ["h3r"]),
+        node("MatMul", ["h3r", "w4"], ["z"]), // w4 read by two MatMuls: both split
+        node("MatMul", ["z", "w5"], ["v"]), // below SPLIT_MIN_WEIGHTS: the codebook Gather reshaped to the weight
+      ],
+      inputs: [valueInfo("x", [2, 3, 256])],
+      outputs: [valueInfo("y", [6, 256]), valueInfo("z", [6, 256]), valueInfo("v", [6, 16])],
+      initializers: [
+        w("w1", [256, 512], 31),
+        { ...randomTensor("flat", [2], 0), dataType: DT.INT64, rawData: new Uint8Array(BigInt64Array.of(6n, 512n).buffer) },
+        w("w2", [384, 512], 32),
+        w("b2", [384], 33),
+        w("w3", [384, 256], 34),
+        w("b3", [256], 35),
+        w("w4", [256, 256], 36),
+        w("w5", [256, 16], 37),
+      ],
+    }),
+  );
+  assert.ok(256 * 16 < SPLIT_MIN_WEIGHTS && 256 * 256 >= SPLIT_MIN_WEIGHTS);
+  const bytes = encodeModel(m);
+  const source = new Map(m.graph!.initializer.map((t) => [t.name, new Float32Array(t.rawData.slice().buffer)]));
+  const x = { data: randomValues(2 * 3 * 256, 9), dims: [2, 3, 256] };
+  // SSVQ k16 d4: 8-bit codes (index + sign pattern); VQ k16: 4-bit codes, two per byte; VQ k256: 8-bit.
+  for (const [mode, k, bits, per] of [["ssvq", 16, 8, 1], ["vq", 16, 4, 2], ["vq", 256, 8, 1]] as const) {
+    const config = { mode, k, d: 4, seed: 0, kmeansIters: 8, minWeights: 16, format: "ssvq" as const, finetune: false };
+    const out = await compressModel({ bytes, path: "m" }, { config });
+    const dense = await compressModel({ bytes, path: "m" }, { config: { ...config, format: "dense" } });
+    const g = out.proto.graph!;
+    const what = `${mode} k${k}`;
+    for (const name of ["w1", "w2", "w3", "w4"]) {
+      const cast = g.node.find((n) => n.output.includes(name))!;
+      assert.equal(cast.opType, "Cast", `${what} ${name}: the weight's name holds the int32 codes`);
+      const codes = g.initializer.find((t) => t.name === cast.input[0])!;
+      assert.equal(codes.dataType, DT.UINT8, `${what} ${name}: codes stored as uint8`);
+      const parts = g.node.filter((n) => n.opType === "Gather" && n.input[1] === name);
+      assert.equal(parts.length, 4 * per, `${what} ${name}: one part per column and field`);
+      for (const p of parts) assert.equal(g.node.filter((n) => n.input[1] === p.output[0]).every((n) => n.opType === "MatMul" || n.opType === "Gemm"), true);
+    }
+    assert.ok(g.node.some((n) => n.output[0] === "w5" && n.opType === "Transpose"), `${what}: w5 keeps the codebook Gather reshaped to the row matrix and transposed`);
+    assert.equal(g.node.filter((n) => n.opType === "Sum").length, 5, `${what}: one Sum per split consumer`);
+    const a = await runModel(out.model, { x });
+    const b = await runModel(dense.model, { x });
+    for (const name of ["y", "z", "v"]) assert.ok(maxAbsDiff(a[name]!, b[name]!) < 1e-4, `${what} ${name}: ${maxAbsDiff(a[name]!, b[name]!)}`);
+    // Read back from the file alone: the layers by their names, their usage as the report counts it, and
+    // (SSVQ) exactly the source weights' negative signs.
+    const rb = readBackCompression(decodeModel(out.model))!;
+    assert.deepEqual(rb.problems, []);
+    assert.deepEqual(
+      rb.layers.map((l) => [l.name, l.mode, l.k, l.d, l.problem, l.rows, l.cols, l.opType]),
+      [
+        ["w1", mode, k, 4, undefined, 512, 256, "MatMul"],
+        ["w2", mode, k, 4, undefined, 384, 512, "Gemm"],
+        ["w3", mode, k, 4, undefined, 256, 384, "Gemm"],
+        ["w4", mode, k, 4, undefined, 256, 256, "MatMul"],
+        ["w5", mode, k, 4, undefined, 16, 256, "MatMul"],
+      ],
+    );
+    for (const l of rb.layers) {
+      const r = out.report.layers.find((x) => x.name === l.name)!;
+      assert.deepEqual(l.usage, r.usage, `${what} ${l.name}: usage`);
+      assert.equal(l.bits!.matchesMetadata, true, `${what} ${l.name}: bits/weight as the metadata says`);
+      if (l.name !== "w5") assert.equal(l.tensors.find((t) => t.kind === "codes")?.width, bits);
+      if (mode === "ssvq") assert.equal(l.signs!.negative, source.get(l.name)!.filter((v) => v < 0).length, `${l.name}: negative signs`);
+    }
+    assert.equal(rb.layers.find((l) => l.name === "w4")!.consumers.length, 2 * 4 * per, "w4: the parts of both products");
+    // The accelerator lowering sees one layer per product, with the whole reduction.
+    const shapes = new Map<string, number[]>([["w5", [256, 16]], ["x", [2, 3, 256]], ["h1", [2, 3, 512]], ["h1f", [6, 512]], ["h2", [6, 384]], ["h3", [6, 256]], ["h3r", [6, 256]], ["y", [6, 256]], ["z", [6, 256]], ["v", [6, 16]]]);
+    const proto = decodeModel(out.model);
+    for (const n of proto.graph!.node) if (n.opType === "Slice") shapes.set(n.output[0]!, [...shapes.get(n.input[0]!)!.slice(0, -1), shapes.get(n.input[0]!)!.at(-1)! / (4 * per)]);
+    for (const n of proto.graph!.node) if ((n.opType === "MatMul" || n.opType === "Gemm") && n.name.includes("/part")) shapes.set(n.output[0]!, shapes.get(proto.graph!.node.find((s) => s.opType === "Sum" && s.input.includes(n.output[0]!))!.output[0]!)!);
+    for (const n of proto.graph!.node) if (n.opType === "Gather" && n.input[1]?.startsWith("w") && n.input[1] !== "w5") {
+      const rbl = rb.layers.find((l) => l.name === n.input[1])!;
+      shapes.set(n.output[0]!, rbl.opType === "Gemm" && rbl.name === "w2" ? [rbl.rows!, rbl.cols! / (4 * per)] : [rbl.cols! / (4 * per), rbl.rows!]);
+    }
+    const lowered = lowerModel(proto, shapes);
+    assert.deepEqual(
+      lowered.layers.map((l) => [l.weightName, l.M, l.K, l.N]),
+      [
+        ["w1", 6, 256, 512],
+        ["w2", 6, 512, 384],
+        ["w3", 6, 384, 256],
+        ["w4", 6, 256, 256],
+        ["w4", 6, 256, 256],
+        ["w5", 6, 256, 16],
+      ],
+      `${what}: lowered layers`,
+    );
+  }
+});
+
+test("SSVQ k256 d8 stores 16-bit split codes; below opset 10 or with a padded reduction the weight keeps the codebook Gather", async () => {
+  const { compressModel } = await import("../src/core/compress.js");
+  const { readBackCompression } = await import("../src/core/onnx/readback.js");
+  const x = { data: randomValues(3 * 1024, 5), dims: [3, 1024] };
+  const make = (opset: number, K: number) =>
+    encodeModel(model(graph({ nodes: [node("MatMul", ["x", "w"], ["y"])], inputs: [valueInfo("x", [3, K])], outputs: [valueInfo("y", [3, 2048])], initializers: [randomTensor("w", [K, 2048], 41)] }), opset));
+  const config = { mode: "ssvq" as const, k: 256, d: 8, seed: 0, kmeansIters: 4, minWeights: 16, format: "ssvq" as const, finetune: false };
+  const cases = [
+    { opset: 13, K: 1024, split: true },
+    { opset: 9, K: 1024, split: false },
+    { opset: 13, K: 1020, split: false }, // 1020 % 8 != 0: padded rows
+  ];
+  for (const c of cases) {
+    const bytes = make(c.opset, c.K);
+    const out = await compressModel({ bytes, path: "m" }, { config });
+    const dense = await compressModel({ bytes, path: "m" }, { config: { ...config, format: "dense" } });
+    const g = out.proto.graph!;
+    const writer = g.node.find((n) => n.output.includes("w"))!;
+    assert.equal(writer.opType === "Cast", c.split, `opset ${c.opset}, K ${c.K}: ${writer.opType}`);
+    if (c.split) assert.equal(g.initializer.find((t) => t.name === writer.input[0])!.dataType, DT.UINT16);
+    const feeds = { x: { data: x.data.subarray(0, 3 * c.K), dims: [3, c.K] } };
+    const a = (await runModel(out.model, feeds))["y"]!;
+    const b = (await runModel(dense.model, feeds))["y"]!;
+    assert.ok(maxAbsDiff(a, b) < 1e-4, `opset ${c.opset}, K ${c.K}: ${maxAbsDiff(a, b)}`);
+    const rb = readBackCompression(decodeModel(out.model))!;
+    assert.deepEqual(rb.layers.map((l) => [l.name, l.mode, l.k, l.d, l.problem, l.bits?.matchesMetadata]), [["w", "ssvq", 256, 8, undefined, true]]);
+    assert.deepEqual(rb.layers[0]!.usage, out.report.layers[0]!.usage);
+  }
+});

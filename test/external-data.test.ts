@@ -282,6 +282,44 @@ test("a model with external data: compress --calib gives the same bytes as from 
   }
 });
 
+test("a dense output over the (lowered) limit goes to its data file as each layer is done: the same model as one written whole, --eval runs from it, a cancelled run leaves nothing", async () => {
+  const dir = freshDir("dense-spool");
+  const input = writeModel(dir, "net.onnx");
+  const calib = calibNpy(dir);
+  const args = ["--format", "dense", "--k", "16", "--d", "4", "--min-weights", "16", "--json"];
+  // Whole: the model fits, one file. Spooled: the limit (16 KiB here) is below the source's 25 KB.
+  const whole = ssvq(["compress", input, "--out", join(dir, "whole.onnx"), ...args]);
+  assert.equal(whole.status, 0, whole.stderr);
+  const spooled = ssvq(["compress", input, "--out", join(dir, "spooled.onnx"), "--eval", calib, ...args], { env: { ...process.env, SSVQ_MODEL_LIMIT_BYTES: "16384" } });
+  assert.equal(spooled.status, 0, spooled.stderr);
+  const report = JSON.parse(spooled.stdout) as Report;
+  // w2, w3 and w4 (1 KiB or more) went to the data file as their layers were done; w1 (864 bytes) stays inline.
+  assert.equal(report.output!.data!.tensors, 3);
+  assert.ok(report.evaluation!.outputs[0]!.cosine > 0.9);
+  const loaded = loadModel(join(dir, "spooled.onnx"));
+  const external = loaded.model.graph!.initializer.filter((t) => externalRef(t)).map((t) => [t.name, Number(externalRef(t)!.offset) % DEFAULT_ALIGN]);
+  assert.deepEqual(external, [["w2", 0], ["w3", 0], ["w4", 0]]);
+  sameBytes(inlined(join(dir, "spooled.onnx")), inlined(join(dir, "whole.onnx")), "spooled and whole dense outputs");
+  assert.deepEqual(await runModel(join(dir, "spooled.onnx"), feeds), await runModel(join(dir, "whole.onnx"), feeds));
+  // Cancelled once the data file has its first tensor: neither it nor anything else is left.
+  const cancelDir = freshDir("dense-cancel");
+  const source = writeModel(cancelDir, "net.onnx");
+  const spooling = () => readdirSync(cancelDir).some((n) => n.startsWith(".net.ssvq.onnx.data.") && n.endsWith(".tmp") && statSync(join(cancelDir, n)).size > 0);
+  const signal = {
+    get aborted() {
+      return spooling();
+    },
+    addEventListener() {},
+    removeEventListener() {},
+    throwIfAborted() {},
+  } as unknown as AbortSignal;
+  await assert.rejects(
+    compressFile({ input: source, externalData: true, signal, config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 25, minWeights: 16, format: "dense", finetune: false } }),
+    (e: unknown) => isCancelledError(e),
+  );
+  assert.deepEqual(listing(cancelDir), ["net.onnx"]);
+});
+
 test("a model file over 2 GiB (no external data) is refused in one line by inspect, compress, eval and simulate", () => {
   const dir = freshDir("big");
   const big = join(dir, "big.onnx");
@@ -305,7 +343,7 @@ test("an output too large for one buffer is evaluated from a temporary copy with
   const out = join(dir, "net.ssvq.onnx");
   const m = smallCnn();
   let seen: string[] = [];
-  const y = await withModelRef(out, new Uint8Array(0), m, async (ref) => {
+  const y = await withModelRef(out, new Uint8Array(0), m, undefined, async (ref) => {
     assert.equal(typeof ref, "string");
     seen = listing(dir);
     return runModel(ref as string, feeds);
@@ -316,7 +354,7 @@ test("an output too large for one buffer is evaluated from a temporary copy with
   assert.deepEqual(listing(dir), []);
   assert.deepEqual(y, await runModel(encodeModel(m), feeds));
   // Bytes that fit are used as they are.
-  assert.equal(await withModelRef(out, new Uint8Array([1, 2]), m, async (ref) => (ref as Uint8Array).length), 2);
+  assert.equal(await withModelRef(out, new Uint8Array([1, 2]), m, undefined, async (ref) => (ref as Uint8Array).length), 2);
 });
 
 test("capture, the search's sensitivities and simulate's shapes let onnxruntime read external data from the files: nothing is read inline (no 2 GiB limit), from any working directory", async () => {

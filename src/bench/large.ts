@@ -32,8 +32,12 @@ export interface LargeOutput extends LargeStep {
   dataFileBytes: number;
   /** What the report says of the data file. */
   reportData: NonNullable<Report["output"]>["data"] | null;
+  /** meetsTarget: the load peaks at no more than LOAD_TARGET_RATIO x the original's. */
   load: LoadMeasure & { loadPeakRatio: number; meetsTarget: boolean };
 }
+
+/** Issue 14's load target: a compressed model loads within 1.5x the original's peak RSS. */
+export const LOAD_TARGET_RATIO = 1.5;
 
 const fileSize = (p: string): number => (existsSync(p) ? statSync(p).size : 0);
 
@@ -87,7 +91,7 @@ export function runLargeBench(o: { layers: number; width: number; runs: number; 
         modelFileBytes: fileSize(out),
         dataFileBytes: fileSize(`${out}.data`),
         reportData: report.output?.data ?? null,
-        load: { ...load, loadPeakRatio: load.loadPeakBytes / original.loadPeakBytes, meetsTarget: load.loadPeakBytes <= targetPeakBytes },
+        load: { ...load, loadPeakRatio: load.loadPeakBytes / original.loadPeakBytes, meetsTarget: load.loadPeakBytes <= LOAD_TARGET_RATIO * original.loadPeakBytes },
       };
       outputs.push(row);
       o.log?.(

@@ -4,7 +4,22 @@
  */
 import { CancelledError, InputError } from "./errors.js";
 import { dtypeBits, dtypeName } from "./onnx/dtype.js";
-import { floatsAs, GraphBuilder, lookupTableName, lookupTableTensor, transposeRows, writeDecode, writeDecodeInt8Unscaled, type DecodeSource, type LookupTable } from "./onnx/decode-graph.js";
+import {
+  floatsAs,
+  GraphBuilder,
+  lookupTableName,
+  lookupTableTensor,
+  mergesSigns,
+  MIN_SPLIT_OPSET,
+  transposeRows,
+  writeDecode,
+  writeDecodeInt8Unscaled,
+  writeDecodeSplit,
+  writeSplitProduct,
+  type DecodeSource,
+  type LookupTable,
+} from "./onnx/decode-graph.js";
+import { buildSplitCodes, codesPerElement, SPLIT_CODE_WIDTHS, splitCodeBits, type SplitCodes, type SplitOrientation } from "./onnx/split-product.js";
 import { isDefaultDomain } from "./onnx/scopes.js";
 import { clearField } from "@bufbuild/protobuf";
 import type { ExternalDataReader } from "./onnx/external.js";
@@ -111,6 +126,16 @@ export interface CompressRun {
    * in work rather than the whole model.
    */
   keepQuantized?: boolean;
+  /**
+   * Where the dense format's final tensors go as each layer is done (an output data file), so that the
+   * run does not hold the whole output; without it they stay in the model until it is written.
+   */
+  denseSink?: DenseSink;
+}
+
+/** Takes a final dense tensor's little-endian bytes and says where they now are, as external data. */
+export interface DenseSink {
+  put(bytes: Uint8Array): { location: string; offset: number; length: number };
 }
 
 /** The key of one layer's quantization at one point in `CompressRun.quantCache`. */
@@ -244,14 +269,27 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
     if (s.settled || !s.q) return;
     if (config.format === "dense") {
       if (config.sequential) return;
-      writeDenseLayer(s);
-    } else s.packed = packLayer(s.q, s.weight);
+      writeDenseLayer(s, run.denseSink, sunk);
+    } else s.packed = packLayer(s.q, s.weight, splitPlan(s.weight, s.q));
     s.settled = true;
     if (!run.keepQuantized) s.q = undefined;
     s.rows = undefined;
     if (!config.sequential) s.stored = undefined;
   };
   const quantized = new Map<string, Quantized>();
+  // Tensors the dense sink took: external data of the output, not of the source.
+  const sunk = new Set<TensorProto>();
+  // Which layers the output stores as a split product (decided from the graph, before it is rewritten).
+  let readers: { users: ValueReaders; graphOf: Map<string, GraphProto> } | undefined;
+  const splitPlan = (w: WeightInfo, q: Quantized): SplitPlan | undefined => {
+    if (isIntQuantized(q) || config.format === "dense") return undefined;
+    if (!readers) {
+      const graphOf = new Map<string, GraphProto>();
+      walkGraphs(model, ({ graph, path }) => graphOf.set(path, graph));
+      readers = { users: valueReaders(model), graphOf };
+    }
+    return splitPlanFor(w, q, readers.graphOf.get(w.graphPath)!, readers.users, opset ?? 0);
+  };
 
   if (!run.dryRun) {
     const index = new Map(sel.map((s, i) => [s, i]));
@@ -327,9 +365,9 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
   let encoded: EncodedModel | undefined;
   if (!run.dryRun) {
     encoded = await time("write", () => {
-      if (config.format === "dense") writeDense(sel);
+      if (config.format === "dense") writeDense(sel, run.denseSink, sunk);
       else writeDecodeGraphs(model, sel, opset ?? 0);
-      inlineExternal(model, input.readExternal);
+      inlineExternal(model, input.readExternal, sunk);
       setMetadata(model, config, sel);
       return encodeModelPieces(model);
     });
@@ -660,16 +698,26 @@ function estimatedLayer(w: WeightInfo, c: OperatingPoint): LayerReport {
 }
 
 /** Replaces each weight's values by its reconstruction, in place and at its own dtype (those not written yet). */
-function writeDense(sel: Selected[]): void {
-  for (const s of sel) if (s.stored) writeDenseLayer(s);
+function writeDense(sel: Selected[], sink?: DenseSink, sunk?: Set<TensorProto>): void {
+  for (const s of sel) if (s.stored) writeDenseLayer(s, sink, sunk);
 }
 
-function writeDenseLayer(s: Selected): void {
+/** Tensors smaller than this stay in the model rather than go to the dense sink (external-out.ts's threshold). */
+const SINK_MIN_BYTES = 1024;
+
+function writeDenseLayer(s: Selected, sink?: DenseSink, sunk?: Set<TensorProto>): void {
   const w = s.weight;
   const t = floatsAs(w.tensor.name, w.dims, s.stored!, w.dtype);
   clearData(w.tensor);
-  w.tensor.rawData = t.rawData;
   s.stored = undefined;
+  if (sink && t.rawData.length >= SINK_MIN_BYTES) {
+    const at = sink.put(t.rawData);
+    w.tensor.dataLocation = TensorProto_DataLocation.EXTERNAL;
+    w.tensor.externalData = Object.entries({ location: at.location, offset: String(at.offset), length: String(at.length) }).map(([key, value]) =>
+      create(StringStringEntryProtoSchema, { key, value }),
+    );
+    sunk?.add(w.tensor);
+  } else w.tensor.rawData = t.rawData;
 }
 
 function clearData(t: TensorProto): void {
@@ -745,6 +793,8 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
   const users = valueReaders(model);
   // Nodes that go right after a consumer whose output is scaled (INT8 scaled after the product).
   const after = new Map<NodeProto, NodeProto[]>();
+  // Nodes that replace a consumer (the split product).
+  const instead = new Map<NodeProto, NodeProto[]>();
   for (const [i, { weight: w, packed }] of sel.entries()) {
     const g = graphOf.get(w.graphPath)!;
     const b = builder(g);
@@ -752,7 +802,15 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     const stored = `${w.name || "weight"}.ssvq`;
     const target = { output: w.name, dims: w.dims, dtype: w.dtype, layout: w.layout };
     const products = packed!.kind === "int8" ? productConsumers(w, g, users, opset) : undefined;
-    if (packed!.kind === "int8" && products) {
+    if (packed!.kind === "vq" && packed!.codes) {
+      const p = packed!;
+      const codebook = floatsAs("", [p.k, p.d], p.codebook, w.dtype);
+      b.tensor(`${stored}.codebook`, codebook);
+      const parts = writeDecodeSplit(b, target, { codebook: b.tensors[b.tensors.length - 1]!, d: p.d, signed: p.codes!.signed, codes: p.codes! }, `ssvq${i}`, stored);
+      for (const n of users.readers.get(w.name) ?? []) instead.set(n, writeSplitProduct(b, n, parts, w.layout.cols, `ssvq${i}`));
+      // The weight's name now holds the int32 codes: a value_info of the float weight would contradict it.
+      g.valueInfo = g.valueInfo.filter((v) => v.name !== w.name);
+    } else if (packed!.kind === "int8" && products) {
       const scales = writeDecodeInt8Unscaled(b, target, packed!, stored);
       const nodes = b.nodes.splice(before);
       for (const n of products) {
@@ -783,7 +841,7 @@ function writeDecodeGraphs(model: ModelProto, sel: Selected[], opset: number): v
     }
     for (const n of prepend.get(g) ?? []) nodes.push(n);
     for (const n of g.node) {
-      const r = replacements.get(n);
+      const r = replacements.get(n) ?? instead.get(n);
       if (r) for (const x of r) nodes.push(x);
       else nodes.push(n);
       for (const x of after.get(n) ?? []) nodes.push(x);
@@ -824,17 +882,64 @@ function valueReaders(model: ModelProto): ValueReaders {
  * Gemm's C moves after the Mul, so it needs beta 1 and, below opset 11 where C is required, no C.
  */
 function productConsumers(w: WeightInfo, g: GraphProto, users: ValueReaders, opset: number): NodeProto[] | undefined {
-  if (w.dtype !== TensorProto_DataType.FLOAT || w.dims.length !== 2 || w.layout.kind === "convtranspose" || users.outputs.has(w.name)) return undefined;
-  const nodes = users.readers.get(w.name) ?? [];
-  if (nodes.length === 0) return undefined;
-  for (const n of nodes) {
-    if (users.graphOf.get(n) !== g || !isDefaultDomain(n) || n.input.indexOf(w.name) !== 1 || n.input.lastIndexOf(w.name) !== 1 || n.output.length !== 1) return undefined;
-    if (n.opType === "MatMul") continue;
-    if (n.opType !== "Gemm") return undefined;
+  if (w.dtype !== TensorProto_DataType.FLOAT) return undefined;
+  const nodes = productReaders(w, g, users);
+  for (const n of nodes ?? []) {
     const beta = n.attribute.find((a) => a.name === "beta")?.f ?? 1;
-    if (n.input[2] && (beta !== 1 || opset < 11)) return undefined;
+    if (n.opType === "Gemm" && n.input[2] && (beta !== 1 || opset < 11)) return undefined;
   }
   return nodes;
+}
+
+/** A 2-D weight's readers when they are all MatMul or Gemm nodes of its graph reading it as B (and only as B), with one output each. */
+function productReaders(w: WeightInfo, g: GraphProto, users: ValueReaders): NodeProto[] | undefined {
+  if (w.dims.length !== 2 || w.layout.kind === "convtranspose" || users.outputs.has(w.name)) return undefined;
+  const nodes = users.readers.get(w.name) ?? [];
+  if (nodes.length === 0) return undefined;
+  for (const n of nodes)
+    if (
+      users.graphOf.get(n) !== g ||
+      !isDefaultDomain(n) ||
+      (n.opType !== "MatMul" && n.opType !== "Gemm") ||
+      n.input.indexOf(w.name) !== 1 ||
+      n.input.lastIndexOf(w.name) !== 1 ||
+      n.output.length !== 1
+    )
+      return undefined;
+  return nodes;
+}
+
+/** Weights smaller than this keep the codebook Gather reshaped to the weight (their load memory is small; s products would cost more than they save). */
+export const SPLIT_MIN_WEIGHTS = 65536;
+
+interface SplitPlan {
+  orientation: SplitOrientation;
+  bits: number;
+  signed: boolean;
+}
+
+/**
+ * Whether an SSVQ/VQ layer is stored as a split product (split-product.ts): read only by MatMul/Gemm as
+ * B (Slice steps need opset 10; a Gemm without C, 11), its reduction a multiple of s, one code per
+ * sub-vector of 1, 2, 4, 8 or 16 bits (SSVQ only with the signs joined to the index), and, when several
+ * codes share a byte, a (signed) codebook of exactly 2^b rows for the field tables to index.
+ */
+function splitPlanFor(w: WeightInfo, q: VqQuantized, g: GraphProto, users: ValueReaders, opset: number): SplitPlan | undefined {
+  if (opset < MIN_SPLIT_OPSET || w.layout.rows * w.layout.cols < SPLIT_MIN_WEIGHTS) return undefined;
+  const nodes = productReaders(w, g, users);
+  if (!nodes) return undefined;
+  const orientationOf = (n: NodeProto): SplitOrientation =>
+    n.opType === "Gemm" && Number(n.attribute.find((a) => a.name === "transB")?.i ?? 0) !== 0 ? "nk" : "kn";
+  const orientation = orientationOf(nodes[0]!);
+  if (nodes.some((n) => orientationOf(n) !== orientation || (n.opType === "Gemm" && opset < 11))) return undefined;
+  const signed = q.mode === "ssvq";
+  if (signed && !mergesSigns(q.k, q.d, q.shape.rows * q.shape.paddedCols)) return undefined;
+  const bits = splitCodeBits(q.k, q.d, signed);
+  if (!SPLIT_CODE_WIDTHS.has(bits)) return undefined;
+  const per = codesPerElement(bits);
+  if (per > 1 && q.k * (signed ? 2 ** q.d : 1) !== 2 ** bits) return undefined;
+  if (q.shape.paddedCols !== q.shape.cols || q.shape.cols % (q.d * per) !== 0) return undefined;
+  return { orientation, bits, signed };
 }
 
 /** `n`'s output becomes Mul(n's product, scales) (+ C for a Gemm, taken out of it), under the same name. */
@@ -861,9 +966,9 @@ function constantNode(t: TensorProto): NodeProto {
 /** A final layer as the output stores it: INT values (INT4 packed), or the codebook and packed index and sign planes. */
 type PackedLayer =
   | Exclude<DecodeSource, { kind: "vq" }>
-  | (Omit<Extract<DecodeSource, { kind: "vq" }>, "codebook"> & { k: number; codebook: Float32Array });
+  | (Omit<Extract<DecodeSource, { kind: "vq" }>, "codebook"> & { k: number; codebook: Float32Array; codes?: SplitCodes & { signed: boolean } });
 
-function packLayer(q: Quantized, w: WeightInfo): PackedLayer {
+function packLayer(q: Quantized, w: WeightInfo, split: SplitPlan | undefined): PackedLayer {
   if (isIntQuantized(q)) {
     // INT8 goes into the weight's layout now, so that a transposed copy is not made at the write beside the row matrix.
     if (q.mode === "int8")
@@ -874,17 +979,12 @@ function packLayer(q: Quantized, w: WeightInfo): PackedLayer {
     const biased = Uint8Array.from(q.q, (v) => v + 8);
     return { kind: "int4", plane: packPlane(biased, 4, 0), scales: q.scales, rows: q.rows, cols: q.cols };
   }
-  return {
-    kind: "vq",
-    k: q.k,
-    codebook: q.codebook,
-    count: q.shape.count,
-    d: q.d,
-    rows: q.shape.rows,
-    paddedCols: q.shape.paddedCols,
-    indexPlanes: packFields(q.assignments, indexBits(q.k)),
-    signs: q.signs ? packPlane(q.signs, 1, 0) : undefined,
-  };
+  const common = { kind: "vq" as const, k: q.k, codebook: q.codebook, count: q.shape.count, d: q.d, rows: q.shape.rows, paddedCols: q.shape.paddedCols };
+  if (split) {
+    const codes = buildSplitCodes({ rows: q.shape.rows, cols: q.shape.cols, k: q.k, d: q.d, bits: split.bits, orientation: split.orientation }, q.assignments, q.signs);
+    return { ...common, indexPlanes: [], codes: { ...codes, signed: split.signed } };
+  }
+  return { ...common, indexPlanes: packFields(q.assignments, indexBits(q.k)), signs: q.signs ? packPlane(q.signs, 1, 0) : undefined };
 }
 
 function decodeSource(b: GraphBuilder, w: WeightInfo, p: PackedLayer, stored: string): DecodeSource {
@@ -895,9 +995,9 @@ function decodeSource(b: GraphBuilder, w: WeightInfo, p: PackedLayer, stored: st
 }
 
 /** External tensors are written into the output, whose folder may differ from the source's. */
-function inlineExternal(model: ModelProto, readExternal?: ExternalDataReader): void {
+function inlineExternal(model: ModelProto, readExternal: ExternalDataReader | undefined, keep: ReadonlySet<TensorProto>): void {
   walkTensors(model, (t) => {
-    if (t.dataLocation !== TensorProto_DataLocation.EXTERNAL) return;
+    if (t.dataLocation !== TensorProto_DataLocation.EXTERNAL || keep.has(t)) return;
     const bytes = rawBytes(t, readExternal)!;
     clearData(t);
     t.rawData = bytes as Uint8Array<ArrayBuffer>;

@@ -32,7 +32,8 @@ import type { CompressConfig, Report } from "../core/report.js";
 import { loadModel, type LoadedModel } from "./model-file.js";
 import { perLayerFromReport, resolveParams, runSimulate, simulationJson, type SimulateValues } from "./simulate-model.js";
 import { asUnwritable, writeTemp } from "./write-atomic.js";
-import { dataPathFor, recordOutput, stageModel } from "./write-external.js";
+import { DataSpool, dataPathFor, modelLimitFromEnv, recordOutput, stageModel } from "./write-external.js";
+import { DEFAULT_MODEL_LIMIT } from "../core/onnx/external-out.js";
 import { withModelRef } from "./model-ref.js";
 import { defaultOutput, reportPathFor, samePath } from "./paths.js";
 import { parsePreprocess, type RawPreprocess } from "../core/calib/preprocess.js";
@@ -349,11 +350,33 @@ async function finishCompress(
     searched?: { prepared: PreparedSearch; plan: ReturnType<typeof planFor>; seconds: number; target: SearchTarget };
   },
 ): Promise<CompressFileResult> {
+  // A dense output over the protobuf limit goes to its data file as each layer is done (not held whole).
+  const limit = modelLimitFromEnv() ?? DEFAULT_MODEL_LIMIT;
+  const spool =
+    o.config.format === "dense" && !o.config.sequential && !o.dryRun && (o.externalData === true || loaded.bytes.length + externalDataBytes(loaded.model) > limit)
+      ? new DataSpool(dataPathFor(outPath))
+      : undefined;
+  try {
+    return await compressAndWrite(o, loaded, outPath, reportPath, c, spool);
+  } catch (e) {
+    spool?.discard();
+    throw e;
+  }
+}
+
+async function compressAndWrite(
+  o: CompressFileOptions,
+  loaded: LoadedModel,
+  outPath: string,
+  reportPath: string,
+  c: Parameters<typeof finishCompress>[4],
+  spool: DataSpool | undefined,
+): Promise<CompressFileResult> {
   const { loadCheck, checkSeconds, calibration, calibrationSamples, open, fraction, run, searched } = c;
   const checkCancel = () => {
     if (o.signal?.aborted) throw new CancelledError();
   };
-  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, run);
+  const result = await compressModel({ bytes: loaded.bytes, path: loaded.path, readExternal: loaded.readExternal }, { ...run, ...(spool ? { denseSink: spool } : {}) });
   // The statistics kept for the search (one wave) serve --compare vq too; otherwise they go now.
   if (o.compare !== "vq" || o.dryRun) run.waves?.release?.();
   // --compare vq's own compression reports nothing of its stages: the run is in its "compare" stage.
@@ -378,7 +401,7 @@ async function finishCompress(
     const t0 = performance.now();
     const data = await open(o.data.eval, "eval");
     // The original by path, so that onnxruntime finds its external data.
-    const ev = await withModelRef(outPath, result.model, result.proto, (compressed) =>
+    const ev = await withModelRef(outPath, result.model, result.proto, spool, (compressed) =>
       evaluateModels(loaded.path, compressed, data, {
         names: { original: basename(loaded.path), compressed: basename(outPath) },
         signal: o.signal,
@@ -398,7 +421,7 @@ async function finishCompress(
     checkCancel();
     let evaluation: Report["evaluation"];
     if (o.data?.eval)
-      evaluation = await withModelRef(outPath, vq.model, vq.proto, async (compressed) =>
+      evaluation = await withModelRef(outPath, vq.model, vq.proto, undefined, async (compressed) =>
         evaluateModels(loaded.path, compressed, await open(o.data!.eval!, "eval"), {
           names: { original: basename(loaded.path), compressed: name },
           signal: o.signal,
@@ -471,7 +494,7 @@ async function finishCompress(
   // first; only then, after a last cancel check, renamed.
   const temps: string[] = [];
   try {
-    const staged = stageModel(outPath, result.proto, { ...(result.encoded ? { encoded: result.encoded } : {}), externalData: o.externalData === true });
+    const staged = stageModel(outPath, result.proto, { ...(result.encoded ? { encoded: result.encoded } : {}), externalData: o.externalData === true, ...(spool ? { spool } : {}) });
     temps.push(...staged.renames.map(([tmp]) => tmp));
     recordOutput(result.report, outPath, o.config.format, staged);
     const report = writeTemp(reportPath, JSON.stringify(result.report, null, 2) + "\n");

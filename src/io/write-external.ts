@@ -5,13 +5,14 @@
  * buffer of the whole output). Both go to temporary names (io/write-atomic.ts); the caller renames them
  * into place with its other outputs, after its last cancel check.
  */
-import { rmSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { basename } from "node:path";
-import { DEFAULT_MODEL_LIMIT, layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
+import { DEFAULT_ALIGN, DEFAULT_MODEL_LIMIT, layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
+import type { DenseSink } from "../core/compress.js";
 import type { EncodedModel } from "../core/onnx/encode-pieces.js";
 import type { ModelProto } from "../core/onnx/proto.js";
 import type { Report } from "../core/report.js";
-import { writeTemp, writeTempWith } from "./write-atomic.js";
+import { tempPathFor, writeTemp, writeTempWith } from "./write-atomic.js";
 import { dataPathFor } from "./paths.js";
 
 /**
@@ -31,6 +32,61 @@ export interface WriteModelOptions {
   align?: number;
   /** The model already encoded (written piece by piece when it fits and no data file is forced). */
   encoded?: EncodedModel;
+  /** Tensors already in the output's data file (the dense format's sink): the rest go after them. */
+  spool?: DataSpool;
+}
+
+/**
+ * The output's data file while the run writes it (`DenseSink`): at a temporary name beside it, each
+ * tensor at an aligned offset as its layer is done, so that the run holds one layer rather than the
+ * output. `stageModel` appends the other large tensors and hands it over to be renamed; `discard`
+ * removes it (a failed or cancelled run).
+ */
+export class DataSpool implements DenseSink {
+  readonly tmp: string;
+  private fd: number | undefined;
+  bytes = 0;
+  tensors = 0;
+
+  constructor(readonly dataPath: string, private readonly align = DEFAULT_ALIGN) {
+    this.tmp = tempPathFor(dataPath);
+    this.fd = openSync(this.tmp, "wx");
+  }
+
+  put(bytes: Uint8Array): { location: string; offset: number; length: number } {
+    const offset = Math.ceil(this.bytes / this.align) * this.align;
+    this.write(new Uint8Array(offset - this.bytes));
+    this.write(bytes);
+    this.tensors++;
+    return { location: basename(this.dataPath), offset, length: bytes.length };
+  }
+
+  /** Appends at the end (zeros up to `offset` first). */
+  appendAt(offset: number, bytes: Uint8Array): void {
+    if (offset < this.bytes) throw new Error(`DataSpool: offset ${offset} before the end ${this.bytes}`);
+    this.write(new Uint8Array(offset - this.bytes));
+    this.write(bytes);
+  }
+
+  private write(bytes: Uint8Array): void {
+    if (this.fd === undefined) throw new Error("DataSpool: closed");
+    for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, Math.min(2 ** 30, bytes.length - done));
+    this.bytes += bytes.length;
+  }
+
+  /** fsync'd and closed: ready to be renamed to `dataPath`. */
+  finish(): void {
+    if (this.fd === undefined) return;
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  discard(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    rmSync(this.tmp, { force: true });
+  }
 }
 
 export interface StagedModel {
@@ -57,6 +113,7 @@ export function modelLimitFromEnv(env: NodeJS.ProcessEnv = process.env): number 
 export function stageModel(outPath: string, model: ModelProto, opts: WriteModelOptions = {}): StagedModel {
   const limit = opts.limit ?? modelLimitFromEnv();
   const encoded = opts.encoded;
+  if (opts.spool) return stageWithSpool(outPath, model, opts.spool, opts, limit);
   if (!opts.externalData && encoded && encoded.bytes > 0 && encoded.bytes <= (limit ?? DEFAULT_MODEL_LIMIT)) {
     const tmp = writeTempWith(outPath, (put) => {
       for (const p of encoded.pieces) put(p);
@@ -90,6 +147,30 @@ export function stageModel(outPath: string, model: ModelProto, opts: WriteModelO
     rmSync(dataTmp, { force: true });
     throw e;
   }
+}
+
+/** The model beside a data file the run has begun (the spool): the other large tensors go after its own. */
+function stageWithSpool(outPath: string, model: ModelProto, spool: DataSpool, opts: WriteModelOptions, limit: number | undefined): StagedModel {
+  const dataPath = spool.dataPath;
+  const layout = layoutExternal(model, {
+    location: basename(dataPath),
+    force: opts.externalData === true,
+    start: spool.bytes,
+    ...(limit !== undefined ? { limit } : {}),
+    ...(opts.threshold !== undefined ? { threshold: opts.threshold } : {}),
+    ...(opts.align !== undefined ? { align: opts.align } : {}),
+  });
+  for (const c of layout.chunks) spool.appendAt(c.offset, c.bytes);
+  spool.finish();
+  const modelTmp = writeTemp(outPath, layout.model);
+  return {
+    renames: [
+      [spool.tmp, dataPath],
+      [modelTmp, outPath],
+    ],
+    modelBytes: layout.model.length,
+    data: { path: dataPath, bytes: spool.bytes, tensors: spool.tensors + layout.tensors },
+  };
 }
 
 /** The data file at a temporary name: each tensor at its offset, zeros between (fsync'd). */

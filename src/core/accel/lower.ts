@@ -19,6 +19,7 @@ import type { GemmLayer } from "./gemm.js";
 import type { GraphProto, ModelProto, NodeProto } from "../onnx/proto.js";
 import { elementCount, tensorDims } from "../onnx/tensor-data.js";
 import { nodeLabel, walkGraphs } from "../onnx/walk.js";
+import { splitCodesName } from "../onnx/split-product.js";
 
 export const LOWERED_OPS: ReadonlySet<string> = new Set(["Conv", "ConvTranspose", "Gemm", "MatMul"]);
 
@@ -108,6 +109,11 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
   if (!g) return { layers, skipped };
   const constant = constantValues(g);
   const dims = dimsLookup(g, shapes);
+  const producers = new Map<string, NodeProto>();
+  for (const n of g.node) for (const o of n.output) if (o) producers.set(o, n);
+  // The parts of a split product (a `.ssvq.onnx`'s MatMul or Gemm over strided slices of one input) are
+  // one layer: the weight named by its codes, K summed over the parts.
+  const splitLayers = new Map<string, GemmLayer>();
 
   walkGraphs(model, (visit) => {
     if (visit.path === "") return;
@@ -146,14 +152,27 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
     const constantWeights = constant.has(bName);
     if (constantWeights && constant.has(aName))
       return skip("all its inputs are constant: onnxruntime folds it when the session is created");
+    const codes = constantWeights && (n.opType === "MatMul" || n.opType === "Gemm") ? splitCodesName(bName, (v) => producers.get(v)) : undefined;
+    const slice = codes !== undefined ? producers.get(aName) : undefined;
+    if (codes !== undefined && slice?.opType === "Slice") {
+      const key = `${codes}\u0000${slice.input[0]}`;
+      const whole = splitLayers.get(key);
+      const K = n.opType === "Gemm" && attrInt(n, "transA", 0) !== 0 ? a[0]! : a[a.length - 1]!;
+      if (whole) {
+        whole.K += K;
+        whole.ifmapElements += prod(a);
+        return;
+      }
+    }
     const base = {
-      name,
+      name: codes !== undefined ? name.replace(/\/part\d+(_\d+)?$/, "") : name,
       opType: n.opType,
       constantWeights,
-      ...(constantWeights ? { weightName: bName } : {}),
+      ...(constantWeights ? { weightName: codes ?? bName } : {}),
       ifmapElements: prod(a),
       ofmapElements: prod(y),
     };
+    const pushed = layers.length;
     switch (n.opType) {
       case "Conv": {
         const group = attrInt(n, "group", 1);
@@ -179,7 +198,7 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
         const [M, K] = transA ? [a[1]!, a[0]!] : [a[0]!, a[1]!];
         const N = transB ? b[0]! : b[1]!;
         layers.push({ ...base, M, K, N, groups: 1 });
-        return;
+        break;
       }
       case "MatMul": {
         if (a.length === 0 || b.length === 0) return skip("a MatMul of a scalar");
@@ -187,15 +206,16 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
         const N = b.length === 1 ? 1 : b[b.length - 1]!;
         if (b.length <= 2) {
           layers.push({ ...base, M: prod(a) / K, K, N, groups: 1 });
-          return;
+          break;
         }
         const batch = broadcast(a.length > 2 ? a.slice(0, -2) : [], b.slice(0, -2));
         if (!batch) return skip("its batch dimensions do not broadcast");
         const M = a.length >= 2 ? a[a.length - 2]! : 1;
         layers.push({ ...base, M, K, N, groups: prod(batch) });
-        return;
+        break;
       }
     }
+    if (codes !== undefined && slice?.opType === "Slice" && layers.length > pushed) splitLayers.set(`${codes}\u0000${slice.input[0]}`, layers[layers.length - 1]!);
   });
   return { layers, skipped };
 }

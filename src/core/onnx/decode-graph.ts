@@ -20,9 +20,13 @@ import {
 } from "./proto.js";
 import type { RowLayout } from "./weights.js";
 import { packPlane, planeLookupTable, unpackPlane, type Plane } from "../ssvq/pack.js";
+import type { SplitCodes } from "./split-product.js";
 
 /** Oldest default-domain opset the decode subgraph can be written at (numpy broadcasting in Mul/Add/Sub). */
 export const MIN_OPSET = 7;
+
+/** Oldest opset for the split product (Slice with steps). */
+export const MIN_SPLIT_OPSET = 10;
 
 export interface DecodeTarget {
   /** The value name the consumers read; the last decode node writes it. */
@@ -164,7 +168,8 @@ export class GraphBuilder {
  * - "i{w}x{m}": the w-bit fields as int32 times m ([256, 8/w]; [256] for w = 8), so that one Gather
  *   yields Gather-ready indices already shifted into place (m = 2^shift, or k for a sign pattern);
  * - "s4": [256, 2] int8, the 4-bit fields minus 8 (INT4 values);
- * - "pattern{d}": [2^d, 1, d] float32, row s = the signs of a sub-vector whose d sign bits are s.
+ * - "pattern{d}": [2^d, 1, d] float32, row s = the signs of a sub-vector whose d sign bits are s;
+ * - "field{b}_{f}": [256] int32, field f of a byte of b-bit fields (the split product's packed codes).
  */
 export interface Field {
   name: string;
@@ -172,7 +177,7 @@ export interface Field {
   fields: number;
 }
 
-export type LookupTable = number | "sign" | "s4" | `i${number}x${number}` | `pattern${number}`;
+export type LookupTable = number | "sign" | "s4" | `i${number}x${number}` | `pattern${number}` | `field${number}_${number}`;
 
 /** The initializer name of a shared table (made unique by the caller). */
 export function lookupTableName(table: LookupTable): string {
@@ -180,6 +185,7 @@ export function lookupTableName(table: LookupTable): string {
   if (table === "sign") return "ssvq.lut_sign";
   if (table === "s4") return "ssvq.lut_s4";
   if (table.startsWith("pattern")) return `ssvq.sign_patterns${table.slice(7)}`;
+  if (table.startsWith("field")) return `ssvq.lut_${table}`;
   return `ssvq.lut_${table}`;
 }
 
@@ -264,6 +270,76 @@ function writeDecodeVq(b: GraphBuilder, target: DecodeTarget, src: Extract<Decod
       ? b.op("Transpose", [m], `${base}/layout`, { perm: [1, 0] }, output)
       : b.reshape(b.op("Transpose", [m], `${base}/layout`, { perm: [1, 0] }), dims, `${base}/out`, output),
   );
+}
+
+/**
+ * The weights of a split product (split-product.ts): the stored codes, their int32 copy (named
+ * `target.output`, the weight's name, so that the layer keeps its name), and for each t < s = d * per the
+ * part W_t = Gather(table_t, codes), table_t = column j of the (signed) codebook, through field f's
+ * table when several codes share a byte. Returns the parts' names in order of t.
+ */
+export function writeDecodeSplit(
+  b: GraphBuilder,
+  target: DecodeTarget,
+  src: { codebook: TensorProto; d: number; signed: boolean; codes: SplitCodes },
+  base: string,
+  stored: string,
+): string[] {
+  const { d, codes } = src;
+  const k = Number(src.codebook.dims[0] ?? 0);
+  const raw = new Uint8Array(codes.values.buffer, codes.values.byteOffset, codes.values.byteLength) as Uint8Array<ArrayBuffer>;
+  const packed = b.tensor(`${stored}.codes`, { dims: codes.dims.map(BigInt), dataType: codes.bits === 16 ? DT.UINT16 : DT.UINT8, rawData: raw });
+  // The int32 codes take the weight's name (see the doc comment); the caller drops its value_info.
+  b.op("Cast", [packed], `${base}/codes`, { to: DT.INT32 }, target.output);
+  let codebook = src.codebook.name;
+  if (target.dtype !== DT.FLOAT) codebook = b.cast(codebook, DT.FLOAT, `${base}/codebook`);
+  if (src.signed) {
+    const cb3 = b.reshape(codebook, [1, k, d], `${base}/codebook`);
+    const signed = b.op("Mul", [cb3, b.lutName(`pattern${d}`)], `${base}/codebook`);
+    codebook = b.reshape(signed, [2 ** d * k, d], `${base}/codebook`);
+  }
+  const parts: string[] = [];
+  for (let f = 0; f < codes.per; f++)
+    for (let j = 0; j < d; j++) {
+      const at = b.tensor(`${base}/column`, { dims: [], dataType: DT.INT64, int64Data: [BigInt(j)] });
+      let table = b.op("Gather", [codebook, at], `${base}/column`, { axis: 1 });
+      if (codes.per > 1) table = b.op("Gather", [table, b.lutName(`field${codes.bits}_${f}`)], `${base}/field`);
+      if (target.dtype !== DT.FLOAT) table = b.cast(table, target.dtype, `${base}/table`);
+      parts.push(b.op("Gather", [table, target.output], `${base}/part`));
+    }
+  return parts;
+}
+
+/**
+ * Replaces the product node `n` (MatMul, or Gemm reading the weight as B) by the split product over
+ * `parts`: each part multiplies the strided slice x[..., t::s] of n's A (axis 0 for a Gemm with transA)
+ * and a Sum writes n's output. A Gemm's C and beta go with the first part; alpha with every part.
+ * Returns the nodes in order.
+ */
+export function writeSplitProduct(b: GraphBuilder, n: NodeProto, parts: readonly string[], reduction: number, base: string): NodeProto[] {
+  const start = b.nodes.length;
+  const s = parts.length;
+  const gemm = n.opType === "Gemm";
+  const transA = gemm && Number(n.attribute.find((a) => a.name === "transA")?.i ?? 0) !== 0;
+  const axis = gemm ? (transA ? 0 : 1) : -1;
+  const x = n.input[0]!;
+  // Parts are named after the product (an unnamed one by its output), so that they read as one layer.
+  const label = n.name || `${n.opType}:${n.output[0]}`;
+  const products: string[] = [];
+  parts.forEach((w, t) => {
+    const slice = b.op(
+      "Slice",
+      [x, b.int64(`${base}/starts`, [t]), b.int64(`${base}/ends`, [reduction]), b.int64(`${base}/axes`, [axis]), b.int64(`${base}/steps`, [s])],
+      `${base}/slice`,
+    );
+    const inputs = gemm && t === 0 && n.input[2] ? [slice, w, n.input[2]] : [slice, w];
+    const attribute = n.attribute.filter((a) => t === 0 || a.name !== "beta");
+    const out = b.fresh(`${base}/part`);
+    b.nodes.push(create(NodeProtoSchema, { opType: n.opType, domain: n.domain, name: b.fresh(`${label}/part${t}`), input: inputs, output: [out], attribute }));
+    products.push(out);
+  });
+  b.nodes.push(create(NodeProtoSchema, { opType: "Sum", name: b.fresh(`${label}/sum`), input: products, output: [n.output[0]!] }));
+  return b.nodes.splice(start);
 }
 
 /**
@@ -376,6 +452,11 @@ export function lookupTableTensor(name: string, table: LookupTable): TensorProto
     const values = new Float32Array(2 ** d * d);
     for (let s = 0; s < 2 ** d; s++) for (let t = 0; t < d; t++) values[s * d + t] = (s >>> t) & 1 ? -1 : 1;
     return create(TensorProtoSchema, { name, dims: [BigInt(2 ** d), 1n, BigInt(d)], dataType: DT.FLOAT, rawData: raw(values) });
+  }
+  if (typeof table === "string" && table.startsWith("field")) {
+    const [bits, f] = table.slice(5).split("_").map(Number) as [number, number];
+    const values = new Int32Array(256).map((_, v) => (v >>> (f * bits)) & ((1 << bits) - 1));
+    return create(TensorProtoSchema, { name, dims: [256n], dataType: DT.INT32, rawData: raw(values) });
   }
   if (typeof table === "string" && table.startsWith("i")) {
     const [width, mult] = table.slice(1).split("x").map(Number) as [number, number];

@@ -35,6 +35,8 @@ export interface ExternalLayoutOptions {
   limit?: number;
   threshold?: number;
   align?: number;
+  /** Where the first moved tensor may start: the data file already holds this many bytes (default 0). */
+  start?: number;
 }
 
 /** One tensor's bytes in the data file. */
@@ -79,7 +81,7 @@ export function layoutExternal(model: ModelProto, opts: ExternalLayoutOptions): 
   let smallest = Infinity;
   for (const tier of main.length > 0 && main.length < all.length ? [main, all] : [all]) {
     if (tier.length === 0) continue;
-    const layout = layoutWith(model, tier, opts.location, align);
+    const layout = layoutWith(model, tier, opts.location, align, opts.start ?? 0);
     if (layout.model.length <= limit) return layout;
     smallest = layout.model.length;
   }
@@ -94,9 +96,9 @@ export function layoutExternal(model: ModelProto, opts: ExternalLayoutOptions): 
   );
 }
 
-function layoutWith(model: ModelProto, candidates: Candidate[], location: string, align: number): ExternalLayout {
+function layoutWith(model: ModelProto, candidates: Candidate[], location: string, align: number, start: number): ExternalLayout {
   const chunks: DataChunk[] = [];
-  let end = 0;
+  let end = start;
   for (const c of candidates) {
     const offset = Math.ceil(end / align) * align;
     chunks.push({ offset, bytes: c.bytes });

@@ -15,10 +15,12 @@ import { TensorProto_DataType as DT, type ModelProto, type NodeProto, type Tenso
 import { buildScope, isDefaultDomain, lookup, type Producer, type Scope } from "./scopes.js";
 import { declaredBytes, elementCount, rawBytes, tensorDims, tensorToFloat32 } from "./tensor-data.js";
 import { nodeLabel, walkGraphs } from "./walk.js";
+import { splitCodeAt, splitCodesName, type SplitOrientation } from "./split-product.js";
 import { rowLayout } from "./weights.js";
 
 /** What a stored tensor of a decode subgraph holds. */
-export type StoredPartKind = "codebook" | "indices" | "signs" | "int8" | "int4" | "scales";
+/** "codes": a split product's codes, one per sub-vector: the codeword index and, for SSVQ, the sign bits. */
+export type StoredPartKind = "codebook" | "indices" | "signs" | "codes" | "int8" | "int4" | "scales";
 
 export interface StoredTensor {
   kind: StoredPartKind;
@@ -196,6 +198,8 @@ interface Candidate {
   consumerNodes: NodeProto[];
   /** For each consumer, the one node that reads its output when that is a Mul (INT8 scaled after the product). */
   scaledBy: ({ node: NodeProto; scope: Scope } | undefined)[];
+  /** A split product: the consumers are its parts, `producer` the Cast of the stored codes. */
+  split: boolean;
   used: boolean;
 }
 
@@ -216,16 +220,22 @@ function findCandidates(model: ModelProto): Candidate[] {
       const r = n.output.length === 1 ? readers.get(n.output[0]!) : undefined;
       return r?.length === 1 && isOp(r[0]!, "Mul") ? { node: r[0]!, scope } : undefined;
     };
+    const producerNode = (v: string) => {
+      const p = resolve(scope, v);
+      return p?.kind === "node" ? p.node : undefined;
+    };
     visit.graph.node.forEach((n, index) => {
       if (!isDefaultDomain(n) || !TARGETS.has(n.opType) || !n.input[1]) return;
-      const r = resolveNamed(scope, n.input[1]);
+      // A part of a split product reads a Gather of the codes; the layer is keyed by the codes.
+      const codes = n.opType === "MatMul" || n.opType === "Gemm" ? splitCodesName(n.input[1], producerNode) : undefined;
+      const r = resolveNamed(scope, codes ?? n.input[1]);
       if (!r || r.producer.kind === "input") return;
       const p = r.producer;
       // Keyed by the value: a name is unique within its graph, and graphs are distinct objects.
       const key = `${p.scope.visit.path}\u0000${r.name}`;
       let c = byProducer.get(key);
       if (!c) {
-        c = { name: r.name, graphPath: p.scope.visit.path, producer: p, consumers: [], consumerNodes: [], scaledBy: [], used: false };
+        c = { name: r.name, graphPath: p.scope.visit.path, producer: p, consumers: [], consumerNodes: [], scaledBy: [], split: codes !== undefined, used: false };
         byProducer.set(key, c);
       }
       c.consumers.push({ node: nodeLabel(n, index), opType: n.opType, graphPath: visit.path, inputIndex: 1 });
@@ -445,6 +455,16 @@ class Tracer {
     if (axes.length !== 1 || starts.length !== 1 || ends.length !== 1 || starts[0] !== 0 || (steps && steps[0] !== 1))
       fail("a Slice the decode subgraph does not write (not one axis from 0 with step 1)");
     return { axis: axes[0]!, end: ends[0]! };
+  }
+
+  /** A one-axis strided Slice of the split product: its axis, start and step (the end is the dim's). */
+  stridedSlice(n: NodeProto, scope: Scope): { axis: number; start: number; step: number } {
+    if (n.input.length < 5) fail("a split product's Slice without steps");
+    const one = (i: number, what: string) => {
+      const v = this.ints(this.const(scope, n.input[i] ?? "", `Slice ${what}`));
+      return v.length === 1 ? v[0]! : fail(`a split product's Slice with ${v.length} ${what}`);
+    };
+    return { start: one(1, "starts"), axis: one(3, "axes"), step: one(4, "steps") };
   }
 
   /** Follows Cast, Slice, Reshape([-1]) and one lookup-table Gather back to a packed tensor. */
@@ -807,6 +827,148 @@ function traceDecode(out: NodeProto, scope: Scope, readExternal: ExternalDataRea
   return { ...result, dims, dtype, transposed, convTransposeGroups, tensors, lookupTables: [...luts.values()], bytes };
 }
 
+/**
+ * Reads a split product (split-product.ts): the Cast of the stored codes, and for each part (a consumer
+ * of `c`) its weight Gather(table, codes), the table a codebook column (through a field table when codes
+ * share a byte) and its A a strided Slice. The parts must cover t = f * d + j for every field f and
+ * column j of one codebook, in the orientation the consumers read.
+ */
+function traceSplit(c: Candidate, readExternal: ExternalDataReader | undefined): Traced {
+  const tr = new Tracer(readExternal);
+  if (c.producer.kind !== "node" || !isOp(c.producer.node, "Cast")) return fail("a split product's codes are not a Cast of stored codes");
+  const codesRef = tr.const(c.producer.scope, c.producer.node.input[0] ?? "", "split product codes");
+  const codeDims = tensorDims(codesRef.tensor);
+  const codeType = codesRef.tensor.dataType;
+  if (codeDims.length !== 2 || (codeType !== DT.UINT8 && codeType !== DT.UINT16)) fail(`split product codes ${dtypeName(codeType)} [${codeDims.join(", ")}], not 2-D uint8 or uint16`);
+  const first = c.consumerNodes[0]!;
+  const orientation: SplitOrientation = first.opType === "Gemm" && Number(first.attribute.find((a) => a.name === "transB")?.i ?? 0) !== 0 ? "nk" : "kn";
+  let cb: ConstRef | undefined;
+  let patterns: SignPatterns | undefined;
+  let dtype: number = DT.FLOAT;
+  let fieldBits: number | undefined;
+  let step: number | undefined;
+  // Parts by the input they slice (a weight may feed several products), then by slice start.
+  const products = new Map<string, Map<number, { f: number; j: number }>>();
+  const luts = new Map<TensorProto, ConstRef>();
+  for (const [i, p] of c.consumerNodes.entries()) {
+    const what = c.consumers[i]!.node;
+    const o = p.opType === "Gemm" && Number(p.attribute.find((a) => a.name === "transB")?.i ?? 0) !== 0 ? "nk" : "kn";
+    if (o !== orientation) fail(`${what} reads the codes ${o === "nk" ? "" : "un"}transposed, unlike ${c.consumers[0]!.node}`);
+    const scope = c.producer.scope;
+    const g = tr.node(scope, p.input[1] ?? "", `${what} weight`);
+    let t = tr.node(g.scope, g.node.input[0] ?? "", `${what} table`);
+    if (isOp(t.node, "Cast")) {
+      dtype = Number(t.node.attribute.find((a) => a.name === "to")?.i ?? 0);
+      t = tr.node(t.scope, t.node.input[0] ?? "", `${what} table`);
+    }
+    let f = 0;
+    const lutRef = isOp(t.node, "Gather") ? tr.maybeConst(t.scope, t.node.input[1] ?? "") : undefined;
+    if (lutRef && tensorDims(lutRef.tensor).length === 1) {
+      // A field table [256]: entry v = (v >> f * b) & (2^b - 1).
+      const lut = tr.ints(lutRef);
+      const bits = Math.log2(Math.max(...lut) + 1);
+      if (lut.length !== 256 || !Number.isInteger(bits) || 8 % bits !== 0) fail(`${what}: a field table of ${lut.length} entries up to ${Math.max(...lut)}`);
+      while (f < 8 / bits && lut[1 << (f * bits)] !== 1) f++;
+      if (lut.some((x, v) => x !== ((v >>> (f * bits)) & ((1 << bits) - 1)))) fail(`${what}: a field table that does not read one field of a byte`);
+      if (fieldBits !== undefined && fieldBits !== bits) fail("the split product's parts read fields of different widths");
+      fieldBits = bits;
+      luts.set(lutRef.tensor, lutRef);
+      t = tr.node(t.scope, t.node.input[0] ?? "", `${what} codebook column`);
+    }
+    if (!isOp(t.node, "Gather") || Number(t.node.attribute.find((a) => a.name === "axis")?.i ?? 0) !== 1) fail(`${what}: the table is not a codebook column (a Gather on axis 1)`);
+    const j = tr.scalar(tr.const(t.scope, t.node.input[1] ?? "", `${what} column`), `${what} column`);
+    const book = codebookOf(tr, t.scope, t.node.input[0] ?? "");
+    if (cb && book.cb.tensor !== cb.tensor) fail("the split product's parts read different codebooks");
+    cb = book.cb;
+    patterns = book.patterns;
+    const a = tr.node(c.producer.scope, p.input[0] ?? "", `${what} input`);
+    if (!isOp(a.node, "Slice")) fail(`${what} reads its input through a ${a.node.opType} node, not a strided Slice`);
+    const sl = tr.stridedSlice(a.node, a.scope);
+    if (step !== undefined && sl.step !== step) fail("the split product's slices have different steps");
+    step = sl.step;
+    const input = a.node.input[0] ?? "";
+    let seen = products.get(input);
+    if (!seen) products.set(input, (seen = new Map()));
+    if (seen.has(sl.start)) fail(`two parts read slice ${sl.start} of ${JSON.stringify(input)}`);
+    seen.set(sl.start, { f, j });
+  }
+  const cbDims = tensorDims(cb!.tensor);
+  if (cbDims.length !== 2) fail(`the codebook ${JSON.stringify(cb!.name)} is [${cbDims.join(", ")}], not [k, d]`);
+  const [k, d] = cbDims as [number, number];
+  if (patterns) luts.set(patterns.ref.tensor, patterns.ref);
+  const per = fieldBits === undefined ? 1 : 8 / fieldBits;
+  for (const seen of products.values()) {
+    if (step !== d * per || seen.size !== step) fail(`${seen.size} parts with step ${step} for d = ${d} and ${per} codes per element`);
+    for (const [t, { f, j }] of seen) if (t !== f * d + j) fail(`the part reading slice ${t} takes field ${f}, column ${j}`);
+  }
+  const [rows, r] = orientation === "kn" ? [codeDims[1]!, codeDims[0]!] : [codeDims[0]!, codeDims[1]!];
+  const cols = r * step!;
+  const perRow = cols / d;
+  const count = rows * perRow;
+  const bits = fieldBits ?? (codeType === DT.UINT16 ? 16 : 8);
+  const layout = { orientation, bits, per, dims: codeDims as [number, number] };
+  const values = packedOrWide(codesRef.tensor, readExternal);
+  checkCarries(cb!.tensor, readExternal);
+  const cbValues = tensorToFloat32(cb!.tensor, readExternal);
+  const codebook: number[][] = [];
+  for (let e = 0; e < k; e++) codebook.push(Array.from(cbValues.subarray(e * d, (e + 1) * d)));
+  const usage = new Array<number>(k).fill(0);
+  let negative = 0;
+  const rowsOfPatterns = patterns ? patterns.rows : 1;
+  for (let n = 0; n < rows; n++)
+    for (let g = 0; g < perRow; g++) {
+      const code = splitCodeAt(layout, values, n, g);
+      const idx = code % k;
+      const pattern = Math.floor(code / k);
+      if (pattern >= rowsOfPatterns) fail(`sub-vector ${n * perRow + g} has code ${code}, outside the ${k * rowsOfPatterns}-entry ${patterns ? "signed " : ""}codebook`);
+      usage[idx]!++;
+      if (patterns) for (let t = 0; t < d; t++) if (patterns.negative(pattern, t)) negative++;
+    }
+  const indexBitsPer = Math.max(1, Math.ceil(Math.log2(k)));
+  const signBitsPer = patterns ? d : 0;
+  const bytes: StoredBytes = { codebook: 0, indices: 0, signs: 0, values: 0, scales: 0, total: 0, other: 0 };
+  const codesPart = part("codes", codesRef, { width: bits, fields: count });
+  const cbPart = part("codebook", cb!);
+  bytes.codebook = cbPart.bytes;
+  bytes.signs = (codesPart.bytes * signBitsPer) / (indexBitsPer + signBitsPer);
+  bytes.indices = codesPart.bytes - bytes.signs;
+  bytes.total = cbPart.bytes + codesPart.bytes;
+  for (const tensor of tr.touched.keys()) if (tensor !== codesRef.tensor && tensor !== cb!.tensor && !luts.has(tensor)) bytes.other += declaredBytes(tensor) ?? 0;
+  const weights = rows * cols;
+  const fieldBitsTotal = k * d * dtypeBits(cb!.tensor.dataType)! + count * (indexBitsPer + signBitsPer);
+  return {
+    mode: patterns ? "ssvq" : "vq",
+    dtype,
+    dims: orientation === "kn" ? [cols, rows] : [rows, cols],
+    rows,
+    cols,
+    paddedCols: cols,
+    transposed: orientation === "kn",
+    k,
+    d,
+    tensors: [cbPart, codesPart],
+    lookupTables: [...luts.values()],
+    bytes,
+    fieldBits: fieldBitsTotal,
+    codebook,
+    usage,
+    ...(patterns ? { signs: { negative, weights, fraction: weights ? negative / weights : 0 } } : {}),
+  };
+}
+
+/** uint8 codes without a copy, uint16 codes as numbers. */
+function packedOrWide(t: TensorProto, readExternal?: ExternalDataReader): ArrayLike<number> {
+  if (t.dataType !== DT.UINT16) return packedValues(t, readExternal);
+  const raw = rawBytes(t, readExternal);
+  const count = elementCount(tensorDims(t));
+  if (!raw) return intValues(t, readExternal);
+  if (raw.length < 2 * count) fail(`tensor ${JSON.stringify(t.name)} carries ${raw.length} bytes, fewer than its ${count} uint16 elements`);
+  const out = new Uint16Array(count);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let i = 0; i < count; i++) out[i] = view.getUint16(2 * i, true);
+  return out;
+}
+
 interface SignPatterns {
   /** The shared table (counted with the lookup tables). */
   ref: ConstRef;
@@ -951,7 +1113,7 @@ export function readBackCompression(model: ModelProto, readExternal?: ExternalDa
     if (c.used || c.producer.kind !== "node") continue;
     let traced: Traced;
     try {
-      traced = traceDecode(c.producer.node, c.producer.scope, readExternal, c);
+      traced = c.split ? traceSplit(c, readExternal) : traceDecode(c.producer.node, c.producer.scope, readExternal, c);
     } catch {
       continue; // a weight computed by other nodes, not a decode subgraph
     }
@@ -1046,7 +1208,7 @@ function readLayer(
   }
   if (p.kind !== "node") return { ...base, stored: "missing", problem: "the weight is a graph input" };
   try {
-    return fromTraced(c, traceDecode(p.node, p.scope, readExternal, c), entry, config, layerLuts);
+    return fromTraced(c, c.split ? traceSplit(c, readExternal) : traceDecode(p.node, p.scope, readExternal, c), entry, config, layerLuts);
   } catch (e) {
     return { ...base, stored: "subgraph", problem: `the decode subgraph cannot be read: ${message(e)}` };
   }
