@@ -113,4 +113,24 @@ describe("fine-tuning's WebAssembly loops", { skip: !wasmAvailable() }, () => {
     assert.equal(bytes(tsSplit), bytes(ts), "split, TypeScript loops");
     assert.equal(bytes(wasmSplit), bytes(ts), "split, WebAssembly loops");
   });
+
+  test("float32 iterations skip their loss unless an onIteration hook reads it: the same bytes either way", async () => {
+    registerOrtProduct();
+    const [rows, cols] = [256, 768];
+    const layer = await input(rows, cols, 7, "ssvq");
+    const kernel = await ortStatEngine.kernel(layer.stat as GramStatistic, rows);
+    const a = new Float32Array(rows * cols).map((_, i) => Math.sin(i));
+    const [p1, p2] = [new Float32Array(rows * cols), new Float32Array(rows * cols)];
+    assert.ok(Number.isFinite(await kernel.multiplyFast!(0, rows, a, p1)));
+    assert.ok(Number.isNaN(await kernel.multiplyFast!(0, rows, a, p2, false)), "no loss: NaN");
+    assert.deepEqual(p2, p1, "the same product");
+    await kernel.dispose?.();
+    const settings = resolveFinetuneOptions({ iters: 12, freeze: { every: 4 } });
+    const losses: number[] = [];
+    const withHook = await finetuneLayerWith(ortStatEngine, layer, settings, { onIteration: (_t, loss) => void losses.push(loss) });
+    const without = await finetuneLayerWith(ortStatEngine, layer, settings);
+    assert.equal(bytes(without), bytes(withHook));
+    assert.equal(losses.length, 13);
+    assert.ok(losses.every((l) => Number.isFinite(l) && l > 0), "every iteration's loss, the float32 ones included");
+  });
 });

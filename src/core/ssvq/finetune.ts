@@ -410,9 +410,11 @@ export type BlockStep =
   /**
    * Iteration t: freezing (threshold, at a check), then E' = s C'[A] - W' and its product (the loss),
    * then with `update` the gradients and the Adam step of the latents (`grad`: the codebook gradient).
-   * `fast`: the product at the kernel's reduced precision (`StatKernel.multiplyFast`) where it has one.
+   * `fast`: the product at the kernel's reduced precision (`StatKernel.multiplyFast`) where it has one;
+   * `skipLoss` (fast steps only): nothing reads this iteration's loss, so that product need not sum it
+   * (the block's loss is then NaN).
    */
-  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean; fast?: boolean }
+  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean; fast?: boolean; skipLoss?: boolean }
   /** The gradients and the Adam step of an iterate step run without them (P from it). */
   | { kind: "update"; cbook: Float64Array; update: LatentUpdate }
   /** E' of the stored (float32, original units) reconstruction with this codebook. */
@@ -912,7 +914,7 @@ function startBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: 
   let t: Float64Array | undefined;
   if (fast) {
     const { a, p } = blockViews32(L, S, r0, r1);
-    product = kernel.multiplyFast!(r0, r1, a, p);
+    product = kernel.multiplyFast!(r0, r1, a, p, !(step.kind === "iterate" && step.skipLoss === true));
   } else if (needsProduct(step)) {
     const { a, p } = blockViews(L, S, r0, r1);
     if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
@@ -1014,7 +1016,9 @@ function* finetuneSteps(
     // Between checks the product may run at the kernel's reduced precision (`StatKernel.multiplyFast`):
     // the first iteration (lossBefore) and every check (the losses recorded) run at full precision.
     const fast = L.fastProducts && t > 0 && !isCheck;
-    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null, fast };
+    // Such an iteration's loss is read by an onIteration hook only (not the first, not a check).
+    const skipLoss = fast && hooks.onIteration === undefined;
+    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null, fast, ...(skipLoss ? { skipLoss } : {}) };
     const newlyFrozen = sum(outs, (x) => x.newlyFrozen);
     frozenTotal += newlyFrozen;
     const loss = sum(outs, (x) => x.loss) / hs;
