@@ -37,6 +37,8 @@ const i32Load = (offset = 0) => mem(0x28, 2, offset);
 const i32Store = (offset = 0) => mem(0x36, 2, offset);
 const u8Load = (offset = 0) => mem(0x2d, 0, offset);
 const i32Store8 = (offset = 0) => mem(0x3a, 0, offset);
+const u16Load = (offset = 0) => mem(0x2f, 0, offset);
+const i32Store16 = (offset = 0) => mem(0x3b, 0, offset);
 const f64Load = (offset = 0) => mem(0x2b, 3, offset);
 const f64Store = (offset = 0) => mem(0x39, 3, offset);
 const f32Load = (offset = 0) => mem(0x2a, 2, offset);
@@ -45,10 +47,13 @@ const I = {
   add: [0x6a],
   sub: [0x6b],
   shl: [0x74],
+  and: [0x71],
+  or: [0x72],
+  xor: [0x73],
+  popcnt: [0x69],
   ne: [0x47],
   ltS: [0x48],
   geS: [0x4e],
-  eqz: [0x45],
   select: [0x1b],
 };
 const D = { add: [0xa0], sub: [0xa1], mul: [0xa2], neg: [0x9a], lt: [0x63], demote: [0xb6], promote: [0xbb] };
@@ -73,6 +78,8 @@ const V = {
   i64Splat: simd(0x12),
   i64Replace: (lane: number) => simd(0x1e, lane),
   bitselect: simd(0x52),
+  lt: simd(0x49), // f64x2.lt
+  i64Bitmask: simd(0xc4),
   add: simd(0xf0),
   sub: simd(0xf1),
   mul: simd(0xf2),
@@ -206,13 +213,16 @@ function adamCode(pm32: boolean, freeze: boolean): { params: number[]; result: n
   const [N, PM, CB, NEG, CBOOK, GC, LAT, ML, VL, FROZEN, FNEG, EMA, BAL] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
   const [SCALE, STEP, INV2, MOM, AA] = [13, 14, 15, 16, 17];
   // i32 locals
-  const [P, FLIPS, A, S] = [18, 19, 20, 21];
+  const [P, FLIPS, A, S, A2, B16] = [18, 19, 20, 21, 22, 23];
   // f64 locals
-  const [G, GP, E] = [22, 23, 24];
+  const [G, GP, E] = [24, 25, 26];
   // v128 locals
-  const [GPV, M1, M2, L, STEPV, INV2V, MASK, OLDM, OLDV, OLDL] = [25, 26, 27, 28, 29, 30, 31, 32, 33, 34];
+  const [GPV, M1, M2, L, STEPV, INV2V, MASK, OLDM, OLDV, OLDL] = [27, 28, 29, 30, 31, 32, 33, 34, 35, 36];
   const c1 = 1 - ADAM.beta1;
   const c2 = 1 - ADAM.beta2;
+
+  /** The address of element P of the array at `ptr` (the lane's element by the instruction's offset). */
+  const at = (ptr: number, shift: number): number[] => addr(ptr, P, shift);
 
   /** One round at position P with `lanes` (1 or 2) positions. */
   const round = (lanes: number): number[] => {
@@ -221,45 +231,52 @@ function adamCode(pm32: boolean, freeze: boolean): { params: number[]; result: n
     const c: number[] = [];
     // Per lane: g, the codebook gradient (the sign before this step), gp = g cbook[i].
     for (let j = 0; j < lanes; j++) {
-      c.push(...get(SCALE), ...addr(PM, P, pm32 ? 2 : 3, j), ...(pm32 ? [...f32Load(), ...D.promote] : f64Load()), ...D.mul, ...set(G));
-      c.push(...addr(CB, P, 2, j), ...i32Load(), ...i32c(3), ...I.shl, ...set(A));
-      c.push(...get(GC), ...get(A), ...I.add, ...get(GC), ...get(A), ...I.add, ...f64Load());
-      c.push(...get(G), ...D.neg, ...get(G), ...addr(NEG, P, 0, j), ...u8Load(), ...I.select, ...D.add, ...f64Store());
+      c.push(...get(SCALE), ...at(PM, pm32 ? 2 : 3), ...(pm32 ? [...f32Load(4 * j), ...D.promote] : f64Load(8 * j)), ...D.mul, ...set(G));
+      c.push(...at(CB, 2), ...i32Load(4 * j), ...i32c(3), ...I.shl, ...set(A));
+      c.push(...get(GC), ...get(A), ...I.add, ...tee(A2), ...get(A2), ...f64Load());
+      c.push(...get(G), ...D.neg, ...get(G), ...at(NEG, 0), ...u8Load(j), ...I.select, ...D.add, ...f64Store());
       c.push(...get(G), ...get(CBOOK), ...get(A), ...I.add, ...f64Load(), ...D.mul, ...set(GP));
       if (j === 0) c.push(...get(GP), ...V.splat, ...set(GPV));
       else c.push(...get(GPV), ...get(GP), ...V.replace(1), ...set(GPV));
     }
     if (freeze) {
       // MASK: all ones in the lanes of free positions (frozen - 1 sign-extended).
-      c.push(...addr(FROZEN, P, 0), ...u8Load(), ...i32c(1), ...I.sub, ...i64ExtendS, ...V.i64Splat);
-      if (lanes === 2) c.push(...addr(FROZEN, P, 0, 1), ...u8Load(), ...i32c(1), ...I.sub, ...i64ExtendS, ...V.i64Replace(1));
+      c.push(...at(FROZEN, 0), ...u8Load(), ...i32c(1), ...I.sub, ...i64ExtendS, ...V.i64Splat);
+      if (lanes === 2) c.push(...at(FROZEN, 0), ...u8Load(1), ...i32c(1), ...I.sub, ...i64ExtendS, ...V.i64Replace(1));
       c.push(...set(MASK));
     }
     // m1 = beta1 mL + (1 - beta1) gp; m2 = beta2 vL + (1 - beta2) gp gp.
-    c.push(...addr(ML, P, 3), ...vload, ...set(OLDM));
+    c.push(...at(ML, 3), ...vload, ...set(OLDM));
     c.push(...f64x2(ADAM.beta1), ...get(OLDM), ...V.mul, ...f64x2(c1), ...get(GPV), ...V.mul, ...V.add, ...set(M1));
-    c.push(...addr(VL, P, 3), ...vload, ...set(OLDV));
+    c.push(...at(VL, 3), ...vload, ...set(OLDV));
     c.push(...f64x2(ADAM.beta2), ...get(OLDV), ...V.mul, ...f64x2(c2), ...get(GPV), ...V.mul, ...get(GPV), ...V.mul, ...V.add, ...set(M2));
     // l = latent - (step m1) / (sqrt(m2 inv2) + eps).
-    c.push(...addr(LAT, P, 3), ...vload, ...set(OLDL));
+    c.push(...at(LAT, 3), ...vload, ...set(OLDL));
     c.push(...get(OLDL), ...get(STEPV), ...get(M1), ...V.mul, ...get(M2), ...get(INV2V), ...V.mul, ...V.sqrt, ...f64x2(ADAM.eps), ...V.add, ...V.div, ...V.sub, ...set(L));
     const keep = (fresh: number, old: number): number[] => (freeze ? [...get(fresh), ...get(old), ...get(MASK), ...V.bitselect] : get(fresh));
-    c.push(...addr(ML, P, 3), ...keep(M1, OLDM), ...vstore);
-    c.push(...addr(VL, P, 3), ...keep(M2, OLDV), ...vstore);
-    c.push(...addr(LAT, P, 3), ...keep(L, OLDL), ...vstore);
-    // Per free lane: the sign, its flip, and (freezing) the flip EMA and the balance.
+    c.push(...at(ML, 3), ...keep(M1, OLDM), ...vstore);
+    c.push(...at(VL, 3), ...keep(M2, OLDV), ...vstore);
+    c.push(...at(LAT, 3), ...keep(L, OLDL), ...vstore);
+    if (lanes === 2 && !freeze) {
+      // Both lanes at once, the sign bytes as one 16-bit word (byte j = lane j): the new signs l < 0.
+      c.push(...get(L), ...f64x2(0), ...V.lt, ...V.i64Bitmask, ...tee(B16), ...i32c(1), ...I.and, ...get(B16), ...i32c(2), ...I.and, ...i32c(7), ...I.shl, ...I.or, ...set(B16));
+      c.push(...get(FLIPS), ...at(NEG, 0), ...u16Load(), ...get(B16), ...I.xor, ...I.popcnt, ...I.add, ...set(FLIPS));
+      c.push(...at(NEG, 0), ...get(B16), ...i32Store16());
+      return c;
+    }
+    // Per free lane: the sign, its flip, and (freezing) the flip EMA and the balance (branches: flips are rare).
     for (let j = 0; j < lanes; j++) {
       c.push(...block);
-      if (freeze) c.push(...addr(FROZEN, P, 0, j), ...u8Load(), ...brIf(0));
+      if (freeze) c.push(...at(FROZEN, 0), ...u8Load(j), ...brIf(0));
       c.push(...get(L), ...V.extract(j), ...f64c(0), ...D.lt, ...set(S));
-      c.push(...addr(NEG, P, 0, j), ...u8Load(), ...get(S), ...I.ne, ...ifThen);
-      c.push(...addr(NEG, P, 0, j), ...get(S), ...i32Store8(), ...get(FLIPS), ...i32c(1), ...I.add, ...set(FLIPS), ...end);
+      c.push(...at(NEG, 0), ...u8Load(j), ...get(S), ...I.ne, ...ifThen);
+      c.push(...at(NEG, 0), ...get(S), ...i32Store8(j), ...get(FLIPS), ...i32c(1), ...I.add, ...set(FLIPS), ...end);
       if (freeze) {
-        c.push(...addr(EMA, P, 3, j), ...get(MOM), ...addr(EMA, P, 3, j), ...f64Load(), ...D.mul, ...set(E));
-        c.push(...addr(FNEG, P, 0, j), ...u8Load(), ...get(S), ...I.ne, ...ifThen);
-        c.push(...addr(FNEG, P, 0, j), ...get(S), ...i32Store8(), ...get(E), ...get(AA), ...D.add, ...set(E), ...end);
-        c.push(...get(E), ...f64Store());
-        c.push(...addr(BAL, P, 2, j), ...addr(BAL, P, 2, j), ...i32Load(), ...i32c(1), ...i32c(-1), ...get(S), ...I.select, ...I.add, ...i32Store());
+        c.push(...at(EMA, 3), ...get(MOM), ...at(EMA, 3), ...f64Load(8 * j), ...D.mul, ...set(E));
+        c.push(...at(FNEG, 0), ...u8Load(j), ...get(S), ...I.ne, ...ifThen);
+        c.push(...at(FNEG, 0), ...get(S), ...i32Store8(j), ...get(E), ...get(AA), ...D.add, ...set(E), ...end);
+        c.push(...get(E), ...f64Store(8 * j));
+        c.push(...at(BAL, 2), ...at(BAL, 2), ...i32Load(4 * j), ...i32c(1), ...i32c(-1), ...get(S), ...I.select, ...I.add, ...i32Store(4 * j));
       }
       c.push(...end);
     }
@@ -304,7 +321,7 @@ function adamCode(pm32: boolean, freeze: boolean): { params: number[]; result: n
     params: [...new Array<number>(13).fill(I32), F64, F64, F64, F64, F64],
     result: [I32],
     locals: [
-      [4, I32],
+      [6, I32],
       [3, F64],
       [10, V128],
     ],
