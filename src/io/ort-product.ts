@@ -211,7 +211,7 @@ function productRunner<A extends Float32Array | Float64Array>(stat: LayerStatist
   let input = make(0);
   let pOut = make(0);
   let tOut = make(0);
-  return async (r0: number, r1: number, a: A, p: A, t?: Float64Array): Promise<number> => {
+  return async (r0: number, r1: number, a: A, p: A, t?: Float64Array, loss = true): Promise<number> => {
     const m = r1 - r0;
     const inPlace = !(a.buffer instanceof SharedArrayBuffer) && !(p.buffer instanceof SharedArrayBuffer);
     if (!inPlace && input.length < m * cols) {
@@ -235,16 +235,17 @@ function productRunner<A extends Float32Array | Float64Array>(stat: LayerStatist
         await sessions[g]!.run(feeds, { P: new ort.Tensor(precision, pv, [here, cols]), T: new ort.Tensor(precision, tv, [here, r]) });
         const n = stat.n;
         for (let i = 0; i < pv.length; i++) p[o + i] = pv[i]! / n;
-        for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
+        if (loss) for (let i = 0; i < tv.length; i++) quad += tv[i]! * tv[i]!;
         if (t) t.set(tv, i0 * r);
       } else {
         await sessions[g]!.run(feeds, { P: new ort.Tensor(precision, pv, [here, cols]) });
         // The block's sum(A .* P), row-major (P into place from the buffer first).
         if (!inPlace) p.set(pv, o);
-        for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
+        if (loss) for (let i = 0; i < pv.length; i++) quad += src[o + i]! * pv[i]!;
       }
       s = e;
     }
+    if (!loss) return NaN;
     return isFactor(stat) ? quad / stat.n : quad;
   };
 }
@@ -266,14 +267,14 @@ function ortEngine(name: string, fast: boolean): StatEngine {
       const multiply = productRunner<Float64Array>(stat, rows, full.sessions, "float64", (n) => new Float64Array(n));
       const wantsFast = fast && rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS;
       let low: Promise<{ sessions: Sessions; bytes: number }> | undefined;
-      let runFast: ((r0: number, r1: number, a: Float32Array, p: Float32Array) => Promise<number>) | undefined;
-      const multiplyFast = async (r0: number, r1: number, a: Float32Array, p: Float32Array): Promise<number> => {
+      let runFast: ((r0: number, r1: number, a: Float32Array, p: Float32Array, t?: Float64Array, loss?: boolean) => Promise<number>) | undefined;
+      const multiplyFast = async (r0: number, r1: number, a: Float32Array, p: Float32Array, loss = true): Promise<number> => {
         if (!runFast) {
           low ??= createSessions(stat, "float32");
           const made = await low;
           runFast ??= productRunner<Float32Array>(stat, rows, made.sessions, "float32", (n) => new Float32Array(n));
         }
-        return runFast(r0, r1, a, p);
+        return runFast(r0, r1, a, p, undefined, loss);
       };
       return {
         engine: name,

@@ -62,6 +62,7 @@ import { sharedArray, type ParallelMap } from "../parallel.js";
 import { freezeThreshold, validateFreezeOptions, type FreezeOptions } from "./freeze.js";
 import { symmMulBlocked } from "./gemm-kernels.js";
 import { wasmAvailable, WasmSymmMul } from "./gemm-wasm.js";
+import { finetuneWasm, stateMemory, type WasmMemory } from "./finetune-wasm.js";
 import type { VqQuantized } from "./quantize.js";
 import {
   cachedKernel,
@@ -349,6 +350,8 @@ export interface LayerSetup {
   momentum: number;
   /** The iterations between checks may use the kernel's reduced-precision product (`FAST_PRODUCT_MIN_FLOPS`). */
   fastProducts: boolean;
+  /** The blocks of rows the steps run in (`rowBlocks`). */
+  blocks: Array<[number, number]>;
 }
 
 /**
@@ -390,6 +393,14 @@ export interface LayerState {
   fneg?: Uint8Array;
   flipEma?: Float64Array;
   balance?: Int32Array;
+  /**
+   * The WebAssembly memory every array above is a view of (shared when the state is), where the kernel of
+   * `finetune-wasm.ts` runs the per-weight loops; absent (plain typed arrays, the TypeScript loops) where
+   * WebAssembly SIMD is missing or the state does not fit one memory.
+   */
+  memory?: WasmMemory;
+  /** With `memory`: per block (one slot in a state of this thread only), the codebook C' and the block's gradient, k d values each. */
+  scratch?: Float64Array;
 }
 
 /** One step of the layer's algorithm, run on every block of rows. */
@@ -399,9 +410,11 @@ export type BlockStep =
   /**
    * Iteration t: freezing (threshold, at a check), then E' = s C'[A] - W' and its product (the loss),
    * then with `update` the gradients and the Adam step of the latents (`grad`: the codebook gradient).
-   * `fast`: the product at the kernel's reduced precision (`StatKernel.multiplyFast`) where it has one.
+   * `fast`: the product at the kernel's reduced precision (`StatKernel.multiplyFast`) where it has one;
+   * `skipLoss` (fast steps only): nothing reads this iteration's loss, so that product need not sum it
+   * (the block's loss is then NaN).
    */
-  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean; fast?: boolean }
+  | { kind: "iterate"; cbook: Float64Array; threshold: number | null; update: LatentUpdate | null; grad: boolean; fast?: boolean; skipLoss?: boolean }
   /** The gradients and the Adam step of an iterate step run without them (P from it). */
   | { kind: "update"; cbook: Float64Array; update: LatentUpdate }
   /** E' of the stored (float32, original units) reconstruction with this codebook. */
@@ -455,44 +468,78 @@ function setupLayer(input: FinetuneInputAny, stat: LayerStatistic, o: FinetuneOp
     freezing: trainSigns && o.freeze !== null,
     momentum: o.freeze?.momentum ?? 0,
     fastProducts: rows * productRowFlops(stat) >= FAST_PRODUCT_MIN_FLOPS,
+    blocks: rowBlocks(rows, stat.groups, productRowFlops(stat)),
   };
 }
 
-type Alloc = <T>(type: { new (length: number): T; BYTES_PER_ELEMENT: number } & { new (buffer: SharedArrayBuffer): T }, length: number) => T;
-const localAlloc: Alloc = (type, length) => new type(length);
-const sharedAlloc: Alloc = (type, length) => sharedArray(type, length);
+type ArrayType = Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array;
+interface ArrayCtor<T extends ArrayType> {
+  new (length: number): T;
+  new (buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, length: number): T;
+  readonly BYTES_PER_ELEMENT: number;
+}
+/** Where a layer's state lives: this thread's memory, or shared memory (a split layer's blocks on a pool). */
+type Placement = "local" | "shared";
 
-function createState(L: LayerSetup, input: FinetuneInputAny, o: FinetuneOptions, alloc: Alloc): LayerState {
+/** The state's arrays by field, in the order they are laid out. */
+type StateArrays = Omit<LayerState, "memory">;
+
+function stateFields(L: LayerSetup, assignments: number, shared: boolean): Array<[keyof StateArrays, ArrayCtor<ArrayType>, number]> {
+  const { n, k, d } = L;
+  const f: Array<[keyof StateArrays, ArrayCtor<ArrayType>, number]> = [
+    ["wn", Float64Array, n],
+    ["e", Float64Array, n],
+    ["p", Float64Array, n],
+  ];
+  if (L.trainSigns) f.push(["latent", Float64Array, n], ["mL", Float64Array, n], ["vL", Float64Array, n]);
+  if (L.freezing) f.push(["flipEma", Float64Array, n]);
+  f.push(["scratch", Float64Array, 2 * k * d * (shared ? L.blocks.length : 1)]);
+  f.push(["w", Float32Array, n], ["cb", Int32Array, n]);
+  if (L.fastProducts) f.push(["e32", Float32Array, n], ["p32", Float32Array, n]);
+  if (L.freezing) f.push(["balance", Int32Array, n]);
+  f.push(["assignments", Uint32Array, assignments], ["neg", Uint8Array, n]);
+  if (L.freezing) f.push(["frozen", Uint8Array, n], ["fneg", Uint8Array, n]);
+  return f;
+}
+
+/**
+ * The state's arrays, zero-filled: views of one WebAssembly memory (`stateMemory`) where the kernel runs,
+ * each at a 16-byte boundary; else separate typed arrays (shared ones for a shared placement), without
+ * the kernel's scratch.
+ */
+function allocateState(L: LayerSetup, assignments: number, placement: Placement): LayerState {
+  const shared = placement === "shared";
+  const fields = stateFields(L, assignments, shared);
+  const offsets: number[] = [];
+  let bytes = 0;
+  for (const [, type, length] of fields) {
+    offsets.push(bytes);
+    bytes += Math.ceil((length * type.BYTES_PER_ELEMENT) / 16) * 16;
+  }
+  const memory = stateMemory(bytes, shared);
+  const S: Partial<LayerState> = {};
+  const views = S as Record<string, ArrayType>;
+  fields.forEach(([field, type, length], i) => {
+    if (memory) views[field] = new type(memory.buffer, offsets[i]!, length);
+    else if (field !== "scratch") views[field] = shared ? sharedArray(type as unknown as { new (b: SharedArrayBuffer): ArrayType; BYTES_PER_ELEMENT: number }, length) : new type(length);
+  });
+  if (memory) S.memory = memory;
+  return S as LayerState;
+}
+
+function createState(L: LayerSetup, input: FinetuneInputAny, o: FinetuneOptions, placement: Placement): LayerState {
   const { w, quantized: q } = input;
   const { rows, cols, n, ws, paddedCols } = L;
-  const wCopy = alloc(Float32Array, n);
-  wCopy.set(w);
-  const wn = alloc(Float64Array, n);
+  const S = allocateState(L, q.assignments.length, placement);
+  S.w.set(w);
+  const wn = S.wn;
   for (let p = 0; p < n; p++) wn[p] = w[p]! / ws;
-  const neg = alloc(Uint8Array, n);
+  const neg = S.neg;
   if (L.ssvq) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) neg[r * cols + c] = q.signs![r * paddedCols + c]!;
-  const assignments = alloc(Uint32Array, q.assignments.length);
-  assignments.set(q.assignments);
-  const cb = alloc(Int32Array, n);
-  setCodebookIndex(L, cb, assignments, 0, rows);
-  const S: LayerState = { w: wCopy, wn, cb, neg, assignments, e: alloc(Float64Array, n), p: alloc(Float64Array, n) };
-  if (L.fastProducts) {
-    S.e32 = alloc(Float32Array, n);
-    S.p32 = alloc(Float32Array, n);
-  }
-  if (L.trainSigns) {
-    S.latent = alloc(Float64Array, n);
-    S.mL = alloc(Float64Array, n);
-    S.vL = alloc(Float64Array, n);
-    for (let p = 0; p < n; p++) S.latent[p] = o.alpha * Math.abs(wn[p]!) * (neg[p] ? -1 : 1);
-  }
-  if (L.freezing) {
-    S.frozen = alloc(Uint8Array, n);
-    S.fneg = alloc(Uint8Array, n);
-    S.fneg.set(neg);
-    S.flipEma = alloc(Float64Array, n);
-    S.balance = alloc(Int32Array, n);
-  }
+  S.assignments.set(q.assignments);
+  setCodebookIndex(L, S.cb, S.assignments, 0, rows);
+  if (S.latent) for (let p = 0; p < n; p++) S.latent[p] = o.alpha * Math.abs(wn[p]!) * (neg[p] ? -1 : 1);
+  if (S.fneg) S.fneg.set(neg);
   return S;
 }
 
@@ -516,6 +563,12 @@ function beforeProduct(L: LayerSetup, S: LayerState, step: BlockStep, r0: number
       const cbook = step.cbook;
       // float32 products: E' rounded to float32 as it is written (as the kernel would round it).
       const out = fast ? S.e32! : e;
+      if (S.memory) {
+        const c = scratchCodebook(L, S, r0, cbook);
+        const k = finetuneWasm(S.memory);
+        (fast ? k.errorE32 : k.errorE)(p1 - p0, c.byteOffset, at(cb, p0), at(neg, p0), at(wn, p0), at(out, p0));
+        return newlyFrozen;
+      }
       for (let p = p0; p < p1; p++) {
         const v = cbook[cb[p]!]!;
         out[p] = (neg[p] ? -v : v) - wn[p]!;
@@ -591,6 +644,7 @@ function gradientsAndAdam(L: LayerSetup, S: LayerState, pm: Float32Array | Float
   const p1 = r1 * L.cols;
   const { cb, neg, latent } = S;
   const scale = 2 / L.hs;
+  if (S.memory) return gradientsAndAdamWasm(L, S, S.memory, pm, cbook, update, gC, p0, p1, scale, r0);
   if (!latent || !update) {
     for (let p = p0; p < p1; p++) {
       const g = scale * pm[p]!;
@@ -658,6 +712,67 @@ function gradientsAndAdam(L: LayerSetup, S: LayerState, pm: Float32Array | Float
     }
     balance[p] += s ? 1 : -1;
   }
+  return flips;
+}
+
+/** The byte address of element p of a view of the state's memory. */
+const at = (a: ArrayType, p: number): number => a.byteOffset + p * a.BYTES_PER_ELEMENT;
+
+/** The block's scratch slot (its own when the state is shared, else the only one): C' then the gradient. */
+function scratchSlot(L: LayerSetup, S: LayerState, r0: number): { c: Float64Array; g: Float64Array } {
+  const kd = L.k * L.d;
+  let slot = 0;
+  if (S.memory!.buffer instanceof SharedArrayBuffer) {
+    slot = L.blocks.findIndex(([b0]) => b0 === r0);
+    if (slot < 0) throw new Error(`fine-tuning: no block starts at row ${r0}`);
+  }
+  const o = slot * 2 * kd;
+  return { c: S.scratch!.subarray(o, o + kd), g: S.scratch!.subarray(o + kd, o + 2 * kd) };
+}
+
+/** C' copied into the block's scratch slot, for the kernel. */
+function scratchCodebook(L: LayerSetup, S: LayerState, r0: number, cbook: Float64Array): Float64Array {
+  const { c } = scratchSlot(L, S, r0);
+  c.set(cbook);
+  return c;
+}
+
+/** `gradientsAndAdam` on the state's memory (finetune-wasm.ts: the same operations, the same bytes). */
+function gradientsAndAdamWasm(L: LayerSetup, S: LayerState, memory: WasmMemory, pm: Float32Array | Float64Array, cbook: Float64Array, update: LatentUpdate | null, gC: Float64Array, p0: number, p1: number, scale: number, r0: number): number {
+  const k = finetuneWasm(memory);
+  const { c, g } = scratchSlot(L, S, r0);
+  g.set(gC);
+  const f32 = pm instanceof Float32Array;
+  let flips = 0;
+  if (!S.latent || !update) {
+    (f32 ? k.gradient32 : k.gradient)(p1 - p0, at(pm, p0), at(S.cb, p0), at(S.neg, p0), g.byteOffset, scale);
+  } else {
+    c.set(cbook);
+    const frozen = S.frozen;
+    const fn = frozen ? (f32 ? k.adamFreeze32 : k.adamFreeze) : f32 ? k.adam32 : k.adam;
+    const m = L.momentum;
+    flips = fn(
+      p1 - p0,
+      at(pm, p0),
+      at(S.cb, p0),
+      at(S.neg, p0),
+      c.byteOffset,
+      g.byteOffset,
+      at(S.latent, p0),
+      at(S.mL!, p0),
+      at(S.vL!, p0),
+      frozen ? at(frozen, p0) : 0,
+      frozen ? at(S.fneg!, p0) : 0,
+      frozen ? at(S.flipEma!, p0) : 0,
+      frozen ? at(S.balance!, p0) : 0,
+      scale,
+      update.lr / update.bc1,
+      1 / update.bc2,
+      m,
+      1 - m,
+    );
+  }
+  gC.set(g);
   return flips;
 }
 
@@ -788,42 +903,43 @@ function factorRowProduct(stat: FactorStatistic, g: number, t: Float64Array, tOf
 /** What a block step needs from its product: none for "update"; T too for re-assignment with a factor. */
 const needsProduct = (step: BlockStep): boolean => step.kind !== "update";
 
-/** Runs one step on one block with a synchronous kernel. */
-function runBlockSync(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: SyncStatKernel, step: BlockStep, r0: number, r1: number): BlockOut {
+/**
+ * One step on one block: the part before the product, the product started on the kernel (a number from a
+ * synchronous kernel, else perhaps a promise), and `finish`, the part after it.
+ */
+function startBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: StatKernel, step: BlockStep, r0: number, r1: number): { product: number | Promise<number>; finish(quad: number): BlockOut } {
   const fast = useFast(S, kernel, step);
   const newlyFrozen = beforeProduct(L, S, step, r0, r1, fast);
-  let quad = 0;
+  let product: number | Promise<number> = 0;
   let t: Float64Array | undefined;
   if (fast) {
     const { a, p } = blockViews32(L, S, r0, r1);
-    quad = kernel.multiplyFast!(r0, r1, a, p);
+    product = kernel.multiplyFast!(r0, r1, a, p, !(step.kind === "iterate" && step.skipLoss === true));
   } else if (needsProduct(step)) {
     const { a, p } = blockViews(L, S, r0, r1);
     if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
-    quad = kernel.multiply(r0, r1, a, p, t);
+    product = kernel.multiply(r0, r1, a, p, t);
   }
-  const out = afterProduct(L, S, stat, step, r0, r1, quad, fast ? S.p32! : S.p, t);
-  out.newlyFrozen = newlyFrozen;
-  return out;
+  return {
+    product,
+    finish(quad: number): BlockOut {
+      const out = afterProduct(L, S, stat, step, r0, r1, quad, fast ? S.p32! : S.p, t);
+      out.newlyFrozen = newlyFrozen;
+      return out;
+    },
+  };
+}
+
+/** Runs one step on one block with a synchronous kernel. */
+function runBlockSync(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: SyncStatKernel, step: BlockStep, r0: number, r1: number): BlockOut {
+  const b = startBlock(L, S, stat, kernel, step, r0, r1);
+  return b.finish(b.product as number);
 }
 
 /** Runs one step on one block with any kernel. */
 async function runBlock(L: LayerSetup, S: LayerState, stat: LayerStatistic, kernel: StatKernel, step: BlockStep, r0: number, r1: number): Promise<BlockOut> {
-  const fast = useFast(S, kernel, step);
-  const newlyFrozen = beforeProduct(L, S, step, r0, r1, fast);
-  let quad = 0;
-  let t: Float64Array | undefined;
-  if (fast) {
-    const { a, p } = blockViews32(L, S, r0, r1);
-    quad = await kernel.multiplyFast!(r0, r1, a, p);
-  } else if (needsProduct(step)) {
-    const { a, p } = blockViews(L, S, r0, r1);
-    if (step.kind === "reassign" && isFactor(stat)) t = new Float64Array((r1 - r0) * stat.r);
-    quad = await kernel.multiply(r0, r1, a, p, t);
-  }
-  const out = afterProduct(L, S, stat, step, r0, r1, quad, fast ? S.p32! : S.p, t);
-  out.newlyFrozen = newlyFrozen;
-  return out;
+  const b = startBlock(L, S, stat, kernel, step, r0, r1);
+  return b.finish(await b.product);
 }
 
 function blockViews(L: LayerSetup, S: LayerState, r0: number, r1: number): { a: Float64Array; p: Float64Array } {
@@ -900,7 +1016,9 @@ function* finetuneSteps(
     // Between checks the product may run at the kernel's reduced precision (`StatKernel.multiplyFast`):
     // the first iteration (lossBefore) and every check (the losses recorded) run at full precision.
     const fast = L.fastProducts && t > 0 && !isCheck;
-    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null, fast };
+    // Such an iteration's loss is read by an onIteration hook only (not the first, not a check).
+    const skipLoss = fast && hooks.onIteration === undefined;
+    let outs = yield { kind: "iterate", cbook, threshold, update: apart ? null : update, grad: !apart && update !== null, fast, ...(skipLoss ? { skipLoss } : {}) };
     const newlyFrozen = sum(outs, (x) => x.newlyFrozen);
     frozenTotal += newlyFrozen;
     const loss = sum(outs, (x) => x.loss) / hs;
@@ -1033,12 +1151,12 @@ interface Prepared {
   o: FinetuneOptions;
 }
 
-function prepare(input: FinetuneInputAny, settings: FinetuneSettings | FinetuneOptions, alloc: Alloc): Prepared {
+function prepare(input: FinetuneInputAny, settings: FinetuneSettings | FinetuneOptions, placement: Placement): Prepared {
   const o = resolveFinetuneOptions(settings);
   const stat = statOf(input);
   validateInput(input, stat);
   const L = setupLayer(input, stat, o);
-  return { L, S: createState(L, input, o, alloc), stat, o };
+  return { L, S: createState(L, input, o, placement), stat, o };
 }
 
 /** Drives the steps in this thread, each on every block, with a synchronous kernel. */
@@ -1083,7 +1201,7 @@ export function finetuneLayer(
   hooks: FinetuneHooks = {},
   engine: SyncStatEngine | SyncProductEngine = defaultStatEngine,
 ): FinetuneResult {
-  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  const { L, S, stat, o } = prepare(input, settings, "local");
   if ("forLayer" in engine) {
     if (isFactor(stat)) throw new InputError(`the product engine ${engine.name} takes H only, not a factor statistic`);
     const kernel = legacyKernel(engine.forLayer(asFloat64(stat.H), stat.groups, L.rows, L.cols), engine.name) as SyncStatKernel;
@@ -1108,7 +1226,7 @@ export async function finetuneLayerWith(
   settings: FinetuneSettings | FinetuneOptions = {},
   hooks: FinetuneHooks = {},
 ): Promise<FinetuneResult> {
-  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  const { L, S, stat, o } = prepare(input, settings, "local");
   let kernel: StatKernel;
   let blocks: Array<[number, number]>;
   if ("forLayer" in engine) {
@@ -1248,7 +1366,7 @@ export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult | Pr
 
 /** A layer in this thread with any engine; the kernel comes from this thread's cache for a shared statistic. */
 async function finetuneLayerAsync(input: FinetuneInputAny, settings: FinetuneOptions, hooks: FinetuneHooks, engine: StatEngine, handle: StatHandle | undefined): Promise<FinetuneResult> {
-  const { L, S, stat, o } = prepare(input, settings, localAlloc);
+  const { L, S, stat, o } = prepare(input, settings, "local");
   const kernel = handle ? await cachedKernel(handle, engine.name, L.rows) : await engine.kernel(stat, L.rows);
   const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
   try {
@@ -1322,7 +1440,7 @@ export async function finetuneLayerOn(
       inner?.(check, state);
     };
   }
-  const { L, S, stat, o } = prepare(input, settings, sharedAlloc);
+  const { L, S, stat, o } = prepare(input, settings, "shared");
   const handle = shareStatistic("stat" in input && input.stat ? input.stat : stat);
   const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
   const engine = opts.engine;
@@ -1353,7 +1471,7 @@ export interface LayerGradients {
  * bits per position of the row matrix (SSVQ; omit for VQ), converted back to the layer's own units.
  */
 export function layerGradients(input: FinetuneInputAny, codebook: ArrayLike<number>, negative?: Uint8Array): LayerGradients {
-  const { L, S, stat } = prepare(input, { fixedSigns: true }, localAlloc);
+  const { L, S, stat } = prepare(input, { fixedSigns: true }, "local");
   const { k, d, n, ws, hs } = L;
   const lossUnit = ws * ws * hs;
   const cbook = new Float64Array(k * d);

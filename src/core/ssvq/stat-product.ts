@@ -216,14 +216,15 @@ export interface StatKernel {
    * about twice as fast, with half the memory traffic. Returns sum(A .* P) accumulated in float64 (the
    * factor form: ||A X||^2 / n). Fine-tuning uses it for the iterations between its checks only
    * (`finetune.ts`); everything it reports comes from `multiply`. Also computes a row from that row alone.
+   * With `loss` false the sum is skipped (NaN is returned): the caller needs P only.
    */
-  multiplyFast?(r0: number, r1: number, a: Float32Array, p: Float32Array): number | Promise<number>;
+  multiplyFast?(r0: number, r1: number, a: Float32Array, p: Float32Array, loss?: boolean): number | Promise<number>;
   dispose?(): void | Promise<void>;
 }
 
 export interface SyncStatKernel extends StatKernel {
   multiply(r0: number, r1: number, a: Float64Array, p: Float64Array, t?: Float64Array): number;
-  multiplyFast?(r0: number, r1: number, a: Float32Array, p: Float32Array): number;
+  multiplyFast?(r0: number, r1: number, a: Float32Array, p: Float32Array, loss?: boolean): number;
   /** Factor form: out = T X^T (rows [r0, r1): t [r1 - r0, r], out [r1 - r0, cols]), without the 1 / n. */
   expand?(r0: number, r1: number, t: Float64Array, out: Float64Array): void;
 }
