@@ -28,8 +28,10 @@ import { quantizeRows, type VqQuantized } from "../src/core/ssvq/quantize.js";
 import {
   chooseStatisticForm,
   rowBlocks,
+  KERNEL_CACHE_ENTRIES,
   shareStatistic,
   toGram,
+  withCachedKernel,
   tsStatEngine,
   wasmStatEngine,
   type FactorStatistic,
@@ -475,4 +477,25 @@ describe("the sequential variant from the stacked statistic", () => {
       rmSync(work, { recursive: true, force: true });
     }
   });
+});
+
+test("a cached kernel is never disposed while a task uses it: more layers than the cache holds interleave on one thread (compress --threads 1 stopped with 'Session already disposed')", async () => {
+  registerOrtProduct();
+  const cols = 16;
+  const stats = Array.from({ length: KERNEL_CACHE_ENTRIES + 3 }, (_, i) => {
+    const H = new Float64Array(cols * cols);
+    for (let c = 0; c < cols; c++) H[c * cols + c] = 1 + i;
+    return shareStatistic({ H, groups: 1, cols } as GramStatistic);
+  });
+  const a = new Float64Array(2 * cols).fill(1);
+  // The first task holds its kernel across awaits while every other statistic builds one on this thread.
+  const first = withCachedKernel(stats[0]!, ORT_PRODUCT, 2, async (kernel) => {
+    const before = await kernel.multiply(0, 2, a, new Float64Array(2 * cols));
+    await Promise.all(stats.slice(1).map((s) => withCachedKernel(s, ORT_PRODUCT, 2, (k) => k.multiply(0, 2, a, new Float64Array(2 * cols)))));
+    const after = await kernel.multiply(0, 2, a, new Float64Array(2 * cols));
+    return [before, after];
+  });
+  const [before, after] = await first;
+  assert.equal(before, 2 * cols);
+  assert.equal(after, before);
 });

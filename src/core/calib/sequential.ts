@@ -38,7 +38,7 @@
 import { InputError } from "../errors.js";
 import { sharedArray, type ParallelMap } from "../parallel.js";
 import {
-  cachedKernel,
+  withCachedKernel,
   defaultStatEngine,
   isFactor,
   productRowFlops,
@@ -661,11 +661,12 @@ export interface ExpandTaskInput {
 }
 
 /** The "sequential.expand" task (`tasks.ts`): with this thread's WebAssembly (or TypeScript) kernel. */
-export async function sequentialExpandTask(x: ExpandTaskInput): Promise<number> {
-  const kernel = (await cachedKernel(x.stat, defaultStatEngine.name, x.rows)) as SyncStatKernel;
-  const s = x.stat.stat as FactorStatistic;
-  kernel.expand!(x.r0, x.r1, x.t.subarray(x.r0 * s.r, x.r1 * s.r), x.out.subarray(x.r0 * s.cols, x.r1 * s.cols));
-  return x.r1 - x.r0;
+export function sequentialExpandTask(x: ExpandTaskInput): Promise<number> {
+  return withCachedKernel(x.stat, defaultStatEngine.name, x.rows, (kernel) => {
+    const s = x.stat.stat as FactorStatistic;
+    (kernel as SyncStatKernel).expand!(x.r0, x.r1, x.t.subarray(x.r0 * s.r, x.r1 * s.r), x.out.subarray(x.r0 * s.cols, x.r1 * s.cols));
+    return x.r1 - x.r0;
+  });
 }
 
 /**

@@ -65,7 +65,7 @@ import { wasmAvailable, WasmSymmMul } from "./gemm-wasm.js";
 import { finetuneWasm, stateMemory, type WasmMemory } from "./finetune-wasm.js";
 import type { VqQuantized } from "./quantize.js";
 import {
-  cachedKernel,
+  withCachedKernel,
   defaultStatEngine,
   isFactor,
   productRowFlops,
@@ -1367,16 +1367,19 @@ export function finetuneLayerTask(input: FinetuneTaskInput): FinetuneResult | Pr
 /** A layer in this thread with any engine; the kernel comes from this thread's cache for a shared statistic. */
 async function finetuneLayerAsync(input: FinetuneInputAny, settings: FinetuneOptions, hooks: FinetuneHooks, engine: StatEngine, handle: StatHandle | undefined): Promise<FinetuneResult> {
   const { L, S, stat, o } = prepare(input, settings, "local");
-  const kernel = handle ? await cachedKernel(handle, engine.name, L.rows) : await engine.kernel(stat, L.rows);
   const blocks = rowBlocks(L.rows, stat.groups, productRowFlops(stat));
-  try {
-    return await driveAsync(finetuneSteps(L, S, input.quantized, o, hooks, engine.name), async (step) => {
+  const run = (kernel: StatKernel) =>
+    driveAsync(finetuneSteps(L, S, input.quantized, o, hooks, engine.name), async (step) => {
       const outs: BlockOut[] = [];
       for (const [r0, r1] of blocks) outs.push(await runBlock(L, S, stat, kernel, step, r0, r1));
       return outs;
     });
+  if (handle) return withCachedKernel(handle, engine.name, L.rows, run);
+  const kernel = await engine.kernel(stat, L.rows);
+  try {
+    return await run(kernel);
   } finally {
-    if (!handle) await kernel.dispose?.();
+    await kernel.dispose?.();
   }
 }
 
@@ -1405,8 +1408,7 @@ export interface FinetuneBlockTaskInput {
 
 /** The "finetune.block" task (`tasks.ts`). */
 export async function finetuneBlockTask(t: FinetuneBlockTaskInput): Promise<BlockOut> {
-  const kernel = await cachedKernel(t.stat, t.engine, t.layer.rows);
-  return runBlock(t.layer, t.state, t.stat.stat, kernel, t.step, t.r0, t.r1);
+  return withCachedKernel(t.stat, t.engine, t.layer.rows, (kernel) => runBlock(t.layer, t.state, t.stat.stat, kernel, t.step, t.r0, t.r1));
 }
 
 export interface SplitOptions {

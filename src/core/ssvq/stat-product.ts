@@ -17,7 +17,7 @@
  * blocks (`rowBlocks`) depend on the problem size only, never on the thread count, and every kernel
  * computes a row from that row alone, so results are the same bytes whichever map runs the blocks and
  * however many threads it has. On a pool, statistics are shared (`shareStatistic`: SharedArrayBuffers
- * plus a key) and each thread keeps the kernels it built in a small cache (`cachedKernel`).
+ * plus a key) and each thread keeps the kernels it built in a small cache (`withCachedKernel`).
  */
 import { InputError } from "../errors.js";
 import { sharedArray, type ParallelMap } from "../parallel.js";
@@ -485,6 +485,10 @@ export function shareStatistic(stat: LayerStatistic | StatHandle): StatHandle {
 interface CacheEntry {
   kernel: Promise<StatKernel> | StatKernel;
   bytes: number;
+  /** Tasks using the kernel now (`withCachedKernel`): it is never disposed under them. */
+  users: number;
+  /** Evicted while in use: disposed when its last user is done. */
+  evicted: boolean;
 }
 
 /** Kernels kept per thread, at most (the least recently used goes first). */
@@ -498,30 +502,47 @@ function statBytes(stat: LayerStatistic): number {
 }
 
 /**
- * This thread's kernel for a shared statistic and an engine: built once, then reused by the tasks that
- * land on this thread (the blocks of a split layer, the output errors). The cache holds a few kernels
- * and a bounded number of bytes; older ones are disposed.
+ * Runs `use` with this thread's kernel for a shared statistic and an engine: built once, then reused by
+ * the tasks that land on this thread (the blocks of a split layer, the output errors). The cache holds a
+ * few kernels and a bounded number of bytes; older ones are disposed, but never while a task uses them
+ * (a thread may interleave several tasks at their awaits: a layer fine-tuned on one thread holds its
+ * kernel across its iterations while other layers' tasks build theirs).
  */
-export function cachedKernel(handle: StatHandle, engineName: string | undefined, rows: number): StatKernel | Promise<StatKernel> {
+export async function withCachedKernel<T>(handle: StatHandle, engineName: string | undefined, rows: number, use: (kernel: StatKernel) => T | Promise<T>): Promise<T> {
   const engine = statEngine(engineName);
   const key = `${engine.name}|${handle.key}|${rows}`;
-  const hit = kernelCache.get(key);
-  if (hit) {
+  let entry = kernelCache.get(key);
+  if (entry) {
     kernelCache.delete(key);
-    kernelCache.set(key, hit);
-    return hit.kernel;
+    kernelCache.set(key, entry);
+  } else {
+    const made = engine.kernel(handle.stat, rows);
+    const e: CacheEntry = { kernel: made, bytes: 2 * statBytes(handle.stat), users: 0, evicted: false };
+    entry = e;
+    kernelCache.set(key, e);
+    if (made instanceof Promise)
+      made.then(
+        (k) => (e.bytes = k.bytes + statBytes(handle.stat)),
+        () => kernelCache.delete(key),
+      );
+    else e.bytes = made.bytes + statBytes(handle.stat);
   }
-  const made = engine.kernel(handle.stat, rows);
-  const entry: CacheEntry = { kernel: made, bytes: 2 * statBytes(handle.stat) };
-  kernelCache.set(key, entry);
-  if (made instanceof Promise) {
-    made.then(
-      (k) => (entry.bytes = k.bytes + statBytes(handle.stat)),
-      () => kernelCache.delete(key),
-    );
-  } else entry.bytes = made.bytes + statBytes(handle.stat);
+  entry.users++;
   evict();
-  return made;
+  try {
+    return await use(await entry.kernel);
+  } finally {
+    entry.users--;
+    if (entry.evicted && entry.users === 0) dispose(entry);
+    else evict();
+  }
+}
+
+function dispose(e: CacheEntry): void {
+  void Promise.resolve(e.kernel).then(
+    (k) => k.dispose?.(),
+    () => undefined,
+  );
 }
 
 function evict(): void {
@@ -531,10 +552,8 @@ function evict(): void {
     if (kernelCache.size <= 1 || (kernelCache.size <= KERNEL_CACHE_ENTRIES && total <= KERNEL_CACHE_BYTES)) break;
     kernelCache.delete(key);
     total -= e.bytes;
-    void Promise.resolve(e.kernel).then(
-      (k) => k.dispose?.(),
-      () => undefined,
-    );
+    if (e.users > 0) e.evicted = true;
+    else dispose(e);
   }
 }
 
@@ -543,6 +562,10 @@ export async function clearKernelCache(): Promise<void> {
   const entries = [...kernelCache.values()];
   kernelCache.clear();
   for (const e of entries) {
+    if (e.users > 0) {
+      e.evicted = true;
+      continue;
+    }
     try {
       await (await e.kernel).dispose?.();
     } catch {
@@ -576,8 +599,11 @@ export interface ProductTaskInput {
 }
 
 /** The "stat.product" task (`tasks.ts`); returns the block's tr(A H A^T). */
-export async function productTask(x: ProductTaskInput): Promise<number> {
-  const kernel = await cachedKernel(x.stat, x.engine, x.rows);
+export function productTask(x: ProductTaskInput): Promise<number> {
+  return withCachedKernel(x.stat, x.engine, x.rows, (kernel) => productBlock(kernel, x));
+}
+
+async function productBlock(kernel: StatKernel, x: ProductTaskInput): Promise<number> {
   const cols = x.stat.stat.cols;
   const len = (x.r1 - x.r0) * cols;
   const a = new Float64Array(len);
@@ -640,9 +666,8 @@ export interface QuadraticTaskOutput {
 }
 
 /** The "stat.quadratic" task (`tasks.ts`). */
-export async function quadraticTask(t: QuadraticTaskInput): Promise<QuadraticTaskOutput> {
-  const kernel = await cachedKernel(t.stat, t.engine, t.rows);
-  return quadraticBlock(kernel, t.stat.stat.cols, t.a, t.b, t.r0, t.r1);
+export function quadraticTask(t: QuadraticTaskInput): Promise<QuadraticTaskOutput> {
+  return withCachedKernel(t.stat, t.engine, t.rows, (kernel) => quadraticBlock(kernel, t.stat.stat.cols, t.a, t.b, t.r0, t.r1));
 }
 
 /** tr(A H A^T) (and tr((B - A) H (B - A)^T)) over rows [r0, r1) of row matrices with `cols` columns. */
