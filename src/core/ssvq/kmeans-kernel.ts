@@ -38,8 +38,12 @@
  * the exact float64 search alone, with the same results).
  */
 
-import { scanBody, scanTableBytes, writeScanTable } from "./kmeans-scan.js";
-import { f32x4, I32, F32, i32x4, name, op, section, uleb, V128, vec, v } from "./wasm-asm.js";
+import { scanBody, scanFour, scanIndex, scanLower, scanTableBytes, scanUpper, writeScanTable, type ScanLocals } from "./kmeans-scan.js";
+import { f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v } from "./wasm-asm.js";
+/** SIMD instructions wasm-asm.ts does not name. */
+const I32X4_ALL_TRUE = simd(0xa3);
+const I32X4_NE = simd(0x38);
+const I32X4_SUB = simd(0xb1);
 /** Byte shuffles that swap the halves of a vector, and neighbouring lanes. */
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
 const SWAP_PAIRS = [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11];
@@ -228,8 +232,12 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR, FAST] = Array.from({ length: 14 }, () => local(I32));
   const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V, SSE] = Array.from({ length: 13 }, () => local(0x7c));
   const [VX] = Array.from({ length: 1 }, () => local(V128));
-  // The FAST loop's running addresses and hoisted header fields.
-  const [PI, P1, P2, PA, WSSE, FRESH1] = Array.from({ length: 6 }, () => local(I32));
+  // The FAST loop's running addresses and hoisted header fields, and the scan's locals (kmeans-scan.ts).
+  const [PA, PP, WSSE, FRESH1, RECS, SCP, SJ] = Array.from({ length: 7 }, () => local(I32));
+  const [VBEST, VSEC, VE, VMASK, VACC, VXX, VT, IDXV, OKV, CHV] = Array.from({ length: 10 }, () => local(V128));
+  const VXS = local(V128);
+  for (let t = 1; t < d; t++) local(V128);
+  const SL: ScanLocals = { pa: PP, recs: RECS, k: K, cp: SCP, j: SJ, best: VBEST, sec: VSEC, e: VE, mask: VMASK, acc: VACC, xx: VXX, t: VT, x: VXS };
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
     for (const p of parts) code.push(...p);
@@ -299,27 +307,41 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   ];
 
   e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT), f64(0), set(SSE));
-  // 0. No bounds to keep and the direct scan (FAST): every point is scanned in place, its answer taken
-  // when the scan's bounds prove it (l2 > u1 (1 + 4 rho), in float32: the product rounds by far less than
-  // 4 rho) or else searched exactly, then stored and added to the sums, point by point.
+  // 0. No bounds to keep and the direct scan (FAST): four points at a time, scanned in place (`scanFour`),
+  // their answers taken when the scan's bounds prove them (l2 > u1 (1 + 4 rho), in float32: the product
+  // rounds by far less than 4 rho) or else searched exactly, then stored and added to the sums in point
+  // order. When all four are proven (nearly always), the test, the assignments and the change count are
+  // one vector each; only the sums go point by point.
   e(h(HDR.noBounds), h(HDR.direct), op.and, tee(FAST), op.if);
-  // (The header's fields read once, the arrays walked by running addresses, the change counted without a
-  // branch: the same steps as the general loop below, in fewer instructions per point.)
-  e(get(CNT), get(PTSC), h(HDR.outIdx), h(HDR.outA1), h(HDR.outA2), h(HDR.cents32), get(K), op.call(2));
-  e(h(HDR.outIdx), set(PI), h(HDR.outA1), set(P1), h(HDR.outA2), set(P2), get(ASG), set(PA), get(PTSC), set(XA));
-  e(h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
+  e(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK));
+  e(get(ASG), set(PA), get(PTSC), set(PP), h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
+  e(i32x4(0, 0, 0, 0), set(CHV));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
-  e(get(PI), op.i32Load(0), set(A));
-  e(get(P1), op.f32Load(0), op.f32(1 + 4 * rho), op.f32Mul, get(P2), op.f32Load(0), op.f32Lt, op.eqz, op.if);
-  e(exactSearch());
+  e(scanFour(d, SL));
+  e(scanIndex(SL), set(IDXV));
+  e(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
+  e(get(CNT), get(I), i32(4), op.add, op.geS, get(OKV), I32X4_ALL_TRUE, op.and, op.if);
+  // changed += (old != new) per lane (ne is -1 where they differ)
+  e(get(CHV), get(PA), v.load(0), get(IDXV), I32X4_NE, I32X4_SUB, set(CHV));
+  e(get(PA), get(IDXV), v.store(0));
+  for (let q = 0; q < 4; q++) e(get(IDXV), v.i32Extract(q), set(A), get(PP), i32(4 * d * q), op.add, set(XA), addPoint(get(WSSE)));
+  e(op.else);
+  for (let q = 0; q < 4; q++) {
+    e(get(I), i32(q), op.add, get(CNT), op.ltS, op.if);
+    e(get(IDXV), v.i32Extract(q), set(A), get(PP), i32(4 * d * q), op.add, set(XA));
+    e(get(OKV), v.i32Extract(q), op.eqz, op.if, exactSearch(), op.end);
+    e(get(CHANGED), get(PA), op.i32Load(4 * q), get(A), op.ne, get(FRESH1), op.or, op.add, set(CHANGED));
+    e(get(PA), get(A), op.i32Store(4 * q));
+    e(addPoint(get(WSSE)));
+    e(op.end);
+  }
   e(op.end);
-  e(get(CHANGED), get(PA), op.i32Load(0), get(A), op.ne, get(FRESH1), op.or, op.add, set(CHANGED));
-  e(get(PA), get(A), op.i32Store(0));
-  e(addPoint(get(WSSE)));
-  e(get(XA), i32(4 * d), op.add, set(XA));
-  for (const l of [PI, P1, P2, PA]) e(get(l), i32(4), op.add, set(l));
-  e(get(I), i32(1), op.add, set(I), op.br(0));
+  e(get(PP), i32(16 * d), op.add, set(PP), get(PA), i32(16), op.add, set(PA));
+  e(get(I), i32(4), op.add, set(I), op.br(0));
   e(op.end, op.end);
+  e(get(FRESH1), op.if, get(CNT), set(CHANGED), op.else);
+  for (let q = 0; q < 4; q++) e(get(CHANGED), get(CHV), v.i32Extract(q), op.add, set(CHANGED));
+  e(op.end);
   e(get(CNT), set(M));
   e(op.else);
 
