@@ -109,6 +109,9 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
     const e = Math.min(end, s + chunk);
     kernel.points.set(points.subarray(s * d, e * d));
     if (!fresh) kernel.assignments.set(assignments.subarray(s, e));
+    // The lanes past the chunk's end (its count rounded up to 4) must name a centroid: the bounds' test
+    // reads per-centroid tables through them (their answers are never used).
+    kernel.assignments.fill(0, e - s, Math.min(kernel.capacity, e - s + 4));
     if (!fresh && !t.rescan) {
       kernel.upper.set(upper.subarray(s, e));
       kernel.lower.set(lower.subarray(s, e));

@@ -67,6 +67,42 @@ export function writeScanTable(buffer: ArrayBuffer, at: number, centroids: Float
   return cmax < 1e15;
 }
 
+/**
+ * Code: coordinates t0 .. t0 + 3 (those below d) of four rows of d float32, one vector per coordinate
+ * (lane q: row q) into the locals `dst`; `row(q)` gives the code pushing row q's address and a constant
+ * byte offset to add to it. With d a multiple of 4 the rows are loaded whole and transposed (4 x 4, by interleaving
+ * 32-bit then 64-bit halves: 12 instructions where lane-by-lane loads take 32); `s1`, `s2` are v128
+ * scratch locals.
+ */
+export function loadColumns(d: number, t0: number, row: (q: number) => [address: number[], offset: number], dst: readonly number[], s1: number, s2: number): number[] {
+  const { get, set } = op;
+  const c: number[] = [];
+  const e = (...parts: number[][]): void => {
+    for (const p of parts) c.push(...p);
+  };
+  if (d % 4 === 0) {
+    const r = (q: number): number[] => [...row(q)[0], ...v.load(row(q)[1] + 4 * t0)];
+    const [a, b, cc, f] = dst as [number, number, number, number];
+    e(r(0), r(1), v.shuffle(INTERLEAVE_LOW_32), set(a)); // x0 y0 x1 y1 (x, y: rows 0, 1)
+    e(r(0), r(1), v.shuffle(INTERLEAVE_HIGH_32), set(cc)); // x2 y2 x3 y3
+    e(r(2), r(3), v.shuffle(INTERLEAVE_LOW_32), set(b)); // z0 w0 z1 w1
+    e(r(2), r(3), v.shuffle(INTERLEAVE_HIGH_32), set(f)); // z2 w2 z3 w3
+    e(get(a), get(b), v.shuffle(INTERLEAVE_HIGH_64), set(s1)); // coordinate t0 + 1
+    e(get(a), get(b), v.shuffle(INTERLEAVE_LOW_64), set(a)); // coordinate t0
+    e(get(cc), get(f), v.shuffle(INTERLEAVE_HIGH_64), set(s2)); // coordinate t0 + 3
+    e(get(cc), get(f), v.shuffle(INTERLEAVE_LOW_64), set(cc)); // coordinate t0 + 2
+    e(get(s1), set(b), get(s2), set(f));
+  } else {
+    for (let t = t0; t < Math.min(d, t0 + 4); t++) {
+      const at = (q: number): number[] => [...row(q)[0], ...op.f32Load(row(q)[1] + 4 * t)];
+      e(at(0), v.f32Splat);
+      for (let q = 1; q < 4; q++) e(at(q), v.f32Replace(q));
+      e(set(dst[t - t0]!));
+    }
+  }
+  return c;
+}
+
 /** The locals the scan's code uses (indices into the function's locals; `x` is the first of d). */
 export interface ScanLocals {
   /** i32: byte address of the four points (rows of d float32), and of the table; the centroid count. */
@@ -90,9 +126,10 @@ export interface ScanLocals {
 /**
  * Code: the four points at `pa` against every centroid of the table at `recs` (whose packing mask must be
  * in `mask` already): leaves in `best` and `sec` the two smallest packed values per lane and in `e` the
- * error bound E per lane (see the file comment).
+ * error bound E per lane (see the file comment). With `rows` (four i32 locals), point q's row is at
+ * the address in rows[q] instead of pa + 4 d q.
  */
-export function scanFour(d: number, L: ScanLocals): number[] {
+export function scanFour(d: number, L: ScanLocals, rows?: readonly number[]): number[] {
   const { get, set, tee, i32 } = op;
   const c: number[] = [];
   const e = (...parts: number[][]): void => {
@@ -100,29 +137,8 @@ export function scanFour(d: number, L: ScanLocals): number[] {
   };
   const stride = 4 * (d + 2);
   const X = L.x;
-  if (d % 4 === 0) {
-    // Coordinates t0 .. t0 + 3 of the four points: their rows loaded whole and transposed (4 x 4, by
-    // interleaving 32-bit then 64-bit halves), 12 instructions where lane-by-lane loads take 32.
-    for (let t0 = 0; t0 < d; t0 += 4) {
-      const row = (q: number): number[] => [...get(L.pa), ...v.load(4 * (q * d + t0))];
-      const [a, b, cc, f] = [X + t0, X + t0 + 1, X + t0 + 2, X + t0 + 3];
-      e(row(0), row(1), v.shuffle(INTERLEAVE_LOW_32), set(a)); // x0 y0 x1 y1 (x, y: rows 0, 1)
-      e(row(0), row(1), v.shuffle(INTERLEAVE_HIGH_32), set(cc)); // x2 y2 x3 y3
-      e(row(2), row(3), v.shuffle(INTERLEAVE_LOW_32), set(b)); // z0 w0 z1 w1
-      e(row(2), row(3), v.shuffle(INTERLEAVE_HIGH_32), set(f)); // z2 w2 z3 w3
-      e(get(a), get(b), v.shuffle(INTERLEAVE_HIGH_64), set(L.acc)); // coordinate t0 + 1
-      e(get(a), get(b), v.shuffle(INTERLEAVE_LOW_64), set(a)); // coordinate t0
-      e(get(cc), get(f), v.shuffle(INTERLEAVE_HIGH_64), set(L.t)); // coordinate t0 + 3
-      e(get(cc), get(f), v.shuffle(INTERLEAVE_LOW_64), set(cc)); // coordinate t0 + 2
-      e(get(L.acc), set(b), get(L.t), set(f));
-    }
-  } else {
-    for (let t = 0; t < d; t++) {
-      e(get(L.pa), op.f32Load(4 * t), v.f32Splat);
-      for (let q = 1; q < 4; q++) e(get(L.pa), op.f32Load(4 * (q * d + t)), v.f32Replace(q));
-      e(set(X + t));
-    }
-  }
+  const row = (q: number): [number[], number] => (rows ? [get(rows[q]!), 0] : [get(L.pa), 4 * q * d]);
+  for (let t0 = 0; t0 < d; t0 += 4) e(loadColumns(d, t0, row, [X + t0, X + t0 + 1, X + t0 + 2, X + t0 + 3], L.acc, L.t));
   for (let t = 0; t < d; t++) {
     e(get(X + t), get(X + t), v.f32Mul);
     if (t > 0) e(get(L.xx), v.f32Add);
