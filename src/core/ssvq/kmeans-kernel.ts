@@ -49,6 +49,7 @@ const I32X4_GT_S = simd(0x3b);
 const F32X4_LE = simd(0x45);
 const F32X4_GE = simd(0x46);
 const V128_ANDNOT = simd(0x4f);
+const V128_LOAD32_LANE = (lane: number): number[] => simd(0x56, 2, 0, lane);
 /** Byte shuffles that swap the halves of a vector, and neighbouring lanes. */
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
 const SWAP_PAIRS = [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11];
@@ -192,7 +193,7 @@ export const HDR = {
   count: 0, fresh: 1, points: 2, assignments: 3, upper: 4, lower: 5, centroids: 6, shift: 7, half: 8, groupOf: 9,
   laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
   qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
-  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37, rows32: 38,
+  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37, rows32: 38, shift32: 39, half32: 40,
 } as const;
 /** Byte offsets of the float64 header fields, and the header's size. */
 export const HDR_MAX_SHIFT = 128;
@@ -248,7 +249,8 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const [AV, UV, LV, HV, STV] = Array.from({ length: 5 }, () => local(V128));
   const TX = [local(V128), local(V128), local(V128), local(V128)];
   const TC = [local(V128), local(V128), local(V128), local(V128)];
-  const [R0, R1, R2, R3, ROWS, LAST] = Array.from({ length: 6 }, () => local(I32));
+  const [R0, R1, R2, R3, ROWS, LAST, SH32, HA32] = Array.from({ length: 8 }, () => local(I32));
+  const GV = local(V128);
   const [MAX32, SEC32] = Array.from({ length: 2 }, () => local(F32));
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
@@ -340,13 +342,13 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     ...get(L), ...f64(1 - c.f32Outward), ...op.f64Mul, ...op.demote, ...op.f32(0), ...get(L), ...f64(0), ...op.f64Gt, ...op.select, ...op.f32Store(0),
     ...op.end,
   ];
-  /** Pushes a float32 vector of the float64 table at local `base`, indexed by the lanes of AV. */
-  const gather64 = (base: number): number[] => {
-    const out = [...f32x4(0)];
-    for (let q = 0; q < 4; q++) out.push(...get(base), ...get(AV), ...v.i32Extract(q), ...i32(3), ...op.shl, ...op.add, ...op.f64Load(0), ...op.demote, ...v.f32Replace(q));
+  /** Pushes a vector of the float32 table at local `base`, indexed by the lanes of AV. */
+  const gather32 = (base: number): number[] => {
+    const out = [...f32x4(0), ...set(GV)];
+    for (let q = 0; q < 4; q++) out.push(...get(base), ...get(AV), ...v.i32Extract(q), ...i32(2), ...op.shl, ...op.add, ...get(GV), ...V128_LOAD32_LANE(q), ...set(GV));
+    out.push(...get(GV));
     return out;
   };
-
   /**
    * BOUNDS (the scan with bounds kept, after the first pass): Hamerly's test four points at a time in
    * float32 (below), the points it does not settle queued and scanned four at a time from their rows,
@@ -370,13 +372,20 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     const factor = 1 + c.f32Outward;
     o(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK), h(HDR.rows32), set(ROWS));
     o(get(MAXS), op.demote, op.f32(factor), op.f32Mul, set(MAX32), get(SECS), op.demote, op.f32(factor), op.f32Mul, set(SEC32));
+    // The shifts rounded up and the halves rounded down, as float32 tables.
+    o(h(HDR.shift32), set(SH32), h(HDR.half32), set(HA32), i32(0), set(J));
+    o(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
+    o(get(SH32), get(J), i32(2), op.shl, op.add, get(SHIFT), get(J), i32(3), op.shl, op.add, op.f64Load(0), op.demote, op.f32(factor), op.f32Mul, op.f32Store(0));
+    o(get(HA32), get(J), i32(2), op.shl, op.add, get(HALF), get(J), i32(3), op.shl, op.add, op.f64Load(0), op.demote, op.f32(1 - c.f32Outward), op.f32Mul, op.f32Store(0));
+    o(get(J), i32(1), op.add, set(J), op.br(0));
+    o(op.end, op.end);
     // Phase 1: the test, and the queue of the points it does not settle.
     o(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
     o(get(ASG), get(I), i32(2), op.shl, op.add, v.load(0), set(AV));
-    o(get(UP), get(I), i32(2), op.shl, op.add, v.load(0), gather64(SHIFT), v.f32Add, f32x4(factor), v.f32Mul, set(UV));
+    o(get(UP), get(I), i32(2), op.shl, op.add, v.load(0), gather32(SH32), v.f32Add, f32x4(factor), v.f32Mul, set(UV));
     o(get(LO), get(I), i32(2), op.shl, op.add, v.load(0));
     o(get(SEC32), v.f32Splat, get(MAX32), v.f32Splat, get(AV), get(MAXAT), v.i32Splat, I32X4_EQ, v.bitselect, v.f32Sub, f32x4(1 - c.f32Outward), v.f32Mul, set(LV));
-    o(gather64(HALF), f32x4(1 - c.f32Outward), v.f32Mul, set(HV));
+    o(gather32(HA32), set(HV));
     const settled = [...get(UV), ...get(LV), ...v.f32Lt, ...get(UV), ...get(HV), ...v.f32Lt, ...v.or];
     o(settled, set(STV));
     o(get(STV), I32X4_ALL_TRUE, op.eqz, op.if);
@@ -701,6 +710,8 @@ export class NearestKernel {
     take("queued", full ? capacity * 4 : 0);
     take("cents32", direct ? scanTableBytes(k, d) : 0);
     take("rows32", direct ? k * d * 4 : 0);
+    take("shift32", direct ? k * 4 : 0);
+    take("half32", direct ? k * 4 : 0);
     take("sums", k * d * 8);
     take("counts", k * 4);
     const need = Math.ceil(at / 65536) - this.memory.buffer.byteLength / 65536;
@@ -755,6 +766,8 @@ export class NearestKernel {
       hd[HDR.scratch] = l["scratch"]!;
       hd[HDR.cents32] = l["cents32"]!;
       hd[HDR.rows32] = l["rows32"]!;
+      hd[HDR.shift32] = l["shift32"]!;
+      hd[HDR.half32] = l["half32"]!;
       if (direct) {
         // The centroids' float32 rows (exact: `centroids` holds float32 values widened).
         new Float32Array(buf, l["rows32"], k * d).set(g.centroids.subarray(0, k * d));
