@@ -292,6 +292,28 @@ describe("assignNearest", () => {
 });
 
 describe("the scan with bounds", () => {
+  it("reads each run's own points when runs of the same shape share (and interleave on) the pool's threads", async () => {
+    // The kernel keeps a run's points in its memory between passes (by run): a run must never see
+    // another's, whether the runs follow each other or alternate pass by pass on the same worker.
+    const [n, d, k] = [30000, 4, 40];
+    const data = [normalPoints(n, d, 71), normalPoints(n, d, 72).map((x) => 3 * x)];
+    for (const map of [undefined, pool1, pool2]) {
+      const runs = data.map((points) => new Lloyd(points, n, d, k, points.slice(0, k * d), map));
+      for (let pass = 0; pass < 4; pass++) {
+        for (const [r, lloyd] of runs.entries()) {
+          await lloyd.assign(true);
+          const want = bruteNearest(data[r], n, d, lloyd.centroids(), k);
+          assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `run ${r} pass ${pass}`);
+          assert.ok(Math.abs((await lloyd.sse()) - want.sse) <= 1e-12 * want.sse);
+          lloyd.update();
+        }
+      }
+      // One after the other: a new run with other points of the same shape.
+      const again = await kmeans(data[1], n, d, k, { seed: 2, maxIters: 3, map });
+      assert.deepEqual(differences(again.assignments, bruteNearest(data[1], n, d, again.centroids, k).assignments), []);
+    }
+  });
+
   it("settles points by the scan's float32 bounds only where brute force agrees (k above 16 up to scanMaxK(d))", async () => {
     // After the early passes (searched in full) the kernel tests each point's float32 bounds, four at a
     // time, tightens them with the float32 distance to its own centroid, and scans only the points left:

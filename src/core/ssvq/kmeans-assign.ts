@@ -54,6 +54,11 @@ export interface AssignInput {
   rescan: boolean;
   /** Some later pass reads the bounds this one leaves (else they are not computed). */
   keepBounds: boolean;
+  /**
+   * Names the k-means run (a `Lloyd`): its points never change, so a thread may keep those it was given
+   * in one pass for the next ones (kmeans-kernel.ts's `cachePoints`).
+   */
+  runKey?: number;
   /** Also sum the squared distances of the points to their new centroids (`AssignOutput.sse`). */
   withSse?: boolean;
   /** [k, d], the float32 centroids widened. */
@@ -95,7 +100,9 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   const { points, d, k, start, end, chunk, assignments, upper, lower, fresh } = t;
   const kernel = nearestKernel(d);
   if (!kernel) return assignJs(t);
-  // The whole chunk in WebAssembly (`pass` in kmeans-kernel.ts, the same steps as `assignJs`).
+  // The whole chunk in WebAssembly (`pass` in kmeans-kernel.ts, the same steps as `assignJs`), on this
+  // run's points kept in the kernel's memory from the first pass that met them (`cachePoints`).
+  const cachedAt = t.runKey !== undefined ? kernel.cachePoints(t.runKey, points, start, end) : -1;
   kernel.load(t, Math.min(chunk, end - start), k <= scanMaxK(d));
   const chunks = Math.ceil((end - start) / chunk);
   const sums = new Float64Array(chunks * k * d);
@@ -107,7 +114,8 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   for (let c = 0; c < chunks; c++) {
     const s = start + c * chunk;
     const e = Math.min(end, s + chunk);
-    kernel.points.set(points.subarray(s * d, e * d));
+    if (cachedAt >= 0) kernel.usePoints(cachedAt + (s - start) * d * 4);
+    else kernel.points.set(points.subarray(s * d, e * d));
     if (!fresh) kernel.assignments.set(assignments.subarray(s, e));
     // The lanes past the chunk's end (its count rounded up to 4) must name a centroid: the bounds' test
     // reads per-centroid tables through them (their answers are never used).

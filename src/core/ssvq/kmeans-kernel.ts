@@ -660,20 +660,72 @@ export class NearestKernel {
   sums!: Float64Array;
   counts!: Uint32Array;
   capacity = 0;
-  private readonly search: SearchFn;
-  private readonly passFn: () => void;
-  private readonly memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  private search!: SearchFn;
+  private passFn!: () => void;
+  private memory!: { buffer: ArrayBuffer; grow(pages: number): number };
   private header!: Int32Array;
   private headerF64!: Float64Array;
   private layout: Record<string, number> = {};
   private groups = 0;
   private boxBlocks = 0;
+  /**
+   * Points kept in this instance's memory between the passes of one k-means run (`cachePoints`): the run's
+   * key, the byte address of each cached range (by its first point), and where the cache ends (the
+   * layout of `load` starts there).
+   */
+  private cacheKey: number | undefined;
+  private readonly cached = new Map<number, { end: number; at: number }>();
+  private cacheEnd = HDR_BYTES;
 
-  constructor(mod: object, readonly d: number) {
+  constructor(
+    private readonly mod: object,
+    readonly d: number,
+  ) {
+    this.instantiate();
+  }
+
+  /** A new memory (the old one, however large it grew, is left to the garbage collector) and instance. */
+  private instantiate(): void {
     this.memory = new wasmApi!.Memory({ initial: 1 });
-    const instance = new wasmApi!.Instance(mod, { env: { memory: this.memory } });
+    const instance = new wasmApi!.Instance(this.mod, { env: { memory: this.memory } });
     this.search = instance.exports["search"] as SearchFn;
     this.passFn = instance.exports["pass"] as () => void;
+  }
+
+  /**
+   * Before `load`: keeps points start .. end - 1 of the run `key` in this instance's memory, copied in the
+   * first time this thread meets them in the run, so that later passes read them in place (`usePoints`)
+   * instead of copying each chunk in again. Returns their byte address, or -1 when the cache would pass
+   * CACHE_MAX_BYTES (then the caller copies chunk by chunk as before). A new key drops the old run's
+   * ranges, and the memory too when it had grown past CACHE_KEEP_BYTES. The caller must not change the
+   * points of a run between its passes.
+   */
+  cachePoints(key: number, points: Float32Array, start: number, end: number): number {
+    const { d } = this;
+    if (key !== this.cacheKey) {
+      this.cached.clear();
+      this.cacheKey = key;
+      this.cacheEnd = HDR_BYTES;
+      if (this.memory.buffer.byteLength > CACHE_KEEP_BYTES) this.instantiate();
+    }
+    const hit = this.cached.get(start);
+    if (hit && hit.end === end) return hit.at;
+    // Four rows of padding after the range: the scan reads points four at a time.
+    const bytes = Math.ceil(((end - start + 4) * d * 4) / 16) * 16;
+    if (this.cacheEnd + bytes - HDR_BYTES > CACHE_MAX_BYTES) return -1;
+    const at = this.cacheEnd;
+    this.cacheEnd += bytes;
+    const need = Math.ceil(this.cacheEnd / 65536) - this.memory.buffer.byteLength / 65536;
+    if (need > 0) this.memory.grow(need);
+    new Float32Array(this.memory.buffer, at, (end - start) * d).set(points.subarray(start * d, end * d));
+    new Float32Array(this.memory.buffer, at + (end - start) * d * 4, 4 * d).fill(0);
+    this.cached.set(start, { end, at });
+    return at;
+  }
+
+  /** After `load`: the next `pass` reads its points at byte address `at` (from `cachePoints`) instead of `points`. */
+  usePoints(at: number): void {
+    this.header[HDR.points] = at;
   }
 
   /** Copies the centroid data in (all of it with `PassGeometry`, else what `run` needs). */
@@ -683,7 +735,7 @@ export class NearestKernel {
     const full = "centroids" in g;
     const k = full ? g.k : 0;
     const boxBlocks = Math.ceil(g.groups / 4);
-    let at = HDR_BYTES;
+    let at = this.cacheEnd;
     const l: Record<string, number> = {};
     const take = (key: string, bytes: number): void => {
       l[key] = at;
@@ -812,6 +864,11 @@ export class NearestKernel {
     return this.headerF64[HDR_SSE / 8]!;
   }
 }
+
+/** At most this many bytes of points are kept per thread and dimension (`cachePoints`) ... */
+const CACHE_MAX_BYTES = 48 * 2 ** 20;
+/** ... and a memory grown past this is released when the next run starts. */
+const CACHE_KEEP_BYTES = 16 * 2 ** 20;
 
 /** This thread's kernel for dimension d, or null without WebAssembly SIMD (or when disabled). */
 const kernels = new Map<number, NearestKernel | null>();

@@ -159,6 +159,8 @@ export class Lloyd {
    *  searched again exactly in float64 (the SIMD search's answer was not provably exact). */
   stats = { changed: 0, searched: 0, exact: 0 };
   private passes = 0;
+  /** Names this run for the kernel's point cache (kmeans-assign.ts's `runKey`). */
+  private readonly runKey = nextRunKey();
   private moved = false;
   private summed = false;
   /** The SSE summed by the last pass (`assign(true)`), while the centroids have not moved since. */
@@ -224,6 +226,7 @@ export class Lloyd {
       rescan: !fresh && (this.rescanNext() || this.rescanOnce()),
       keepBounds: !this.rescanNext(),
       withSse,
+      runKey: this.runKey,
       centroids: this.widened,
       shift: this.shift,
       maxShift: shifts.max,
@@ -384,6 +387,11 @@ export class Lloyd {
     return this.map ? this.map.run<I, O>(task, inputs) : Promise.resolve(inputs.map(direct));
   }
 }
+
+/** Run keys: a random base per thread (threads sharing a pool do not collide), then counted up. */
+const runKeyBase = Math.floor(Math.random() * 2 ** 20) * 2 ** 32;
+let runKeys = 0;
+const nextRunKey = (): number => runKeyBase + ++runKeys;
 
 function ownCentroids(points: Float32Array, n: number, d: number, k: number): KmeansResult {
   const centroids = new Float32Array(k * d);
