@@ -43,7 +43,8 @@ import { f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v } f
 /** SIMD instructions wasm-asm.ts does not name. */
 const I32X4_ALL_TRUE = simd(0xa3);
 const I32X4_NE = simd(0x38);
-const I32X4_SUB = simd(0xb1);
+const I32X4_BITMASK = simd(0xa4);
+const I32_POPCNT = [0x69];
 const I32X4_EQ = simd(0x37);
 const I32X4_GT_S = simd(0x3b);
 const F32X4_LE = simd(0x45);
@@ -240,7 +241,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const [VX] = Array.from({ length: 1 }, () => local(V128));
   // The FAST loop's running addresses and hoisted header fields, and the scan's locals (kmeans-scan.ts).
   const [PA, PP, WSSE, FRESH1, RECS, SCP, SJ] = Array.from({ length: 7 }, () => local(I32));
-  const [VBEST, VSEC, VE, VMASK, VACC, VXX, VT, IDXV, OKV, CHV] = Array.from({ length: 10 }, () => local(V128));
+  const [VBEST, VSEC, VE, VMASK, VACC, VXX, VT, IDXV, OKV] = Array.from({ length: 9 }, () => local(V128));
   const VXS = local(V128);
   for (let t = 1; t < d; t++) local(V128);
   const SL: ScanLocals = { pa: PP, recs: RECS, k: K, cp: SCP, j: SJ, best: VBEST, sec: VSEC, e: VE, mask: VMASK, acc: VACC, xx: VXX, t: VT, x: VXS };
@@ -451,14 +452,13 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(h(HDR.direct), h(HDR.noBounds), get(FRESH), i32(0), op.ne, op.or, op.and, tee(FAST), op.if);
   e(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK));
   e(get(ASG), set(PA), get(PTSC), set(PP), h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
-  e(i32x4(0, 0, 0, 0), set(CHV));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
   e(scanFour(d, SL));
   e(scanIndex(SL), set(IDXV));
   e(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
   e(get(CNT), get(I), i32(4), op.add, op.geS, get(OKV), I32X4_ALL_TRUE, op.and, op.if);
-  // changed += (old != new) per lane (ne is -1 where they differ)
-  e(get(CHV), get(PA), v.load(0), get(IDXV), I32X4_NE, I32X4_SUB, set(CHV));
+  // changed += the lanes where old != new (a scalar count: no vector lives across the scan's loop)
+  e(get(CHANGED), get(PA), v.load(0), get(IDXV), I32X4_NE, I32X4_BITMASK, I32_POPCNT, op.add, set(CHANGED));
   e(get(PA), get(IDXV), v.store(0));
   e(h(HDR.noBounds), op.eqz, op.if, get(UP), get(I), i32(2), op.shl, op.add, scanUpper(SL), upperDistance, v.store(0));
   e(get(LO), get(I), i32(2), op.shl, op.add, scanLower(SL), lowerDistance, v.store(0), op.end);
@@ -478,9 +478,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(get(PP), i32(16 * d), op.add, set(PP), get(PA), i32(16), op.add, set(PA));
   e(get(I), i32(4), op.add, set(I), op.br(0));
   e(op.end, op.end);
-  e(get(FRESH1), op.if, get(CNT), set(CHANGED), op.else);
-  for (let q = 0; q < 4; q++) e(get(CHANGED), get(CHV), v.i32Extract(q), op.add, set(CHANGED));
-  e(op.end);
+  e(get(FRESH1), op.if, get(CNT), set(CHANGED), op.end);
   e(get(CNT), set(M));
   e(op.else);
   e(h(HDR.direct), op.if);
