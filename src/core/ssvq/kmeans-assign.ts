@@ -8,8 +8,10 @@
  * double loop returns. Each pass, per point:
  *  1. Hamerly's bounds (kmeans-bounds.ts) carried over by the centroid shifts: u < l proves the point
  *     keeps its centroid, with no distance computed; else u is tightened to the exact distance to its
- *     centroid and tested again (skipped on a "rescan", which `Lloyd` asks for when k <= 16: there the
- *     bounds cost about what they save);
+ *     centroid and tested again (skipped on a "rescan", which `Lloyd` asks for when k <= 16, where the
+ *     bounds cost about what they save, and in the first passes, while many points move); with the
+ *     scan (k <= scanMaxK(d)) the test runs in float32, four points at a time, rounded outwards
+ *     (kmeans-kernel.ts's BOUNDS);
  *  2. otherwise the point is queued for the SIMD kernel (kmeans-kernel.ts), which returns the nearest
  *     centroid by float32 distances and a2, a lower bound (up to the relative error rho) on the distance
  *     to every other centroid. Its answer is taken when a2 > a1 (1 + 4 rho): then every other centroid is

@@ -7,9 +7,12 @@
  *  - `pass()`: a whole chunk of points (kmeans-assign.ts gives the steps): Hamerly's test on each point,
  *    one of the two searches below for those it does not settle, the acceptance test or else the exact
  *    float64 search over all centroids (the brute-force loop's own arithmetic), the new bounds, and the
- *    chunk's float64 sums in point order. When no later pass reads the bounds and the scan is used, it
- *    takes a shorter road: the scan over every point in place (no test, no queue), then per point the
- *    acceptance test, the exact search if needed, the assignment and the sums in one loop;
+ *    chunk's float64 sums in point order. With the scan (k <= scanMaxK(d)) it takes shorter roads:
+ *    when every point is searched (the first pass, a rescan) FAST scans them in place four at a time
+ *    and takes the four answers in the same loop (the acceptance test, the assignments, the bounds when
+ *    kept, as vectors; the sums point by point); after that BOUNDS tests the bounds four points at a time
+ *    in float32 and scans only the points left, from their rows. The points themselves stay in the
+ *    kernel's memory for the whole run (`cachePoints`);
  *  - `search()` (k above `scanMaxK(d)` in kmeans-assign.ts): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
  *    the squared distance from x to each group's bounding box, then the squared distances to the
  *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
