@@ -291,6 +291,61 @@ describe("assignNearest", () => {
   });
 });
 
+describe("the scan with bounds", () => {
+  it("reads each run's own points when runs of the same shape share (and interleave on) the pool's threads", async () => {
+    // The kernel keeps a run's points in its memory between passes (by run): a run must never see
+    // another's, whether the runs follow each other or alternate pass by pass on the same worker.
+    const [n, d, k] = [30000, 4, 40];
+    const data = [normalPoints(n, d, 71), normalPoints(n, d, 72).map((x) => 3 * x)];
+    for (const map of [undefined, pool1, pool2]) {
+      const runs = data.map((points) => new Lloyd(points, n, d, k, points.slice(0, k * d), map));
+      for (let pass = 0; pass < 4; pass++) {
+        for (const [r, lloyd] of runs.entries()) {
+          await lloyd.assign(true);
+          const want = bruteNearest(data[r], n, d, lloyd.centroids(), k);
+          assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `run ${r} pass ${pass}`);
+          assert.ok(Math.abs((await lloyd.sse()) - want.sse) <= 1e-12 * want.sse);
+          lloyd.update();
+        }
+      }
+      // One after the other: a new run with other points of the same shape.
+      const again = await kmeans(data[1], n, d, k, { seed: 2, maxIters: 3, map });
+      assert.deepEqual(differences(again.assignments, bruteNearest(data[1], n, d, again.centroids, k).assignments), []);
+    }
+  });
+
+  it("settles points by the scan's float32 bounds only where brute force agrees (k above 16 up to scanMaxK(d))", async () => {
+    // After the early passes (searched in full) the kernel tests each point's float32 bounds, four at a
+    // time, tightens them with the float32 distance to its own centroid, and scans only the points left:
+    // every pass must still equal brute force, and the later passes must have settled points.
+    for (const { n, d, k, grid } of [
+      { n: 12000, d: 2, k: 24, grid: false },
+      { n: 12000, d: 4, k: 64, grid: false },
+      { n: 12000, d: 4, k: 64, grid: true }, // many exact ties
+      { n: 9000, d: 5, k: 100, grid: false }, // a d that is not a multiple of 4
+      { n: 9000, d: 8, k: 40, grid: false },
+      { n: 9000, d: 8, k: 40, grid: true },
+      { n: 5001, d: 3, k: 17, grid: false }, // a last group of one point
+    ]) {
+      let points = normalPoints(n, d, 61 + d);
+      if (grid) points = points.map((x) => Math.round(x * 3) / 4);
+      const init = points.slice(0, k * d);
+      for (const map of [undefined, pool2]) {
+        const lloyd = new Lloyd(points, n, d, k, init, map);
+        let settled = 0;
+        for (let pass = 0; pass < 12; pass++) {
+          await lloyd.assign();
+          if (pass >= 6) settled += n - lloyd.stats.searched;
+          const want = bruteNearest(points, n, d, lloyd.centroids(), k);
+          assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `n=${n} d=${d} k=${k}${grid ? " grid" : ""} pass ${pass}`);
+          lloyd.update();
+        }
+        if (kernelAvailable(d)) assert.ok(settled > n, `d=${d} k=${k}: ${settled} points settled by the bounds in passes 6 to 11`);
+      }
+    }
+  });
+});
+
 describe("the SIMD kernel's float32 answers", () => {
   it("are taken only when provably exact: extreme magnitudes go to the float64 search", async () => {
     // Squares of 1e20 overflow float32 and squares of 1e-25 underflow it: the kernel's error bound does

@@ -8,8 +8,10 @@
  * double loop returns. Each pass, per point:
  *  1. Hamerly's bounds (kmeans-bounds.ts) carried over by the centroid shifts: u < l proves the point
  *     keeps its centroid, with no distance computed; else u is tightened to the exact distance to its
- *     centroid and tested again (skipped on a "rescan", which `Lloyd` asks for when k <= 16: there the
- *     bounds cost about what they save);
+ *     centroid and tested again (skipped on a "rescan", which `Lloyd` asks for when k <= 16, where the
+ *     bounds cost about what they save, and in the first passes, while many points move); with the
+ *     scan (k <= scanMaxK(d)) the test runs in float32, four points at a time, rounded outwards
+ *     (kmeans-kernel.ts's BOUNDS);
  *  2. otherwise the point is queued for the SIMD kernel (kmeans-kernel.ts), which returns the nearest
  *     centroid by float32 distances and a2, a lower bound (up to the relative error rho) on the distance
  *     to every other centroid. Its answer is taken when a2 > a1 (1 + 4 rho): then every other centroid is
@@ -54,6 +56,11 @@ export interface AssignInput {
   rescan: boolean;
   /** Some later pass reads the bounds this one leaves (else they are not computed). */
   keepBounds: boolean;
+  /**
+   * Names the k-means run (a `Lloyd`): its points never change, so a thread may keep those it was given
+   * in one pass for the next ones (kmeans-kernel.ts's `cachePoints`).
+   */
+  runKey?: number;
   /** Also sum the squared distances of the points to their new centroids (`AssignOutput.sse`). */
   withSse?: boolean;
   /** [k, d], the float32 centroids widened. */
@@ -95,7 +102,9 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   const { points, d, k, start, end, chunk, assignments, upper, lower, fresh } = t;
   const kernel = nearestKernel(d);
   if (!kernel) return assignJs(t);
-  // The whole chunk in WebAssembly (`pass` in kmeans-kernel.ts, the same steps as `assignJs`).
+  // The whole chunk in WebAssembly (`pass` in kmeans-kernel.ts, the same steps as `assignJs`), on this
+  // run's points kept in the kernel's memory from the first pass that met them (`cachePoints`).
+  const cachedAt = t.runKey !== undefined ? kernel.cachePoints(t.runKey, points, start, end) : -1;
   kernel.load(t, Math.min(chunk, end - start), k <= scanMaxK(d));
   const chunks = Math.ceil((end - start) / chunk);
   const sums = new Float64Array(chunks * k * d);
@@ -107,8 +116,12 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   for (let c = 0; c < chunks; c++) {
     const s = start + c * chunk;
     const e = Math.min(end, s + chunk);
-    kernel.points.set(points.subarray(s * d, e * d));
+    if (cachedAt >= 0) kernel.usePoints(cachedAt + (s - start) * d * 4);
+    else kernel.points.set(points.subarray(s * d, e * d));
     if (!fresh) kernel.assignments.set(assignments.subarray(s, e));
+    // The lanes past the chunk's end (its count rounded up to 4) must name a centroid: the bounds' test
+    // reads per-centroid tables through them (their answers are never used).
+    kernel.assignments.fill(0, e - s, Math.min(kernel.capacity, e - s + 4));
     if (!fresh && !t.rescan) {
       kernel.upper.set(upper.subarray(s, e));
       kernel.lower.set(lower.subarray(s, e));

@@ -7,9 +7,12 @@
  *  - `pass()`: a whole chunk of points (kmeans-assign.ts gives the steps): Hamerly's test on each point,
  *    one of the two searches below for those it does not settle, the acceptance test or else the exact
  *    float64 search over all centroids (the brute-force loop's own arithmetic), the new bounds, and the
- *    chunk's float64 sums in point order. When no later pass reads the bounds and the scan is used, it
- *    takes a shorter road: the scan over every point in place (no test, no queue), then per point the
- *    acceptance test, the exact search if needed, the assignment and the sums in one loop;
+ *    chunk's float64 sums in point order. With the scan (k <= scanMaxK(d)) it takes shorter roads:
+ *    when every point is searched (the first pass, a rescan) FAST scans them in place four at a time
+ *    and takes the four answers in the same loop (the acceptance test, the assignments, the bounds when
+ *    kept, as vectors; the sums point by point); after that BOUNDS tests the bounds four points at a time
+ *    in float32 and scans only the points left, from their rows. The points themselves stay in the
+ *    kernel's memory for the whole run (`cachePoints`);
  *  - `search()` (k above `scanMaxK(d)` in kmeans-assign.ts): per point x, over the centroid groups of `CentroidGroups` (kmeans-bounds.ts),
  *    the squared distance from x to each group's bounding box, then the squared distances to the
  *    centroids of its previous centroid's group (or of the group with the nearest box), then to those of
@@ -38,8 +41,19 @@
  * the exact float64 search alone, with the same results).
  */
 
-import { scanBody, scanTableBytes, writeScanTable } from "./kmeans-scan.js";
-import { f32x4, I32, F32, i32x4, name, op, section, uleb, V128, vec, v } from "./wasm-asm.js";
+import { loadColumns, scanBody, scanFour, scanIndex, scanLower, scanTableBytes, scanUpper, writeScanTable, type ScanLocals } from "./kmeans-scan.js";
+import { f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v } from "./wasm-asm.js";
+/** SIMD instructions wasm-asm.ts does not name. */
+const I32X4_ALL_TRUE = simd(0xa3);
+const I32X4_NE = simd(0x38);
+const I32X4_BITMASK = simd(0xa4);
+const I32_POPCNT = [0x69];
+const I32X4_EQ = simd(0x37);
+const I32X4_GT_S = simd(0x3b);
+const F32X4_LE = simd(0x45);
+const F32X4_GE = simd(0x46);
+const V128_ANDNOT = simd(0x4f);
+const V128_LOAD32_LANE = (lane: number): number[] => simd(0x56, 2, 0, lane);
 /** Byte shuffles that swap the halves of a vector, and neighbouring lanes. */
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
 const SWAP_PAIRS = [4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11];
@@ -183,7 +197,7 @@ export const HDR = {
   count: 0, fresh: 1, points: 2, assignments: 3, upper: 4, lower: 5, centroids: 6, shift: 7, half: 8, groupOf: 9,
   laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
   qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
-  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37,
+  changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37, rows32: 38, shift32: 39, half32: 40,
 } as const;
 /** Byte offsets of the float64 header fields, and the header's size. */
 export const HDR_MAX_SHIFT = 128;
@@ -228,8 +242,20 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const [I, M, FROM, XA, HINT, Q, A, LN, J, CHANGED, EXACT, DONE, ADDR, FAST] = Array.from({ length: 14 }, () => local(I32));
   const [MAXS, SECS, U, L, HH, DD, BEST, SEC, A1, A2, BSQ, V, SSE] = Array.from({ length: 13 }, () => local(0x7c));
   const [VX] = Array.from({ length: 1 }, () => local(V128));
-  // The FAST loop's running addresses and hoisted header fields.
-  const [PI, P1, P2, PA, WSSE, FRESH1] = Array.from({ length: 6 }, () => local(I32));
+  // The FAST loop's running addresses and hoisted header fields, and the scan's locals (kmeans-scan.ts).
+  const [PA, PP, WSSE, FRESH1, RECS, SCP, SJ] = Array.from({ length: 7 }, () => local(I32));
+  const [VBEST, VSEC, VE, VMASK, VACC, VXX, VT, IDXV, OKV] = Array.from({ length: 9 }, () => local(V128));
+  const VXS = local(V128);
+  for (let t = 1; t < d; t++) local(V128);
+  const SL: ScanLocals = { pa: PP, recs: RECS, k: K, cp: SCP, j: SJ, best: VBEST, sec: VSEC, e: VE, mask: VMASK, acc: VACC, xx: VXX, t: VT, x: VXS };
+  // The bounds' loop (BOUNDS below): per four points their centroids, bounds, shifts, halves, the settled
+  // lanes; the rows of the queued points; the centroids' rows for the tightening.
+  const [AV, UV, LV, HV, STV] = Array.from({ length: 5 }, () => local(V128));
+  const TX = [local(V128), local(V128), local(V128), local(V128)];
+  const TC = [local(V128), local(V128), local(V128), local(V128)];
+  const [R0, R1, R2, R3, ROWS, LAST, SH32, HA32] = Array.from({ length: 8 }, () => local(I32));
+  const GV = local(V128);
+  const [MAX32, SEC32] = Array.from({ length: 2 }, () => local(F32));
   const code: number[] = [];
   const e = (...parts: number[][]): void => {
     for (const p of parts) code.push(...p);
@@ -298,29 +324,168 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     ...get(ASG), ...get(I), ...i32(2), ...op.shl, ...op.add, ...get(A), ...op.i32Store(0),
   ];
 
+  /**
+   * Float32 bounds on distances from the scan's bounds on squared distances (vectors): sqrt rounds by at
+   * most 2^-24, so the factors 1 +- 2^-20 round outwards.
+   */
+  const upperDistance = [...v.f32Sqrt, ...f32x4(1 + c.f32Outward), ...v.f32Mul];
+  const lowerDistance = [...v.f32Sqrt, ...f32x4(1 - c.f32Outward), ...v.f32Mul];
+  /**
+   * Stores the bounds of point `pi` (lane q of the scan's answers, or, when the lane was not proven,
+   * the exact search's BEST and SEC).
+   */
+  const commitBounds = (pi: number, q: number): number[] => [
+    ...get(OKV), ...v.i32Extract(q), ...op.if,
+    ...get(UP), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...scanUpper(SL), ...upperDistance, ...v.f32Extract(q), ...op.f32Store(0),
+    ...get(LO), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...scanLower(SL), ...lowerDistance, ...v.f32Extract(q), ...op.f32Store(0),
+    ...op.else,
+    ...get(SEC), ...op.f64Sqrt, ...f64(1 - c.slack), ...op.f64Mul, ...set(L),
+    ...get(UP), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...get(BEST), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul,
+    ...f64(1 + c.f32Outward), ...op.f64Mul, ...op.demote, ...op.f32Store(0),
+    ...get(LO), ...get(pi), ...i32(2), ...op.shl, ...op.add,
+    ...get(L), ...f64(1 - c.f32Outward), ...op.f64Mul, ...op.demote, ...op.f32(0), ...get(L), ...f64(0), ...op.f64Gt, ...op.select, ...op.f32Store(0),
+    ...op.end,
+  ];
+  /** Pushes a vector of the float32 table at local `base`, indexed by the lanes of AV. */
+  const gather32 = (base: number): number[] => {
+    const out = [...f32x4(0), ...set(GV)];
+    for (let q = 0; q < 4; q++) out.push(...get(base), ...get(AV), ...v.i32Extract(q), ...i32(2), ...op.shl, ...op.add, ...get(GV), ...V128_LOAD32_LANE(q), ...set(GV));
+    out.push(...get(GV));
+    return out;
+  };
+  /**
+   * BOUNDS (the scan with bounds kept, after the first pass): Hamerly's test four points at a time in
+   * float32 (below), the points it does not settle queued and scanned four at a time from their rows,
+   * each answer taken or searched exactly as in FAST, the new bounds stored. The sums follow (step 4).
+   *
+   * The test, per lane, with every quantity rounded outwards (a float32 addition, subtraction, product
+   * or square root rounds by at most 2^-24 relative to its exact result; each factor 1 +- 2^-20 covers
+   * the roundings before it): u = (upper + shift[a]) (1 + 2^-20), l = (lower - m) (1 - 2^-20) with m the
+   * largest shift of the other centroids (rounded up), h = half[a] (1 - 2^-20); settled when u < l or
+   * u < h. Otherwise u is tightened to the float32 distance to its centroid, sum_t (x_t - c_t)^2, which
+   * is within rho of the exact one when it lies between KERNEL_MIN and KERNEL_MAX (as in `search`), so
+   * sqrt(that (1 + 4 rho)) (1 + 2^-20) bounds it; then tested again. A settled point keeps its centroid
+   * (u < l: every other one is provably farther, by at least one float32 step, far above float64's
+   * rounding; u < h: Hamerly's second test) and its bounds u and l.
+   */
+  const boundsPass = (): number[] => {
+    const out: number[] = [];
+    const o = (...parts: number[][]): void => {
+      for (const p of parts) out.push(...p);
+    };
+    const factor = 1 + c.f32Outward;
+    o(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK), h(HDR.rows32), set(ROWS));
+    o(get(MAXS), op.demote, op.f32(factor), op.f32Mul, set(MAX32), get(SECS), op.demote, op.f32(factor), op.f32Mul, set(SEC32));
+    // The shifts rounded up and the halves rounded down, as float32 tables.
+    o(h(HDR.shift32), set(SH32), h(HDR.half32), set(HA32), i32(0), set(J));
+    o(op.block, op.loop, get(J), get(K), op.geS, op.brIf(1));
+    o(get(SH32), get(J), i32(2), op.shl, op.add, get(SHIFT), get(J), i32(3), op.shl, op.add, op.f64Load(0), op.demote, op.f32(factor), op.f32Mul, op.f32Store(0));
+    o(get(HA32), get(J), i32(2), op.shl, op.add, get(HALF), get(J), i32(3), op.shl, op.add, op.f64Load(0), op.demote, op.f32(1 - c.f32Outward), op.f32Mul, op.f32Store(0));
+    o(get(J), i32(1), op.add, set(J), op.br(0));
+    o(op.end, op.end);
+    // Phase 1: the test, and the queue of the points it does not settle.
+    o(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
+    o(get(ASG), get(I), i32(2), op.shl, op.add, v.load(0), set(AV));
+    o(get(UP), get(I), i32(2), op.shl, op.add, v.load(0), gather32(SH32), v.f32Add, f32x4(factor), v.f32Mul, set(UV));
+    o(get(LO), get(I), i32(2), op.shl, op.add, v.load(0));
+    o(get(SEC32), v.f32Splat, get(MAX32), v.f32Splat, get(AV), get(MAXAT), v.i32Splat, I32X4_EQ, v.bitselect, v.f32Sub, f32x4(1 - c.f32Outward), v.f32Mul, set(LV));
+    o(gather32(HA32), set(HV));
+    const settled = [...get(UV), ...get(LV), ...v.f32Lt, ...get(UV), ...get(HV), ...v.f32Lt, ...v.or];
+    o(settled, set(STV));
+    o(get(STV), I32X4_ALL_TRUE, op.eqz, op.if);
+    // The tightening: the four points and their centroids' rows, transposed coordinate by coordinate.
+    o(get(PTSC), get(I), i32(4 * d), op.mul, op.add, set(PP));
+    for (let q = 0; q < 4; q++) o(get(ROWS), get(AV), v.i32Extract(q), i32(4 * d), op.mul, op.add, set([R0, R1, R2, R3][q]!));
+    const R4 = [R0, R1, R2, R3];
+    for (let t0 = 0; t0 < d; t0 += 4) {
+      o(loadColumns(d, t0, (q) => [get(PP), 4 * d * q], TX, VT, VBEST));
+      o(loadColumns(d, t0, (q) => [get(R4[q]!), 0], TC, VT, VBEST));
+      for (let t = t0; t < Math.min(d, t0 + 4); t++) {
+        o(get(TX[t - t0]!), get(TC[t - t0]!), v.f32Sub, tee(VT), get(VT), v.f32Mul);
+        if (t > 0) o(get(VACC), v.f32Add);
+        o(set(VACC));
+      }
+    }
+    // ut = sqrt(acc (1 + 4 rho)) (1 + 2^-20) where acc is in range, else +Infinity; u = min(u, ut)
+    o(get(VACC), f32x4(1 + 4 * rho), v.f32Mul, upperDistance, f32x4(Infinity));
+    o(get(VACC), f32x4(c.kernelMin), F32X4_GE, get(VACC), f32x4(c.kernelMax), F32X4_LE, v.and, v.bitselect);
+    o(get(UV), v.f32Pmin, set(UV));
+    o(settled, set(STV));
+    o(op.end);
+    o(get(UP), get(I), i32(2), op.shl, op.add, get(UV), v.store(0), get(LO), get(I), i32(2), op.shl, op.add, get(LV), v.store(0));
+    // Queue the lanes below CNT that are not settled: always written, counted only when queued.
+    o(get(CNT), get(I), op.sub, v.i32Splat, i32x4(0, 1, 2, 3), I32X4_GT_S, get(STV), V128_ANDNOT, set(STV));
+    for (let q = 0; q < 4; q++) {
+      o(get(QUE), get(M), i32(2), op.shl, op.add, get(I), i32(q), op.add, op.i32Store(0));
+      o(get(M), get(STV), v.i32Extract(q), op.sub, set(M));
+    }
+    o(get(I), i32(4), op.add, set(I), op.br(0));
+    o(op.end, op.end);
+    // Phase 2: the queued points, four at a time (the last row repeated to fill the last four).
+    const R = [R0, R1, R2, R3];
+    o(get(M), i32(1), op.sub, set(LAST), i32(0), set(Q));
+    o(op.block, op.loop, get(Q), get(M), op.geS, op.brIf(1));
+    for (let q = 0; q < 4; q++) {
+      o(get(QUE), get(Q), i32(q), op.add, tee(J), get(LAST), get(J), get(LAST), op.ltS, op.select, i32(2), op.shl, op.add, op.i32Load(0));
+      o(i32(4 * d), op.mul, get(PTSC), op.add, set(R[q]!));
+    }
+    o(scanFour(d, SL, R));
+    o(scanIndex(SL), set(IDXV));
+    o(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
+    for (let q = 0; q < 4; q++) {
+      o(get(Q), i32(q), op.add, get(M), op.ltS, op.if);
+      o(get(QUE), get(Q), i32(q), op.add, i32(2), op.shl, op.add, op.i32Load(0), set(I), get(R[q]!), set(XA));
+      o(get(IDXV), v.i32Extract(q), set(A));
+      o(get(OKV), v.i32Extract(q), op.eqz, op.if, exactSearch(), op.end);
+      o(commitBounds(I, q));
+      o(storeAssignment);
+      o(op.end);
+    }
+    o(get(Q), i32(4), op.add, set(Q), op.br(0));
+    o(op.end, op.end);
+    return out;
+  };
+
   e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT), f64(0), set(SSE));
-  // 0. No bounds to keep and the direct scan (FAST): every point is scanned in place, its answer taken
-  // when the scan's bounds prove it (l2 > u1 (1 + 4 rho), in float32: the product rounds by far less than
-  // 4 rho) or else searched exactly, then stored and added to the sums, point by point.
-  e(h(HDR.noBounds), h(HDR.direct), op.and, tee(FAST), op.if);
-  // (The header's fields read once, the arrays walked by running addresses, the change counted without a
-  // branch: the same steps as the general loop below, in fewer instructions per point.)
-  e(get(CNT), get(PTSC), h(HDR.outIdx), h(HDR.outA1), h(HDR.outA2), h(HDR.cents32), get(K), op.call(2));
-  e(h(HDR.outIdx), set(PI), h(HDR.outA1), set(P1), h(HDR.outA2), set(P2), get(ASG), set(PA), get(PTSC), set(XA));
-  e(h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
+  // 0. No bounds to keep and the direct scan (FAST): four points at a time, scanned in place (`scanFour`),
+  // their answers taken when the scan's bounds prove them (l2 > u1 (1 + 4 rho), in float32: the product
+  // rounds by far less than 4 rho) or else searched exactly, then stored and added to the sums in point
+  // order. When all four are proven (nearly always), the test, the assignments and the change count are
+  // one vector each; only the sums go point by point.
+  e(h(HDR.direct), h(HDR.noBounds), get(FRESH), i32(0), op.ne, op.or, op.and, tee(FAST), op.if);
+  e(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK));
+  e(get(ASG), set(PA), get(PTSC), set(PP), h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
-  e(get(PI), op.i32Load(0), set(A));
-  e(get(P1), op.f32Load(0), op.f32(1 + 4 * rho), op.f32Mul, get(P2), op.f32Load(0), op.f32Lt, op.eqz, op.if);
-  e(exactSearch());
+  e(scanFour(d, SL));
+  e(scanIndex(SL), set(IDXV));
+  e(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
+  e(get(CNT), get(I), i32(4), op.add, op.geS, get(OKV), I32X4_ALL_TRUE, op.and, op.if);
+  // changed += the lanes where old != new (a scalar count: no vector lives across the scan's loop)
+  e(get(CHANGED), get(PA), v.load(0), get(IDXV), I32X4_NE, I32X4_BITMASK, I32_POPCNT, op.add, set(CHANGED));
+  e(get(PA), get(IDXV), v.store(0));
+  e(h(HDR.noBounds), op.eqz, op.if, get(UP), get(I), i32(2), op.shl, op.add, scanUpper(SL), upperDistance, v.store(0));
+  e(get(LO), get(I), i32(2), op.shl, op.add, scanLower(SL), lowerDistance, v.store(0), op.end);
+  for (let q = 0; q < 4; q++) e(get(IDXV), v.i32Extract(q), set(A), get(PP), i32(4 * d * q), op.add, set(XA), addPoint(get(WSSE)));
+  e(op.else);
+  for (let q = 0; q < 4; q++) {
+    e(get(I), i32(q), op.add, get(CNT), op.ltS, op.if);
+    e(get(IDXV), v.i32Extract(q), set(A), get(PP), i32(4 * d * q), op.add, set(XA));
+    e(get(OKV), v.i32Extract(q), op.eqz, op.if, exactSearch(), op.end);
+    e(h(HDR.noBounds), op.eqz, op.if, get(I), i32(q), op.add, set(J), commitBounds(J, q), op.end);
+    e(get(CHANGED), get(PA), op.i32Load(4 * q), get(A), op.ne, get(FRESH1), op.or, op.add, set(CHANGED));
+    e(get(PA), get(A), op.i32Store(4 * q));
+    e(addPoint(get(WSSE)));
+    e(op.end);
+  }
   e(op.end);
-  e(get(CHANGED), get(PA), op.i32Load(0), get(A), op.ne, get(FRESH1), op.or, op.add, set(CHANGED));
-  e(get(PA), get(A), op.i32Store(0));
-  e(addPoint(get(WSSE)));
-  e(get(XA), i32(4 * d), op.add, set(XA));
-  for (const l of [PI, P1, P2, PA]) e(get(l), i32(4), op.add, set(l));
-  e(get(I), i32(1), op.add, set(I), op.br(0));
+  e(get(PP), i32(16 * d), op.add, set(PP), get(PA), i32(16), op.add, set(PA));
+  e(get(I), i32(4), op.add, set(I), op.br(0));
   e(op.end, op.end);
+  e(get(FRESH1), op.if, get(CNT), set(CHANGED), op.end);
   e(get(CNT), set(M));
+  e(op.else);
+  e(h(HDR.direct), op.if);
+  e(boundsPass());
   e(op.else);
 
   // 1. Hamerly's test; the points it does not settle are queued for the search.
@@ -386,6 +551,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(h(HDR.noBounds), op.eqz, op.if, storeBounds([...get(BSQ), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul], []), op.end);
   e(get(Q), i32(1), op.add, set(Q), op.br(0));
   e(op.end, op.end);
+  e(op.end);
 
   // 4. The chunk's sums and counts, in point order.
   e(i32(0), set(I));
@@ -495,20 +661,72 @@ export class NearestKernel {
   sums!: Float64Array;
   counts!: Uint32Array;
   capacity = 0;
-  private readonly search: SearchFn;
-  private readonly passFn: () => void;
-  private readonly memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  private search!: SearchFn;
+  private passFn!: () => void;
+  private memory!: { buffer: ArrayBuffer; grow(pages: number): number };
   private header!: Int32Array;
   private headerF64!: Float64Array;
   private layout: Record<string, number> = {};
   private groups = 0;
   private boxBlocks = 0;
+  /**
+   * Points kept in this instance's memory between the passes of one k-means run (`cachePoints`): the run's
+   * key, the byte address of each cached range (by its first point), and where the cache ends (the
+   * layout of `load` starts there).
+   */
+  private cacheKey: number | undefined;
+  private readonly cached = new Map<number, { end: number; at: number }>();
+  private cacheEnd = HDR_BYTES;
 
-  constructor(mod: object, readonly d: number) {
+  constructor(
+    private readonly mod: object,
+    readonly d: number,
+  ) {
+    this.instantiate();
+  }
+
+  /** A new memory (the old one, however large it grew, is left to the garbage collector) and instance. */
+  private instantiate(): void {
     this.memory = new wasmApi!.Memory({ initial: 1 });
-    const instance = new wasmApi!.Instance(mod, { env: { memory: this.memory } });
+    const instance = new wasmApi!.Instance(this.mod, { env: { memory: this.memory } });
     this.search = instance.exports["search"] as SearchFn;
     this.passFn = instance.exports["pass"] as () => void;
+  }
+
+  /**
+   * Before `load`: keeps points start .. end - 1 of the run `key` in this instance's memory, copied in the
+   * first time this thread meets them in the run, so that later passes read them in place (`usePoints`)
+   * instead of copying each chunk in again. Returns their byte address, or -1 when the cache would pass
+   * CACHE_MAX_BYTES (then the caller copies chunk by chunk as before). A new key drops the old run's
+   * ranges, and the memory too when it had grown past CACHE_KEEP_BYTES. The caller must not change the
+   * points of a run between its passes.
+   */
+  cachePoints(key: number, points: Float32Array, start: number, end: number): number {
+    const { d } = this;
+    if (key !== this.cacheKey) {
+      this.cached.clear();
+      this.cacheKey = key;
+      this.cacheEnd = HDR_BYTES;
+      if (this.memory.buffer.byteLength > CACHE_KEEP_BYTES) this.instantiate();
+    }
+    const hit = this.cached.get(start);
+    if (hit && hit.end === end) return hit.at;
+    // Four rows of padding after the range: the scan reads points four at a time.
+    const bytes = Math.ceil(((end - start + 4) * d * 4) / 16) * 16;
+    if (this.cacheEnd + bytes - HDR_BYTES > CACHE_MAX_BYTES) return -1;
+    const at = this.cacheEnd;
+    this.cacheEnd += bytes;
+    const need = Math.ceil(this.cacheEnd / 65536) - this.memory.buffer.byteLength / 65536;
+    if (need > 0) this.memory.grow(need);
+    new Float32Array(this.memory.buffer, at, (end - start) * d).set(points.subarray(start * d, end * d));
+    new Float32Array(this.memory.buffer, at + (end - start) * d * 4, 4 * d).fill(0);
+    this.cached.set(start, { end, at });
+    return at;
+  }
+
+  /** After `load`: the next `pass` reads its points at byte address `at` (from `cachePoints`) instead of `points`. */
+  usePoints(at: number): void {
+    this.header[HDR.points] = at;
   }
 
   /** Copies the centroid data in (all of it with `PassGeometry`, else what `run` needs). */
@@ -518,7 +736,7 @@ export class NearestKernel {
     const full = "centroids" in g;
     const k = full ? g.k : 0;
     const boxBlocks = Math.ceil(g.groups / 4);
-    let at = HDR_BYTES;
+    let at = this.cacheEnd;
     const l: Record<string, number> = {};
     const take = (key: string, bytes: number): void => {
       l[key] = at;
@@ -544,6 +762,9 @@ export class NearestKernel {
     take("lower", full ? capacity * 4 : 0);
     take("queued", full ? capacity * 4 : 0);
     take("cents32", direct ? scanTableBytes(k, d) : 0);
+    take("rows32", direct ? k * d * 4 : 0);
+    take("shift32", direct ? k * 4 : 0);
+    take("half32", direct ? k * 4 : 0);
     take("sums", k * d * 8);
     take("counts", k * 4);
     const need = Math.ceil(at / 65536) - this.memory.buffer.byteLength / 65536;
@@ -597,7 +818,14 @@ export class NearestKernel {
       hd[HDR.boxBlocks] = boxBlocks;
       hd[HDR.scratch] = l["scratch"]!;
       hd[HDR.cents32] = l["cents32"]!;
-      if (direct) direct = writeScanTable(buf, l["cents32"]!, g.centroids, k, d);
+      hd[HDR.rows32] = l["rows32"]!;
+      hd[HDR.shift32] = l["shift32"]!;
+      hd[HDR.half32] = l["half32"]!;
+      if (direct) {
+        // The centroids' float32 rows (exact: `centroids` holds float32 values widened).
+        new Float32Array(buf, l["rows32"], k * d).set(g.centroids.subarray(0, k * d));
+        direct = writeScanTable(buf, l["cents32"]!, g.centroids, k, d);
+      }
       hd[HDR.direct] = direct ? 1 : 0;
     }
     this.capacity = capacity;
@@ -637,6 +865,11 @@ export class NearestKernel {
     return this.headerF64[HDR_SSE / 8]!;
   }
 }
+
+/** At most this many bytes of points are kept per thread and dimension (`cachePoints`) ... */
+const CACHE_MAX_BYTES = 48 * 2 ** 20;
+/** ... and a memory grown past this is released when the next run starts. */
+const CACHE_KEEP_BYTES = 16 * 2 ** 20;
 
 /** This thread's kernel for dimension d, or null without WebAssembly SIMD (or when disabled). */
 const kernels = new Map<number, NearestKernel | null>();
