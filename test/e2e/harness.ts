@@ -512,15 +512,29 @@ export async function waitForNotification(page: Page, pattern: string | RegExp, 
   }
 }
 
-/** Waits for a notification whose message matches and clicks its button labelled `buttonLabel`. */
+/**
+ * Waits for a notification whose message matches and clicks its button labelled `buttonLabel`. A
+ * progress notification's message changes as the job goes on (its element is found by the text of the
+ * moment), so the notification is looked up again until the button is there or `timeout` passes.
+ */
 export async function clickNotificationButton(page: Page, pattern: string | RegExp, buttonLabel: string, timeout = 30_000): Promise<void> {
-  const { element, text } = await waitForNotification(page, pattern, timeout);
-  const button = element.locator(".notification-list-item-buttons-container .monaco-button", { hasText: exact(buttonLabel) }).first();
-  if (!(await button.isVisible())) {
-    const labels = (await element.locator(".notification-list-item-buttons-container .monaco-button").allInnerTexts()).map(norm);
-    throw new Error(`notification "${text}" has no button "${buttonLabel}"; it has ${JSON.stringify(labels)}`);
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const { element, text } = await waitForNotification(page, pattern, Math.max(1, deadline - Date.now()));
+    const button = element.locator(".notification-list-item-buttons-container .monaco-button", { hasText: exact(buttonLabel) }).first();
+    if (await button.isVisible()) {
+      const clicked = await button.click({ timeout: 2000 }).then(
+        () => true,
+        () => false,
+      );
+      if (clicked) return;
+    }
+    if (Date.now() > deadline) {
+      const labels = (await element.locator(".notification-list-item-buttons-container .monaco-button").allInnerTexts()).map(norm);
+      throw new Error(`notification "${text}" has no button "${buttonLabel}" after ${timeout} ms; it has ${JSON.stringify(labels)}`);
+    }
+    await sleep(100);
   }
-  await button.click();
 }
 
 // ---------------------------------------------------------------- webviews, screenshots

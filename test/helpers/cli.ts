@@ -10,7 +10,7 @@ export interface CliResult {
 
 /** Runs the bundled `ssvq` as a user would. */
 export function ssvq(args: string[], opts: SpawnSyncOptions = {}): CliResult {
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: "utf8", timeout: 600_000, ...opts });
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: "utf8", timeout: 600_000, maxBuffer: 256 * 2 ** 20, ...opts });
   return { status: r.status, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
