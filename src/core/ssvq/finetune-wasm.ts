@@ -21,49 +21,19 @@
  *    flips go into the flip EMA and the balance);
  *  - errorE(n, cbook, cb, neg, wn, out): out[p] = ±cbook[cb[p]] - wn[p] (float64 or float32 out).
  */
-import { I32, name, section, uleb, V128, vec } from "./wasm-asm.js";
+import { compileModule, I32, name, op, section, simd, uleb, V128, vec, wasmApi, type WasmMemory } from "./wasm-asm.js";
 
 const F64 = 0x7c;
 
-// ---- instruction encoders not in wasm-asm.ts ---------------------------------------------------------------
+// ---- instruction names used below (the encoders are wasm-asm.ts's) ------------------------------------------
 
-const get = (l: number): number[] => [0x20, ...uleb(l)];
-const set = (l: number): number[] => [0x21, ...uleb(l)];
-const tee = (l: number): number[] => [0x22, ...uleb(l)];
-const i32c = (x: number): number[] => [0x41, ...sleb32(x)];
-const f64c = (x: number): number[] => [0x44, ...new Uint8Array(Float64Array.of(x).buffer)];
-const mem = (opcode: number, align: number, offset = 0): number[] => [opcode, align, ...uleb(offset)];
-const i32Load = (offset = 0) => mem(0x28, 2, offset);
-const i32Store = (offset = 0) => mem(0x36, 2, offset);
-const u8Load = (offset = 0) => mem(0x2d, 0, offset);
-const i32Store8 = (offset = 0) => mem(0x3a, 0, offset);
-const u16Load = (offset = 0) => mem(0x2f, 0, offset);
-const i32Store16 = (offset = 0) => mem(0x3b, 0, offset);
-const f64Load = (offset = 0) => mem(0x2b, 3, offset);
-const f64Store = (offset = 0) => mem(0x39, 3, offset);
-const f32Load = (offset = 0) => mem(0x2a, 2, offset);
-const f32Store = (offset = 0) => mem(0x38, 2, offset);
-const I = {
-  add: [0x6a],
-  sub: [0x6b],
-  shl: [0x74],
-  and: [0x71],
-  or: [0x72],
-  xor: [0x73],
-  popcnt: [0x69],
-  ne: [0x47],
-  ltS: [0x48],
-  geS: [0x4e],
-  select: [0x1b],
-};
-const D = { add: [0xa0], sub: [0xa1], mul: [0xa2], neg: [0x9a], lt: [0x63], demote: [0xb6], promote: [0xbb] };
-const block = [0x02, 0x40];
-const loop = [0x03, 0x40];
-const ifThen = [0x04, 0x40];
-const end = [0x0b];
-const br = (depth: number): number[] => [0x0c, ...uleb(depth)];
-const brIf = (depth: number): number[] => [0x0d, ...uleb(depth)];
-const simd = (code: number, ...imm: number[]): number[] => [0xfd, ...uleb(code), ...imm];
+const { get, set, tee, i32Load, i32Store, u8Load, i32Store8, u16Load, i32Store16, f64Load, f64Store, f32Load, f32Store } = op;
+const i32c = op.i32;
+const f64c = op.f64;
+const I = { add: op.add, sub: op.sub, shl: op.shl, and: op.and, or: op.or, xor: op.xor, popcnt: op.popcnt, ne: op.ne, ltS: op.ltS, geS: op.geS, select: op.select };
+const D = { add: op.f64Add, sub: op.f64Sub, mul: op.f64Mul, neg: op.f64Neg, lt: op.f64Lt, demote: op.demote, promote: op.promote };
+const { block, loop, end, br, brIf } = op;
+const ifThen = op.if;
 const V = {
   load: (offset = 0) => simd(0x00, 3, ...uleb(offset)),
   /** v128.load64_zero: lane 0 from memory, lane 1 zero. */
@@ -89,19 +59,6 @@ const V = {
 const f64x2 = (x: number): number[] => V.const([...new Uint8Array(Float64Array.of(x, x).buffer)]);
 const i64ExtendS = [0xac];
 
-function sleb32(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
 // ---- the functions -----------------------------------------------------------------------------------
 
 /** Adam's constants, as finetune.ts computes them (1 - beta in float64, not its exact decimal). */
@@ -113,20 +70,32 @@ const addr = (ptrLocal: number, pLocal: number, shift: number, lane = 0): number
     ? [...get(ptrLocal), ...get(pLocal), ...I.add, ...(lane ? i32c(lane) : []), ...(lane ? I.add : [])]
     : [...get(ptrLocal), ...get(pLocal), ...(lane ? [...i32c(lane), ...I.add] : []), ...i32c(shift), ...I.shl, ...I.add];
 
+/** `body` for each position p = 0, 1, ..., n - 1 (i32 locals `p` and `n`). */
+const eachPosition = (p: number, n: number, body: number[]): number[] => [
+  ...i32c(0),
+  ...set(p),
+  ...block,
+  ...loop,
+  ...get(p),
+  ...get(n),
+  ...I.geS,
+  ...brIf(1),
+  ...body,
+  ...get(p),
+  ...i32c(1),
+  ...I.add,
+  ...set(p),
+  ...br(0),
+  ...end,
+  ...end,
+];
+
 /** gradient(n, pm, cb, neg, gC, scale). */
 function gradientCode(pm32: boolean): { params: number[]; result: number[]; locals: number[][]; code: number[] } {
   const [N, PM, CB, NEG, GC, SCALE] = [0, 1, 2, 3, 4, 5];
   const [P, A] = [6, 7];
   const G = 8;
-  const code = [
-    ...i32c(0),
-    ...set(P),
-    ...block,
-    ...loop,
-    ...get(P),
-    ...get(N),
-    ...I.geS,
-    ...brIf(1),
+  const code = eachPosition(P, N, [
     // g = scale * pm[p]
     ...get(SCALE),
     ...addr(PM, P, pm32 ? 2 : 3),
@@ -151,14 +120,7 @@ function gradientCode(pm32: boolean): { params: number[]; result: number[]; loca
     ...I.select,
     ...D.add,
     ...f64Store(),
-    ...get(P),
-    ...i32c(1),
-    ...I.add,
-    ...set(P),
-    ...br(0),
-    ...end,
-    ...end,
-  ];
+  ]);
   return { params: [I32, I32, I32, I32, I32, F64], result: [], locals: [[2, I32], [1, F64]], code };
 }
 
@@ -166,15 +128,7 @@ function gradientCode(pm32: boolean): { params: number[]; result: number[]; loca
 function errorCode(out32: boolean): { params: number[]; result: number[]; locals: number[][]; code: number[] } {
   const [N, CBOOK, CB, NEG, WN, OUT] = [0, 1, 2, 3, 4, 5];
   const [P, X] = [6, 7];
-  const code = [
-    ...i32c(0),
-    ...set(P),
-    ...block,
-    ...loop,
-    ...get(P),
-    ...get(N),
-    ...I.geS,
-    ...brIf(1),
+  const code = eachPosition(P, N, [
     ...addr(OUT, P, out32 ? 2 : 3),
     // v = cbook[cb[p]]; (neg ? -v : v) - wn[p]
     ...get(CBOOK),
@@ -194,14 +148,7 @@ function errorCode(out32: boolean): { params: number[]; result: number[]; locals
     ...f64Load(),
     ...D.sub,
     ...(out32 ? [...D.demote, ...f32Store()] : f64Store()),
-    ...get(P),
-    ...i32c(1),
-    ...I.add,
-    ...set(P),
-    ...br(0),
-    ...end,
-    ...end,
-  ];
+  ]);
   return { params: [I32, I32, I32, I32, I32, I32], result: [], locals: [[1, I32], [1, F64]], code };
 }
 
@@ -299,7 +246,7 @@ function adamCode(pm32: boolean, freeze: boolean): { params: number[]; result: n
     ...i32c(2),
     ...I.add,
     ...get(N),
-    ...[0x4a], // i32.gt_s
+    ...op.gtS,
     ...brIf(1),
     ...round(2),
     ...get(P),
@@ -357,30 +304,14 @@ function moduleBytes(shared: boolean): Uint8Array {
 
 // ---- the instance ------------------------------------------------------------------------------------
 
-/** A WebAssembly memory (core's TypeScript library has no DOM types). */
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer | SharedArrayBuffer;
-}
+export type { WasmMemory };
 
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
-}
-
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
 const compiled = new Map<boolean, object | null>();
 
 function wasmModule(shared: boolean): object | null {
   let mod = compiled.get(shared);
   if (mod === undefined) {
-    try {
-      const bytes = moduleBytes(shared);
-      mod = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      mod = null;
-    }
+    mod = compileModule(() => moduleBytes(shared));
     compiled.set(shared, mod);
   }
   return mod;

@@ -17,24 +17,10 @@
 
 // ---- the kernel's instructions (the encoding basics are in wasm-asm.ts) -----------------------------------------------------------------
 
-import { I32, name, section, sleb, uleb, V128, vec } from "./wasm-asm.js";
+import { compileModule, I32, name, op, section, simd, uleb, V128, vec, wasmApi } from "./wasm-asm.js";
 
-const get = (l: number): number[] => [0x20, ...uleb(l)];
-const set = (l: number): number[] => [0x21, ...uleb(l)];
-const i32 = (v: number): number[] => [0x41, ...sleb(v)];
-const add = [0x6a];
-const mul = [0x6c];
-const shl = [0x74];
-const gtS = [0x4a];
-const geS = [0x4e];
-const ltS = [0x48];
-const block = [0x02, 0x40];
-const loop = [0x03, 0x40];
-const ifThen = [0x04, 0x40];
-const end = [0x0b];
-const br = (depth: number): number[] => [0x0c, ...uleb(depth)];
-const brIf = (depth: number): number[] => [0x0d, ...uleb(depth)];
-const simd = (op: number): number[] => [0xfd, ...uleb(op)];
+const { get, set, i32, add, mul, shl, gtS, geS, ltS, block, loop, end, br, brIf } = op;
+const ifThen = op.if;
 const vload = (addrLocal: number, offsetLocal: number): number[] => [...get(addrLocal), ...get(offsetLocal), ...add, ...simd(0x00), 3, 0];
 const vzero = [...simd(0x0c), ...new Array<number>(16).fill(0)];
 const f64x2Add = simd(0xf0);
@@ -149,26 +135,10 @@ function moduleBytes(): Uint8Array {
 
 // ---- the engine --------------------------------------------------------------------------------------
 
-/** The part of the WebAssembly API used here (core's TypeScript library has no DOM types). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer };
-}
-
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
 let compiled: object | null | undefined;
 
 function wasmModule(): object | null {
-  if (compiled === undefined) {
-    try {
-      const bytes = moduleBytes();
-      compiled = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      compiled = null;
-    }
-  }
+  if (compiled === undefined) compiled = compileModule(moduleBytes);
   return compiled;
 }
 

@@ -42,7 +42,7 @@
  */
 
 import { loadColumns, scanBody, scanFour, scanIndex, scanLower, scanTableBytes, scanUpper, writeScanTable, type ScanLocals } from "./kmeans-scan.js";
-import { f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v } from "./wasm-asm.js";
+import { compileModule, f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v, wasmApi, type WasmMemory } from "./wasm-asm.js";
 /** SIMD instructions wasm-asm.ts does not name. */
 const I32X4_ALL_TRUE = simd(0xa3);
 const I32X4_NE = simd(0x38);
@@ -591,27 +591,13 @@ function moduleBytes(d: number, c: PassConstants): Uint8Array {
 
 // ---- the instance ------------------------------------------------------------------------------------
 
-/** The part of the WebAssembly API used here (core's TypeScript library has no DOM types). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer; grow(pages: number): number };
-}
-
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
 /** Compiled modules by d (null: not available). */
 const modules = new Map<number, object | null>();
 
 function wasmModule(d: number): object | null {
   let mod = modules.get(d);
   if (mod === undefined) {
-    try {
-      const bytes = moduleBytes(d, PASS_CONSTANTS);
-      mod = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      mod = null;
-    }
+    mod = compileModule(() => moduleBytes(d, PASS_CONSTANTS));
     modules.set(d, mod);
   }
   return mod;
@@ -663,7 +649,7 @@ export class NearestKernel {
   capacity = 0;
   private search!: SearchFn;
   private passFn!: () => void;
-  private memory!: { buffer: ArrayBuffer; grow(pages: number): number };
+  private memory!: WasmMemory;
   private header!: Int32Array;
   private headerF64!: Float64Array;
   private layout: Record<string, number> = {};

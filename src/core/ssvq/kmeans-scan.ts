@@ -42,7 +42,7 @@ export const scanTableBytes = (k: number, d: number): number => 16 + k * (d + 2)
  * Writes the scan's table for the centroids [k, d] (float32 values, widened) at byte `at` of `buffer`.
  * Returns false when the values are too large for the float32 bound (then the scan must not be used).
  */
-export function writeScanTable(buffer: ArrayBuffer, at: number, centroids: Float64Array, k: number, d: number): boolean {
+export function writeScanTable(buffer: ArrayBufferLike, at: number, centroids: Float64Array, k: number, d: number): boolean {
   const words = (d + 2) * k + 4;
   const f = new Float32Array(buffer, at, words);
   const i = new Int32Array(buffer, at, words);

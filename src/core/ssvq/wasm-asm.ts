@@ -1,5 +1,5 @@
 /**
- * A minimal WebAssembly assembler for the k-means kernels (kmeans-kernel.ts, kmeans-scan.ts) and the fine-tuning product (gemm-wasm.ts): LEB128
+ * A minimal WebAssembly assembler for the k-means kernels (kmeans-kernel.ts, kmeans-scan.ts), the fine-tuning product (gemm-wasm.ts) and fine-tuning's per-weight loops (finetune-wasm.ts): LEB128
  * numbers, sections, and encoders of the instructions they use, each returning its bytes. No build
  * step or binary file: the modules are assembled at run time.
  */
@@ -71,12 +71,20 @@ export const op = {
   gtS: [0x4a],
   and: [0x71],
   or: [0x72],
+  xor: [0x73],
+  popcnt: [0x69],
+  /** i32.load8_u, i32.store8, i32.load16_u, i32.store16 (byte alignment). */
+  u8Load: (offset = 0) => [0x2d, 0, ...uleb(offset)],
+  i32Store8: (offset = 0) => [0x3a, 0, ...uleb(offset)],
+  u16Load: (offset = 0) => [0x2f, 0, ...uleb(offset)],
+  i32Store16: (offset = 0) => [0x3b, 0, ...uleb(offset)],
   f64: (x: number) => [0x44, ...new Uint8Array(Float64Array.of(x).buffer)],
   f64Load: (offset = 0) => [0x2b, 3, ...uleb(offset)],
   f64Store: (offset = 0) => [0x39, 3, ...uleb(offset)],
   f64Add: [0xa0],
   f64Sub: [0xa1],
   f64Mul: [0xa2],
+  f64Neg: [0x9a],
   f64Sqrt: [0x9f],
   f64Eq: [0x61],
   f64Lt: [0x63],
@@ -119,3 +127,31 @@ export const v = {
 export const i32x4 = (a: number, b: number, c: number, d: number): number[] =>
   v.const([...new Uint8Array(Int32Array.of(a, b, c, d).buffer)]);
 export const f32x4 = (x: number): number[] => v.const([...new Uint8Array(Float32Array.of(x, x, x, x).buffer)]);
+
+// ---- compiling ---------------------------------------------------------------------------------------
+
+/** A WebAssembly memory (core's TypeScript library has no DOM types). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  grow(pages: number): number;
+}
+
+/** The part of the WebAssembly API the kernels use. */
+export interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
+}
+
+export const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+/** The module `bytes` assembles, compiled; null where this runtime has no WebAssembly or refuses it (no SIMD, say). */
+export function compileModule(bytes: () => Uint8Array): object | null {
+  try {
+    const b = bytes();
+    return wasmApi && wasmApi.validate(b) ? new wasmApi.Module(b) : null;
+  } catch {
+    return null;
+  }
+}
