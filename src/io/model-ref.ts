@@ -24,6 +24,7 @@ export async function withModelRef<T>(
   if (encoded.length > 0 && !spool) return use(encoded);
   const dir = tempPathFor(outPath);
   mkdirSync(dir);
+  const path = join(dir, basename(outPath));
   try {
     if (spool) {
       const data = join(dir, basename(spool.dataPath));
@@ -32,11 +33,9 @@ export async function withModelRef<T>(
       } catch {
         copyFileSync(spool.tmp, data);
       }
-      const path = join(dir, basename(outPath));
       writeFileSync(path, encoded);
       return await use(path);
     }
-    const path = join(dir, basename(outPath));
     const staged = stageModel(path, proto, { externalData: true });
     for (const [from, to] of staged.renames) renameSync(from, to);
     return await use(path);

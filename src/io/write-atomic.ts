@@ -15,6 +15,11 @@ export function tempPathFor(path: string): string {
 /** Node.js writes at most 2 GiB per call: larger buffers go in pieces of this size. */
 const WRITE_PIECE = 2 ** 30;
 
+/** Writes all of `bytes` at `fd`'s position, in pieces of any size. */
+export function writeAllSync(fd: number, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, Math.min(WRITE_PIECE, bytes.length - done));
+}
+
 /**
  * Writes a new temporary file beside `path` with `write`, which gets `put` to append bytes (in pieces of
  * any size); fsync'd, and its name returned: rename it into place when everything the run writes is
@@ -25,9 +30,7 @@ export function writeTempWith(path: string, write: (put: (bytes: Uint8Array) => 
   try {
     const fd = openSync(tmp, "wx");
     try {
-      write((bytes) => {
-        for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, Math.min(WRITE_PIECE, bytes.length - done));
-      });
+      write((bytes) => writeAllSync(fd, bytes));
       fsyncSync(fd);
     } finally {
       closeSync(fd);

@@ -5,14 +5,14 @@
  * buffer of the whole output). Both go to temporary names (io/write-atomic.ts); the caller renames them
  * into place with its other outputs, after its last cancel check.
  */
-import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import { DEFAULT_ALIGN, DEFAULT_MODEL_LIMIT, layoutExternal, type ExternalLayout } from "../core/onnx/external-out.js";
 import type { DenseSink } from "../core/compress.js";
 import type { EncodedModel } from "../core/onnx/encode-pieces.js";
 import type { ModelProto } from "../core/onnx/proto.js";
 import type { Report } from "../core/report.js";
-import { tempPathFor, writeTemp, writeTempWith } from "./write-atomic.js";
+import { tempPathFor, writeAllSync, writeTemp, writeTempWith } from "./write-atomic.js";
 import { dataPathFor } from "./paths.js";
 
 /**
@@ -55,8 +55,7 @@ export class DataSpool implements DenseSink {
 
   put(bytes: Uint8Array): { location: string; offset: number; length: number } {
     const offset = Math.ceil(this.bytes / this.align) * this.align;
-    this.write(new Uint8Array(offset - this.bytes));
-    this.write(bytes);
+    this.appendAt(offset, bytes);
     this.tensors++;
     return { location: basename(this.dataPath), offset, length: bytes.length };
   }
@@ -64,14 +63,10 @@ export class DataSpool implements DenseSink {
   /** Appends at the end (zeros up to `offset` first). */
   appendAt(offset: number, bytes: Uint8Array): void {
     if (offset < this.bytes) throw new Error(`DataSpool: offset ${offset} before the end ${this.bytes}`);
-    this.write(new Uint8Array(offset - this.bytes));
-    this.write(bytes);
-  }
-
-  private write(bytes: Uint8Array): void {
     if (this.fd === undefined) throw new Error("DataSpool: closed");
-    for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, Math.min(2 ** 30, bytes.length - done));
-    this.bytes += bytes.length;
+    writeAllSync(this.fd, new Uint8Array(offset - this.bytes));
+    writeAllSync(this.fd, bytes);
+    this.bytes = offset + bytes.length;
   }
 
   /** fsync'd and closed: ready to be renamed to `dataPath`. */

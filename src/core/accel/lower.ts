@@ -154,9 +154,10 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
       return skip("all its inputs are constant: onnxruntime folds it when the session is created");
     const codes = constantWeights && (n.opType === "MatMul" || n.opType === "Gemm") ? splitCodesName(bName, (v) => producers.get(v)) : undefined;
     const slice = codes !== undefined ? producers.get(aName) : undefined;
-    if (codes !== undefined && slice?.opType === "Slice") {
-      const key = `${codes}\u0000${slice.input[0]}`;
-      const whole = splitLayers.get(key);
+    // One part per strided slice of the input: the parts of one product share the codes and the input.
+    const splitKey = slice?.opType === "Slice" ? `${codes}\u0000${slice.input[0]}` : undefined;
+    if (splitKey !== undefined) {
+      const whole = splitLayers.get(splitKey);
       const K = n.opType === "Gemm" && attrInt(n, "transA", 0) !== 0 ? a[0]! : a[a.length - 1]!;
       if (whole) {
         whole.K += K;
@@ -215,7 +216,7 @@ export function lowerModel(model: ModelProto, shapes: ReadonlyMap<string, readon
         break;
       }
     }
-    if (codes !== undefined && slice?.opType === "Slice" && layers.length > pushed) splitLayers.set(`${codes}\u0000${slice.input[0]}`, layers[layers.length - 1]!);
+    if (splitKey !== undefined && layers.length > pushed) splitLayers.set(splitKey, layers[layers.length - 1]!);
   });
   return { layers, skipped };
 }

@@ -907,7 +907,7 @@ function traceSplit(c: Candidate, readExternal: ExternalDataReader | undefined):
   const count = rows * perRow;
   const bits = fieldBits ?? (codeType === DT.UINT16 ? 16 : 8);
   const layout = { orientation, bits, per, dims: codeDims as [number, number] };
-  const values = packedOrWide(codesRef.tensor, readExternal);
+  const values = packedValues(codesRef.tensor, readExternal);
   checkCarries(cb!.tensor, readExternal);
   const cbValues = tensorToFloat32(cb!.tensor, readExternal);
   const codebook: number[][] = [];
@@ -954,19 +954,6 @@ function traceSplit(c: Candidate, readExternal: ExternalDataReader | undefined):
     usage,
     ...(patterns ? { signs: { negative, weights, fraction: weights ? negative / weights : 0 } } : {}),
   };
-}
-
-/** uint8 codes without a copy, uint16 codes as numbers. */
-function packedOrWide(t: TensorProto, readExternal?: ExternalDataReader): ArrayLike<number> {
-  if (t.dataType !== DT.UINT16) return packedValues(t, readExternal);
-  const raw = rawBytes(t, readExternal);
-  const count = elementCount(tensorDims(t));
-  if (!raw) return intValues(t, readExternal);
-  if (raw.length < 2 * count) fail(`tensor ${JSON.stringify(t.name)} carries ${raw.length} bytes, fewer than its ${count} uint16 elements`);
-  const out = new Uint16Array(count);
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  for (let i = 0; i < count; i++) out[i] = view.getUint16(2 * i, true);
-  return out;
 }
 
 interface SignPatterns {
