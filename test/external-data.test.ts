@@ -66,6 +66,17 @@ function inlined(path: string): Uint8Array {
 
 const feeds = { x: { data: randomValues(2 * 3 * 8 * 8, 7, 1), dims: [2, 3, 8, 8] } };
 
+/** A signal that reads as aborted once `condition` holds (compress checks it between its steps). */
+const abortedWhen = (condition: () => boolean): AbortSignal =>
+  ({
+    get aborted() {
+      return condition();
+    },
+    addEventListener() {},
+    removeEventListener() {},
+    throwIfAborted() {},
+  }) as unknown as AbortSignal;
+
 function calibNpy(dir: string): string {
   const p = join(dir, "calib.npy");
   writeFileSync(p, writeNpy({ elemType: "float32", shape: [16, 3, 8, 8], data: randomValues(16 * 3 * 8 * 8, 3, 1) }));
@@ -208,14 +219,7 @@ test("cancelled at the last step, after the data file was written: nothing is le
   const input = writeModel(dir, "net.onnx");
   // Cancelled as soon as a temporary data file exists: the check before the renames sees it.
   const stagedData = () => readdirSync(dir).some((n) => n.startsWith(".net.ssvq.onnx.data.") && n.endsWith(".tmp"));
-  const signal = {
-    get aborted() {
-      return stagedData();
-    },
-    addEventListener() {},
-    removeEventListener() {},
-    throwIfAborted() {},
-  } as unknown as AbortSignal;
+  const signal = abortedWhen(stagedData);
   await assert.rejects(
     compressFile({ input, externalData: true, signal, config: { mode: "int8", k: 0, d: 0, seed: 0, kmeansIters: 25, minWeights: 1024, format: "ssvq", finetune: false } }),
     (e: unknown) => isCancelledError(e),
@@ -305,14 +309,7 @@ test("a dense output over the (lowered) limit goes to its data file as each laye
   const cancelDir = freshDir("dense-cancel");
   const source = writeModel(cancelDir, "net.onnx");
   const spooling = () => readdirSync(cancelDir).some((n) => n.startsWith(".net.ssvq.onnx.data.") && n.endsWith(".tmp") && statSync(join(cancelDir, n)).size > 0);
-  const signal = {
-    get aborted() {
-      return spooling();
-    },
-    addEventListener() {},
-    removeEventListener() {},
-    throwIfAborted() {},
-  } as unknown as AbortSignal;
+  const signal = abortedWhen(spooling);
   await assert.rejects(
     compressFile({ input: source, externalData: true, signal, config: { mode: "ssvq", k: 16, d: 4, seed: 0, kmeansIters: 25, minWeights: 16, format: "dense", finetune: false } }),
     (e: unknown) => isCancelledError(e),

@@ -65,7 +65,7 @@ import {
 import { serialMap } from "./tasks.js";
 import { pointKey, pointLabel, type OperatingPoint } from "./alloc/candidates.js";
 import { VERSION } from "../version.js";
-import { PROTOBUF_MAX_BYTES } from "./onnx/external-out.js";
+import { PROTOBUF_MAX_BYTES, setExternal } from "./onnx/external-out.js";
 import { encodeModelPieces, joinPieces, type EncodedModel } from "./onnx/encode-pieces.js";
 
 export type ProgressEvent =
@@ -712,10 +712,7 @@ function writeDenseLayer(s: Selected, sink?: DenseSink, sunk?: Set<TensorProto>)
   s.stored = undefined;
   if (sink && t.rawData.length >= SINK_MIN_BYTES) {
     const at = sink.put(t.rawData);
-    w.tensor.dataLocation = TensorProto_DataLocation.EXTERNAL;
-    w.tensor.externalData = Object.entries({ location: at.location, offset: String(at.offset), length: String(at.length) }).map(([key, value]) =>
-      create(StringStringEntryProtoSchema, { key, value }),
-    );
+    setExternal(w.tensor, at.location, at.offset, at.length);
     sunk?.add(w.tensor);
   } else w.tensor.rawData = t.rawData;
 }

@@ -104,18 +104,15 @@ function layoutWith(model: ModelProto, candidates: Candidate[], location: string
     chunks.push({ offset, bytes: c.bytes });
     end = offset + c.bytes.length;
   }
-  const bytes = withDetached(candidates, (c, i) => {
-    c.tensor.dataLocation = TensorProto_DataLocation.EXTERNAL;
-    c.tensor.externalData = [
-      entry("location", location),
-      entry("offset", String(chunks[i]!.offset)),
-      entry("length", String(c.bytes.length)),
-    ];
-  }, () => encodeModel(model));
+  const bytes = withDetached(candidates, (c, i) => setExternal(c.tensor, location, chunks[i]!.offset, c.bytes.length), () => encodeModel(model));
   return { model: bytes, external: true, chunks, dataBytes: end, tensors: candidates.length };
 }
 
-const entry = (key: string, value: string) => create(StringStringEntryProtoSchema, { key, value });
+/** Makes `t` refer to `length` bytes at `offset` of the data file `location` (its own data cleared by the caller). */
+export function setExternal(t: TensorProto, location: string, offset: number, length: number): void {
+  t.dataLocation = TensorProto_DataLocation.EXTERNAL;
+  t.externalData = Object.entries({ location, offset: String(offset), length: String(length) }).map(([key, value]) => create(StringStringEntryProtoSchema, { key, value }));
+}
 
 /**
  * Tensors that may live in external data: initializers of the main graph, or (`everywhere`) of every
