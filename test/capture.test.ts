@@ -35,6 +35,10 @@ import { loadModel } from "../src/io/model-file.js";
 import { captureActivations, OrtGram, splitPasses, type CaptureData, type LayerCapture } from "../src/io/capture.js";
 import { modelInputs } from "../src/io/ort.js";
 import { generateCaptureCnn } from "../src/bench/capture.js";
+import { randomData } from "../src/core/calib/source.js";
+import { PooledGram } from "../src/core/calib/gram-pool.js";
+import type { ParallelMap } from "../src/core/parallel.js";
+import { createThreadPool } from "../src/io/pool.js";
 import { Rng } from "../src/core/rng.js";
 import { repoRoot, fixture } from "./helpers/paths.js";
 import { DT, graph, model, node, randomTensor, smallCnn, valueInfo } from "./helpers/models.js";
@@ -712,4 +716,94 @@ test("the benchmark's generated CNN has about 3 million compressible parameters 
     weights.map((w) => [w.layout.groups, w.layout.cols]),
     [[1, 27], [1, 576], [1, 1152], [4, 576], [1, 2304], [1, 512], [1, 256], [1, 1000]],
   );
+});
+
+test("capture with the Gram products on a thread pool gives the bytes of capture in this thread", async () => {
+  const m = decodeModel(generateCaptureCnn());
+  const { weights } = findWeights(m);
+  const data = () => randomData(modelInputs(m), { count: 48, seed: 3, batchSize: 16 });
+  const pool = createThreadPool(2);
+  try {
+    const here = await captureActivations(m, weights, data());
+    // Small chunks: each layer's products come in many pieces that must be added in order.
+    const pooled = await captureActivations(m, weights, data(), { pool });
+    assert.equal(pooled.gram, "ort");
+    assert.deepEqual([...pooled.layers.keys()], [...here.layers.keys()]);
+    for (const [name, l] of here.layers) {
+      const p = pooled.layers.get(name)!;
+      assert.equal(p.samples, l.samples, name);
+      assert.ok(Buffer.from(p.H.buffer, p.H.byteOffset, p.H.byteLength).equals(Buffer.from(l.H.buffer, l.H.byteOffset, l.H.byteLength)), `${name}: H differs`);
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
+describe("PooledGram", () => {
+  /** A map that runs "calib.gram" tasks with the TypeScript kernel after `delay` ms, recording their order. */
+  const slowMap = (delay: (i: number) => number, fail?: number) => {
+    const order: number[] = [];
+    let running = 0;
+    let most = 0;
+    let count = 0;
+    const map: ParallelMap = {
+      threads: 2,
+      async run<I, O>(_task: string, inputs: readonly I[]): Promise<O[]> {
+        const i = count++;
+        running++;
+        most = Math.max(most, running);
+        try {
+          await new Promise((r) => setTimeout(r, delay(i)));
+          if (i === fail) throw new Error("worker failed");
+          const x = inputs[0] as unknown as { H: Float64Array; off: number; Xt: Float64Array; c: number; r: number };
+          order.push(x.Xt[0]!);
+          syrkUpper(x.H, x.off, x.Xt, x.c, x.r);
+          return [{} as O];
+        } finally {
+          running--;
+        }
+      },
+    };
+    return { map, order, most: () => most };
+  };
+
+  test("adds each H's chunks in their order, other H at once, within the bound, as the calling thread would", async () => {
+    const rng = new Rng(12);
+    const c = 6;
+    const chunks = Array.from({ length: 12 }, (_, i) => {
+      const x = new Float64Array(c * 5).map(() => rng.normal());
+      x[0] = i; // names the chunk in the recorded order
+      return x;
+    });
+    // Later chunks finish sooner: only the chains keep each H's order.
+    const { map, order, most } = slowMap((i) => 12 - i);
+    const engine = new PooledGram(map, "js", 3);
+    const Ha = new Float64Array(c * c);
+    const Hb = new Float64Array(c * c);
+    const scratch = new Float64Array(c * 5);
+    for (let i = 0; i < chunks.length; i++) {
+      scratch.set(chunks[i]!); // the caller reuses its buffer: the engine must have copied it
+      await engine.add(i % 2 ? Hb : Ha, 0, scratch, c, 5);
+    }
+    await engine.flush();
+    assert.ok(most() <= 3, `at most 3 queued, saw ${most()}`);
+    assert.deepEqual(order.filter((v) => v % 2 === 0), [0, 2, 4, 6, 8, 10]);
+    assert.deepEqual(order.filter((v) => v % 2 === 1), [1, 3, 5, 7, 9, 11]);
+    const refA = new Float64Array(c * c);
+    const refB = new Float64Array(c * c);
+    chunks.forEach((x, i) => syrkUpper(i % 2 ? refB : refA, 0, x, c, 5));
+    assert.deepEqual(Ha, refA);
+    assert.deepEqual(Hb, refB);
+  });
+
+  test("a failed product fails the next add or flush, and nothing runs after it", async () => {
+    const { map, order } = slowMap(() => 1, 1);
+    const engine = new PooledGram(map, "js", 8);
+    const H = new Float64Array(4);
+    const x = new Float64Array(2 * 3).fill(1);
+    for (let i = 0; i < 4; i++) await engine.add(H, 0, x, 2, 3);
+    await assert.rejects(engine.flush(), /worker failed/);
+    assert.equal(order.length, 1, "the chunks after the failed one were not run");
+    await assert.rejects(engine.add(H, 0, x, 2, 3), /worker failed/);
+  });
 });

@@ -10,6 +10,7 @@ import { kmeansAssignTask, kmeansSseTask, kmeansWorstTask } from "./ssvq/kmeans.
 import { finetuneBlockTask, finetuneLayerTask } from "./ssvq/finetune.js";
 import { clearKernelsTask, productTask, quadraticTask } from "./ssvq/stat-product.js";
 import { sequentialExpandTask, sequentialSolveTask } from "./calib/sequential.js";
+import { gramTask } from "./calib/gram-pool.js";
 
 export const tasks = {
   "kmeans.assign": kmeansAssignTask,
@@ -22,6 +23,7 @@ export const tasks = {
   "sequential.solve": sequentialSolveTask,
   "sequential.expand": sequentialExpandTask,
   "stat.clearKernels": clearKernelsTask,
+  "calib.gram": gramTask,
 } satisfies Record<TaskName, (input: never) => unknown>;
 
 export type { TaskName };

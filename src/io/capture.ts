@@ -16,7 +16,6 @@
  * Weights read inside If/Loop/Scan bodies are reported as uncalibrated with the reason, as are layers
  * whose activation turns out not to fit the weight.
  */
-import { valueInfo } from "../core/onnx/build.js";
 import { create } from "@bufbuild/protobuf";
 import { CancelledError, InputError } from "../core/errors.js";
 import {
@@ -34,7 +33,6 @@ import {
   FactorAccumulator,
   GramAccumulator,
   jsGram,
-  syrkUpper,
   type AnyLayerStats,
   type FactorLayerStats,
   type GramEngine,
@@ -42,15 +40,8 @@ import {
 } from "../core/calib/stats.js";
 import { externalRef, hasExternalTensors, type ExternalDataReader } from "../core/onnx/external.js";
 import {
-  AttributeProto_AttributeType,
-  AttributeProtoSchema,
   encodeModel,
-  GraphProtoSchema,
-  ModelProtoSchema,
-  NodeProtoSchema,
-  OperatorSetIdProtoSchema,
   TensorProto_DataLocation,
-  TensorProto_DataType,
   ValueInfoProtoSchema,
   type GraphProto,
   type ModelProto,
@@ -60,6 +51,11 @@ import { rawBytes } from "../core/onnx/tensor-data.js";
 import { walkTensors } from "../core/onnx/walk.js";
 import type { WeightInfo } from "../core/onnx/weights.js";
 import { createSession, ort, runSession, tensorValues, toOrtFeeds, type Session } from "./ort.js";
+import { OrtGram } from "./ort-gram.js";
+import { PooledGram } from "../core/calib/gram-pool.js";
+import type { ParallelMap } from "../core/parallel.js";
+
+export { OrtGram };
 
 export type { AnyLayerStats, FactorLayerStats, LayerStats, Uncalibrated };
 
@@ -100,6 +96,11 @@ export interface CaptureOptions {
    * machines); or any GramEngine.
    */
   gram?: "ort" | "js" | GramEngine;
+  /**
+   * A thread pool for the "ort" products (`PooledGram`): they run on its threads while the model runs on
+   * the next batch here, the same bytes as in this thread. Pass the pool when it idles during capture.
+   */
+  pool?: ParallelMap;
   /** Bound on one batch's exposed activations per pass (default 256 MiB). */
   maxActivationBytes?: number;
   /** Reads external tensor data (from `loadModel`); without `modelDir`, external tensors are inlined in the capture copy. */
@@ -236,7 +237,7 @@ export async function captureActivations(
 export async function openCapture(model: ModelProto, weights: readonly WeightInfo[], data: CaptureData, opts: CaptureOptions = {}): Promise<CaptureRunner> {
   const label = opts.label ?? "the model";
   const plan = planCapture(model, weights);
-  const engine = resolveEngine(opts.gram);
+  const engine = resolveEngine(opts.gram, opts.pool);
   let ready: Session | undefined;
   const release = async () => {
     const s = ready;
@@ -411,8 +412,12 @@ export async function openCapture(model: ModelProto, weights: readonly WeightInf
           await session?.release();
           session = undefined;
         }
+        // A pooled engine's products may still be running: H is read below.
+        await engine.flush?.();
       } finally {
         if (session) await session.release().catch(() => undefined);
+        // After an error too: nothing writes into the statistics once capture has returned.
+        await engine.flush?.().catch(() => undefined);
       }
       if (samples === 0) throw new InputError("The calibration data holds no samples.");
       const layers = new Map<string, AnyLayerCapture>();
@@ -558,83 +563,9 @@ export function splitPasses(names: readonly string[], sizes: ReadonlyMap<string,
   return passes;
 }
 
-export function resolveEngine(g: CaptureOptions["gram"]): GramEngine {
+export function resolveEngine(g: CaptureOptions["gram"], pool?: ParallelMap): GramEngine {
+  if ((g === undefined || g === "ort") && pool && pool.threads > 1) return new PooledGram(pool, "ort");
   if (g === undefined || g === "ort") return new OrtGram();
   if (g === "js") return jsGram;
   return g;
-}
-
-/**
- * H += Xt Xt^T through onnxruntime's float64 Gemm (A [a, r] times B [b, r]^T), in blocks of at most
- * `block` rows (the temporary product stays at most 2 MB at 512); only blocks on or above the diagonal
- * are computed, and only the upper triangle is added.
- * Small layers (cols below `minCols`) use the TypeScript kernel, where a session call costs more than
- * it saves.
- */
-export class OrtGram implements GramEngine {
-  readonly name = "ort";
-  private session: Promise<Session> | undefined;
-
-  constructor(
-    private readonly block = 512,
-    private readonly minCols = 48,
-  ) {}
-
-  async add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
-    if (c < this.minCols) return syrkUpper(H, off, Xt, c, r);
-    const session = await (this.session ??= createSession(gramModel(), { label: "the Gram kernel" }));
-    // Balanced blocks: only blocks on or above the diagonal are computed (c = 576 -> 2 blocks, 3/4 of
-    // the full product).
-    const B = Math.ceil(c / Math.ceil(c / this.block));
-    for (let i0 = 0; i0 < c; i0 += B) {
-      const i1 = Math.min(c, i0 + B);
-      const a = new ort.Tensor("float64", Xt.subarray(i0 * r, i1 * r), [i1 - i0, r]);
-      for (let j0 = i0; j0 < c; j0 += B) {
-        const j1 = Math.min(c, j0 + B);
-        const b = j0 === i0 ? a : new ort.Tensor("float64", Xt.subarray(j0 * r, j1 * r), [j1 - j0, r]);
-        const out = await session.run({ A: a, B: b });
-        const C = out["C"]!.data as Float64Array;
-        const w = j1 - j0;
-        for (let i = i0; i < i1; i++) {
-          const row = off + i * c;
-          const src = (i - i0) * w - j0;
-          for (let j = Math.max(j0, i); j < j1; j++) H[row + j] += C[src + j]!;
-        }
-      }
-    }
-  }
-
-  async release(): Promise<void> {
-    const s = this.session;
-    this.session = undefined;
-    if (s) await (await s).release();
-  }
-}
-
-let gramBytes: Uint8Array | undefined;
-
-/** Gemm(A [a, r], B [b, r], transB = 1) in float64, opset 13. */
-function gramModel(): Uint8Array {
-  if (gramBytes) return gramBytes;
-  const vi = (name: string, dims: string[]) => valueInfo(name, dims, TensorProto_DataType.DOUBLE);
-  const model = create(ModelProtoSchema, {
-    irVersion: 7n,
-    producerName: "ssvq-gram",
-    opsetImport: [create(OperatorSetIdProtoSchema, { domain: "", version: 13n })],
-    graph: create(GraphProtoSchema, {
-      name: "gram",
-      node: [
-        create(NodeProtoSchema, {
-          opType: "Gemm",
-          input: ["A", "B"],
-          output: ["C"],
-          attribute: [create(AttributeProtoSchema, { name: "transB", type: AttributeProto_AttributeType.INT, i: 1n })],
-        }),
-      ],
-      input: [vi("A", ["a", "r"]), vi("B", ["b", "r"])],
-      output: [vi("C", ["a", "b"])],
-    }),
-  });
-  gramBytes = encodeModel(model);
-  return gramBytes;
 }

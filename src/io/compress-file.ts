@@ -245,6 +245,8 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
       label: loaded.path,
       choose: formChooser(selected, o.config),
       gramPrecision: gramPrecision(o.config),
+      // The pool idles while a wave is captured: the Gram products run there (the same bytes).
+      pool: map,
     });
     prepareSeconds = (performance.now() - t0) / 1000;
     try {

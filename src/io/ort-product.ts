@@ -35,6 +35,9 @@ import {
   type StatKernel,
 } from "../core/ssvq/stat-product.js";
 import { AttributeProto_AttributeType, AttributeProtoSchema } from "../core/onnx/proto.js";
+import { encodeModelPieces, joinPieces } from "../core/onnx/encode-pieces.js";
+
+const encodeModelOnce = (model: Parameters<typeof encodeModelPieces>[0]): Uint8Array => joinPieces(encodeModelPieces(model));
 
 /**
  * The engine name compression jobs ask for: onnxruntime's MatMul in float64 for every product but the
@@ -118,8 +121,9 @@ export const ORT_MAX_GROUPS = 16;
 
 type Precision = "float32" | "float64";
 
+/** The values' bytes in `precision` (the constructors convert in one native pass; `from` iterates). */
 const raw = (v: Float32Array | Float64Array, precision: Precision): Uint8Array<ArrayBuffer> =>
-  new Uint8Array((precision === "float32" ? Float32Array.from(v) : Float64Array.from(v)).buffer);
+  new Uint8Array((precision === "float32" ? new Float32Array(v) : new Float64Array(v)).buffer);
 
 function ortModel(
   nodes: ReturnType<typeof create<typeof NodeProtoSchema>>[],
@@ -130,7 +134,9 @@ function ortModel(
 ): Uint8Array {
   const type = precision === "float32" ? TensorProto_DataType.FLOAT : TensorProto_DataType.DOUBLE;
   const vi = (name: string, dims: (number | string)[]) => valueInfo(name, dims, type);
-  return encodeModel(
+  // encodeModel's bytes, with the statistic copied once (the library's writer copies it twice, growing
+  // its buffer as it goes).
+  return encodeModelOnce(
     create(ModelProtoSchema, {
       irVersion: 8n,
       producerName: "ssvq-product",

@@ -5,6 +5,8 @@
 import { parentPort } from "node:worker_threads";
 import { runTask } from "../core/tasks.js";
 import { registerOrtProduct } from "./ort-product.js";
+import { registerGramEngine } from "../core/calib/gram-pool.js";
+import { OrtGram } from "./ort-gram.js";
 
 export interface PoolRequest {
   task: string;
@@ -18,6 +20,8 @@ if (!port) throw new Error("pool-worker must run as a worker thread");
 
 // Fine-tuning tasks may ask for onnxruntime's product engine: make it available in this thread.
 registerOrtProduct();
+// Capture's Gram products (PooledGram), one intra-op thread: the bytes of the capturing thread's engine.
+registerGramEngine(new OrtGram());
 
 port.on("message", async (request: PoolRequest) => {
   try {

@@ -133,6 +133,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
       modelDir: loaded.dir,
       label: loaded.path,
       choose: formChooser(selected, { ...config, mode: "ssvq" }),
+      pool: map,
     }),
   );
   const stats: CompressRun["stats"] = cap.layers;

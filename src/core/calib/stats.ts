@@ -98,6 +98,8 @@ export function finishGram(H: Float32Array | Float64Array, off: number, c: numbe
 export interface GramEngine {
   readonly name: string;
   add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): void | Promise<void>;
+  /** For an engine whose `add` may return before H holds the products (`PooledGram`): waits until all do. */
+  flush?(): Promise<void>;
 }
 
 /** The plain TypeScript engine: `syrkUpper`. Bit-for-bit reproducible on every machine. */

@@ -1,0 +1,101 @@
+/**
+ * H += Xt Xt^T on a thread pool, while the caller goes on (capture runs the model on the next batch).
+ *
+ * `PooledGram` is a `GramEngine` whose `add` copies the chunk into shared memory, queues the product as a
+ * "calib.gram" task and returns: each H's chunks run one after another, in the order they came, so
+ * every element of H gets the same sums in the same order as with the engine run in the caller's thread;
+ * different layers' H run on different threads at once. The task uses the engine its thread registered
+ * (`registerGramEngine`: the pool's threads register onnxruntime's, one intra-op thread each; the
+ * TypeScript kernel by default), so the bytes are those of that engine in one thread. `flush` waits for
+ * every queued product (call it before reading H) and rethrows the first error.
+ *
+ * At most `maxQueued` chunks wait or run at once (default 2 per thread): `add` waits for the oldest
+ * beyond that, which bounds the copies held (one chunk is at most 8 MB).
+ */
+import { sharedArray, type ParallelMap } from "../parallel.js";
+import { jsGram, type GramEngine } from "./stats.js";
+
+export interface GramTaskInput {
+  H: Float32Array | Float64Array;
+  off: number;
+  /** [c, r], shared. */
+  Xt: Float64Array;
+  c: number;
+  r: number;
+}
+
+let threadEngine: GramEngine = jsGram;
+
+/** The engine "calib.gram" tasks run in this thread (the pool's threads register onnxruntime's). */
+export function registerGramEngine(engine: GramEngine): void {
+  threadEngine = engine;
+}
+
+/** The task: one chunk's products added into the shared H. */
+export async function gramTask(input: GramTaskInput): Promise<Record<string, never>> {
+  await threadEngine.add(input.H, input.off, input.Xt, input.c, input.r);
+  return {};
+}
+
+export class PooledGram implements GramEngine {
+  readonly name: string;
+  /** The last queued product of each H (its chunks run in order). */
+  private readonly chains = new Map<Float32Array | Float64Array, Promise<void>>();
+  private readonly queued = new Set<Promise<void>>();
+  private readonly spare: Float64Array[] = [];
+  private error: unknown;
+
+  constructor(
+    private readonly map: ParallelMap,
+    /** Names the engine the pool's threads run (for reports). */
+    engineName: string,
+    private readonly maxQueued = 2 * map.threads,
+  ) {
+    this.name = engineName;
+  }
+
+  async add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
+    this.rethrow();
+    while (this.queued.size >= this.maxQueued) {
+      await Promise.race(this.queued);
+      this.rethrow();
+    }
+    const n = c * r;
+    const full = this.buffer(n);
+    const copy = full.length === n ? full : full.subarray(0, n);
+    copy.set(Xt.length === n ? Xt : Xt.subarray(0, n));
+    const input: GramTaskInput = { H, off, Xt: copy, c, r };
+    const before = this.chains.get(H) ?? Promise.resolve();
+    const done: Promise<void> = before
+      .then(() => (this.error === undefined ? this.map.run("calib.gram", [input]) : undefined))
+      .then(
+        () => undefined,
+        (e: unknown) => {
+          this.error ??= e;
+        },
+      )
+      .finally(() => {
+        this.queued.delete(done);
+        if (this.chains.get(H) === done) this.chains.delete(H);
+        this.spare.push(full);
+      });
+    this.chains.set(H, done);
+    this.queued.add(done);
+  }
+
+  /** Waits for every queued product; rethrows the first error. */
+  async flush(): Promise<void> {
+    while (this.queued.size > 0) await Promise.all(this.queued);
+    this.rethrow();
+  }
+
+  private rethrow(): void {
+    if (this.error !== undefined) throw this.error;
+  }
+
+  /** A shared buffer of at least `n` values: a spare one when one is large enough. */
+  private buffer(n: number): Float64Array {
+    const i = this.spare.findIndex((b) => b.length >= n);
+    return i >= 0 ? this.spare.splice(i, 1)[0]! : sharedArray(Float64Array, n);
+  }
+}
