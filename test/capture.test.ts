@@ -32,7 +32,7 @@ import {
 import { findWeights } from "../src/core/onnx/weights.js";
 import { openData } from "../src/io/calib-files.js";
 import { loadModel } from "../src/io/model-file.js";
-import { captureActivations, OrtGram, splitPasses, type CaptureData, type LayerCapture } from "../src/io/capture.js";
+import { captureActivations, cutToOutputs, OrtGram, splitPasses, withOutputs, type CaptureData, type LayerCapture } from "../src/io/capture.js";
 import { modelInputs } from "../src/io/ort.js";
 import { generateCaptureCnn } from "../src/bench/capture.js";
 import { randomData } from "../src/core/calib/source.js";
@@ -806,4 +806,40 @@ describe("PooledGram", () => {
     assert.equal(order.length, 1, "the chunks after the failed one were not run");
     await assert.rejects(engine.add(H, 0, x, 2, 3), /worker failed/);
   });
+});
+
+test("cutToOutputs keeps only the nodes and initializers the exposed values need, and they run the same", async () => {
+  const m = smallCnn();
+  // Older models list their initializers as graph inputs too.
+  m.graph!.input.push(...m.graph!.initializer.map((t) => valueInfo(t.name, t.dims.map(Number))));
+  const cut = cutToOutputs(m, ["r1"]);
+  assert.deepEqual(cut.graph!.node.map((n) => n.opType), ["Conv", "Relu"]);
+  assert.deepEqual(cut.graph!.initializer.map((t) => t.name), ["w1", "b1"]);
+  assert.deepEqual(cut.graph!.input.map((i) => i.name), ["x", "w1", "b1"]);
+  assert.deepEqual(cut.graph!.output.map((o) => o.name), ["r1"]);
+  assert.equal(m.graph!.node.length, 8, "the model given is untouched");
+  const x = new ort.Tensor("float32", new Float32Array(2 * 3 * 64).map((_, i) => Math.sin(i)), [2, 3, 8, 8]);
+  const run = async (mm: ModelProto) => {
+    const s = await ort.InferenceSession.create(encodeModel(mm), { intraOpNumThreads: 1 });
+    try {
+      return (await s.run({ x }, ["r1"]))["r1"]!.data as Float32Array;
+    } finally {
+      await s.release();
+    }
+  };
+  assert.deepEqual(await run(cut), await run(withOutputs(m, ["r1"])));
+  // The graph's own output is kept with its type when it is asked for; two values share their ancestors.
+  const both = cutToOutputs(m, ["y", "f"]);
+  assert.equal(both.graph!.node.length, 8);
+  assert.equal(both.graph!.output[0]!.type?.value.case, "tensorType");
+  assert.deepEqual(both.graph!.output.map((o) => o.name), ["y", "f"]);
+});
+
+test("cutToOutputs leaves a graph with subgraphs whole (their bodies may read any outer value)", () => {
+  const then = graph({ nodes: [node("Identity", ["r1"], ["t"])], inputs: [], outputs: [valueInfo("t", [1])] });
+  const m = smallCnn();
+  m.graph!.node.push(node("If", ["cond"], ["z"], { then_branch: then, else_branch: then }));
+  const cut = cutToOutputs(m, ["c1"]);
+  assert.equal(cut.graph!.node.length, 9);
+  assert.deepEqual(cut.graph!.output.map((o) => o.name), ["y", "c1"]);
 });

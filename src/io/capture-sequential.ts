@@ -166,7 +166,7 @@ export async function captureSequential(
   const prefix = compressedPrefix instanceof Uint8Array ? decodeModel(compressedPrefix, labelQ) : compressedPrefix;
   const plan = planCapture(original, weights);
   const uncalibrated = [...plan.uncalibrated];
-  const engine = resolveEngine(opts.gram);
+  const engine = resolveEngine(opts.gram, opts.pool);
   const done = (
     layers: Map<string, SequentialLayerCapture | SequentialStackedCapture>,
     samples: number,
@@ -348,6 +348,8 @@ export async function captureSequential(
         await close(sessions);
         sessions = undefined;
       }
+      // A pooled engine's products may still be running: the statistics are read below.
+      await engine.flush?.();
 
       const layers = new Map<string, SequentialLayerCapture | SequentialStackedCapture>();
       for (const target of targets) {
@@ -415,6 +417,8 @@ export async function captureSequential(
       await iterator.return?.(undefined).catch(() => undefined);
     }
   } finally {
+    // After an error too: nothing writes into the statistics once capture has returned.
+    await engine.flush?.().catch(() => undefined);
     if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
   }
 }

@@ -255,7 +255,7 @@ export async function openCapture(model: ModelProto, weights: readonly WeightInf
     const base = plan.targets.length > 0 ? sessionModel(model, { readExternal: opts.readExternal, dir: opts.modelDir }) : { model };
     const sessionFor = (fetches: readonly string[]) =>
       fetches.length > 0
-        ? createSession(encodeModel(withOutputs(base.model, fetches)), {
+        ? createSession(encodeModel(cutToOutputs(base.model, fetches)), {
             label: `${label} (with exposed activations)`,
             ...(base.externalDataDir !== undefined ? { externalDataDir: base.externalDataDir } : {}),
           })
@@ -485,6 +485,46 @@ export function withOutputs(model: ModelProto, names: readonly string[]): ModelP
   const have = new Set(g.output.map((o) => o.name));
   const extra = names.filter((n) => !have.has(n)).map((name) => create(ValueInfoProtoSchema, { name }));
   const graph: GraphProto = { ...g, output: [...g.output, ...extra] };
+  return { ...model, graph };
+}
+
+/**
+ * A shallow copy of the model whose main graph outputs exactly `names`, with only the nodes they are
+ * computed from and the initializers those read: onnxruntime runs every node of a graph whatever is
+ * fetched, so a capture of early layers need not run the rest of the network. Graph inputs stay (the
+ * feeds are the same) but for initializers listed as inputs that are dropped. A graph with subgraphs (If, Loop, Scan: their bodies may read any outer value by
+ * name) is not cut: the copy only gains the outputs, as `withOutputs`.
+ */
+export function cutToOutputs(model: ModelProto, names: readonly string[]): ModelProto {
+  const g = model.graph!;
+  if (g.node.some((n) => n.attribute.some((a) => a.g !== undefined || a.graphs.length > 0))) return withOutputs(model, names);
+  const producer = new Map<string, number>();
+  g.node.forEach((n, i) => {
+    for (const o of n.output) if (o) producer.set(o, i);
+  });
+  const keep = new Set<number>();
+  const read = new Set<string>();
+  const todo = [...names];
+  while (todo.length > 0) {
+    const v = todo.pop()!;
+    if (read.has(v)) continue;
+    read.add(v);
+    const i = producer.get(v);
+    if (i === undefined || keep.has(i)) continue;
+    keep.add(i);
+    for (const x of g.node[i]!.input) if (x) todo.push(x);
+  }
+  const outputs = new Map(g.output.map((o) => [o.name, o]));
+  // An initializer listed as a graph input (older models list them all) goes with it: left alone, the
+  // input would have to be fed.
+  const dropped = new Set(g.initializer.filter((t) => !read.has(t.name)).map((t) => t.name));
+  const graph: GraphProto = {
+    ...g,
+    node: g.node.filter((_, i) => keep.has(i)),
+    initializer: g.initializer.filter((t) => !dropped.has(t.name)),
+    input: g.input.filter((i) => !dropped.has(i.name)),
+    output: names.map((name) => outputs.get(name) ?? create(ValueInfoProtoSchema, { name })),
+  };
   return { ...model, graph };
 }
 

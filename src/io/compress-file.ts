@@ -216,6 +216,8 @@ export async function compressFile(o: CompressFileOptions): Promise<CompressFile
         readExternalPrefix: loaded.readExternal,
         label: loaded.path,
         choose,
+        // Layer by layer: the pool idles while one is captured.
+        pool: map,
       });
       samples = cap.samples;
       uncalibrated.push(...cap.uncalibrated);

@@ -10,10 +10,10 @@
  * every queued product (call it before reading H) and rethrows the first error.
  *
  * At most `maxQueued` chunks wait or run at once (default 2 per thread): `add` waits for the oldest
- * beyond that, which bounds the copies held (one chunk is at most 8 MB).
+ * beyond that, so at most `maxQueued` copies are held, of a capture chunk's size (8 MB) each.
  */
 import { sharedArray, type ParallelMap } from "../parallel.js";
-import { jsGram, type GramEngine } from "./stats.js";
+import { DEFAULT_CHUNK_VALUES, jsGram, type GramEngine } from "./stats.js";
 
 export interface GramTaskInput {
   H: Float32Array | Float64Array;
@@ -93,9 +93,12 @@ export class PooledGram implements GramEngine {
     if (this.error !== undefined) throw this.error;
   }
 
-  /** A shared buffer of at least `n` values: a spare one when one is large enough. */
+  /** A shared buffer of at least `n` values: a spare one when one is large enough (all are, but for chunks over the usual size). */
   private buffer(n: number): Float64Array {
     const i = this.spare.findIndex((b) => b.length >= n);
-    return i >= 0 ? this.spare.splice(i, 1)[0]! : sharedArray(Float64Array, n);
+    if (i >= 0) return this.spare.splice(i, 1)[0]!;
+    // A buffer too small for this chunk is dropped: the spares never pass maxQueued.
+    if (this.spare.length > 0) this.spare.shift();
+    return sharedArray(Float64Array, Math.max(n, DEFAULT_CHUNK_VALUES));
   }
 }
