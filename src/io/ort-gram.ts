@@ -5,7 +5,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { valueInfo } from "../core/onnx/build.js";
-import { syrkUpper, type GramEngine } from "../core/calib/stats.js";
+import { GRAM_BLOCK, GRAM_MIN_COLS, gramRowBlocks, syrkUpper, type GramEngine } from "../core/calib/stats.js";
 import {
   AttributeProto_AttributeType,
   AttributeProtoSchema,
@@ -31,36 +31,44 @@ export class OrtGram implements GramEngine {
   private scratch: Float64Array | undefined;
 
   constructor(
-    private readonly block = 512,
-    private readonly minCols = 48,
+    private readonly block = GRAM_BLOCK,
+    private readonly minCols = GRAM_MIN_COLS,
   ) {}
 
   async add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): Promise<void> {
-    if (c < this.minCols) return syrkUpper(H, off, Xt, c, r);
-    const session = await (this.session ??= createSession(gramModel(), { label: "the Gram kernel" }));
-    // onnxruntime-node takes no tensor on a SharedArrayBuffer ("Invalid argument"): a private copy.
-    if (Xt.buffer instanceof SharedArrayBuffer) {
-      if (!this.scratch || this.scratch.length < c * r) this.scratch = new Float64Array(c * r);
-      this.scratch.set(Xt.subarray(0, c * r));
-      Xt = this.scratch.subarray(0, c * r);
+    for (const [i0, i1] of gramRowBlocks(c, this.block, this.minCols)) await this.addRows(H, off, Xt, c, r, i0, i1);
+  }
+
+  /** The blocks of rows [i0, i1) (a range of `gramRowBlocks`), on and above the diagonal. */
+  async addRows(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number, i0: number, i1: number): Promise<void> {
+    if (c < this.minCols) {
+      if (i0 !== 0 || i1 !== c) throw new Error(`a Gram update of ${c} columns is one block, not rows ${i0}-${i1}`);
+      return syrkUpper(H, off, Xt, c, r);
     }
-    // Balanced blocks: only blocks on or above the diagonal are computed (c = 576 -> 2 blocks, 3/4 of
-    // the full product).
+    const session = await (this.session ??= createSession(gramModel(), { label: "the Gram kernel" }));
+    // Only rows i0.. of Xt are read. onnxruntime-node takes no tensor on a SharedArrayBuffer ("Invalid
+    // argument"): a private copy of them.
+    let X = Xt.subarray(i0 * r, c * r);
+    if (X.buffer instanceof SharedArrayBuffer) {
+      if (!this.scratch || this.scratch.length < X.length) this.scratch = new Float64Array(X.length);
+      this.scratch.set(X);
+      X = this.scratch.subarray(0, X.length);
+    }
+    const at = (i: number) => (i - i0) * r;
+    // Balanced blocks (gramRowBlocks): only blocks on or above the diagonal are computed (c = 576 -> 2
+    // blocks, 3/4 of the full product).
     const B = Math.ceil(c / Math.ceil(c / this.block));
-    for (let i0 = 0; i0 < c; i0 += B) {
-      const i1 = Math.min(c, i0 + B);
-      const a = new ort.Tensor("float64", Xt.subarray(i0 * r, i1 * r), [i1 - i0, r]);
-      for (let j0 = i0; j0 < c; j0 += B) {
-        const j1 = Math.min(c, j0 + B);
-        const b = j0 === i0 ? a : new ort.Tensor("float64", Xt.subarray(j0 * r, j1 * r), [j1 - j0, r]);
-        const out = await session.run({ A: a, B: b });
-        const C = out["C"]!.data as Float64Array;
-        const w = j1 - j0;
-        for (let i = i0; i < i1; i++) {
-          const row = off + i * c;
-          const src = (i - i0) * w - j0;
-          for (let j = Math.max(j0, i); j < j1; j++) H[row + j] += C[src + j]!;
-        }
+    const a = new ort.Tensor("float64", X.subarray(at(i0), at(i1)), [i1 - i0, r]);
+    for (let j0 = i0; j0 < c; j0 += B) {
+      const j1 = Math.min(c, j0 + B);
+      const b = j0 === i0 ? a : new ort.Tensor("float64", X.subarray(at(j0), at(j1)), [j1 - j0, r]);
+      const out = await session.run({ A: a, B: b });
+      const C = out["C"]!.data as Float64Array;
+      const w = j1 - j0;
+      for (let i = i0; i < i1; i++) {
+        const row = off + i * c;
+        const src = (i - i0) * w - j0;
+        for (let j = Math.max(j0, i); j < j1; j++) H[row + j] += C[src + j]!;
       }
     }
   }

@@ -1,10 +1,11 @@
 /**
  * H += Xt Xt^T on a thread pool, while the caller goes on (capture runs the model on the next batch).
  *
- * `PooledGram` is a `GramEngine` whose `add` copies the chunk into shared memory, queues the product as a
- * "calib.gram" task and returns: each H's chunks run one after another, in the order they came, so
- * every element of H gets the same sums in the same order as with the engine run in the caller's thread;
- * different layers' H run on different threads at once. The task uses the engine its thread registered
+ * `PooledGram` is a `GramEngine` whose `add` copies the chunk into shared memory, queues its products as
+ * "calib.gram" tasks, one per range of rows of H (`gramRowBlocks`: each touches only its rows), and
+ * returns: each range's chunks run one after another, in the order they came, so every element of H
+ * gets the same sums in the same order as with the engine run in the caller's thread; other ranges and
+ * other layers' H run on other threads at once (a single large layer keeps every thread busy). The task uses the engine its thread registered
  * (`registerGramEngine`: the pool's threads register onnxruntime's, one intra-op thread each; the
  * TypeScript kernel by default), so the bytes are those of that engine in one thread. `flush` waits for
  * every queued product (call it before reading H) and rethrows the first error.
@@ -13,7 +14,7 @@
  * beyond that, so at most `maxQueued` copies are held, of a capture chunk's size (8 MB) each.
  */
 import { sharedArray, type ParallelMap } from "../parallel.js";
-import { DEFAULT_CHUNK_VALUES, jsGram, type GramEngine } from "./stats.js";
+import { DEFAULT_CHUNK_VALUES, gramRowBlocks, jsGram, type GramEngine } from "./stats.js";
 
 export interface GramTaskInput {
   H: Float32Array | Float64Array;
@@ -22,6 +23,9 @@ export interface GramTaskInput {
   Xt: Float64Array;
   c: number;
   r: number;
+  /** The rows of H to add (a range of `gramRowBlocks(c)`). */
+  i0: number;
+  i1: number;
 }
 
 let threadEngine: GramEngine = jsGram;
@@ -31,16 +35,19 @@ export function registerGramEngine(engine: GramEngine): void {
   threadEngine = engine;
 }
 
-/** The task: one chunk's products added into the shared H. */
+/** The task: one chunk's products for a range of rows added into the shared H. */
 export async function gramTask(input: GramTaskInput): Promise<Record<string, never>> {
-  await threadEngine.add(input.H, input.off, input.Xt, input.c, input.r);
+  const { H, off, Xt, c, r, i0, i1 } = input;
+  if (threadEngine.addRows) await threadEngine.addRows(H, off, Xt, c, r, i0, i1);
+  else if (i0 === 0 && i1 === c) await threadEngine.add(H, off, Xt, c, r);
+  else throw new Error(`the Gram engine "${threadEngine.name}" of this thread cannot add a range of rows`);
   return {};
 }
 
 export class PooledGram implements GramEngine {
   readonly name: string;
-  /** The last queued product of each H (its chunks run in order). */
-  private readonly chains = new Map<Float32Array | Float64Array, Promise<void>>();
+  /** The last queued product of each range of rows (by its first element) of each H: its chunks run in order. */
+  private readonly chains = new Map<Float32Array | Float64Array, Map<number, Promise<void>>>();
   private readonly queued = new Set<Promise<void>>();
   private readonly spare: Float64Array[] = [];
   private error: unknown;
@@ -64,22 +71,31 @@ export class PooledGram implements GramEngine {
     const full = this.buffer(n);
     const copy = full.length === n ? full : full.subarray(0, n);
     copy.set(Xt.length === n ? Xt : Xt.subarray(0, n));
-    const input: GramTaskInput = { H, off, Xt: copy, c, r };
-    const before = this.chains.get(H) ?? Promise.resolve();
-    const done: Promise<void> = before
-      .then(() => (this.error === undefined ? this.map.run("calib.gram", [input]) : undefined))
-      .then(
-        () => undefined,
-        (e: unknown) => {
-          this.error ??= e;
-        },
-      )
-      .finally(() => {
-        this.queued.delete(done);
-        if (this.chains.get(H) === done) this.chains.delete(H);
-        this.spare.push(full);
-      });
-    this.chains.set(H, done);
+    const ranges = gramRowBlocks(c);
+    const chains = this.chains.get(H) ?? new Map<number, Promise<void>>();
+    this.chains.set(H, chains);
+    const parts = ranges.map(([i0, i1]) => {
+      const key = off + i0 * c;
+      const input: GramTaskInput = { H, off, Xt: copy, c, r, i0, i1 };
+      const part: Promise<void> = (chains.get(key) ?? Promise.resolve())
+        .then(() => (this.error === undefined ? this.map.run("calib.gram", [input]) : undefined))
+        .then(
+          () => undefined,
+          (e: unknown) => {
+            this.error ??= e;
+          },
+        )
+        .finally(() => {
+          if (chains.get(key) === part) chains.delete(key);
+        });
+      chains.set(key, part);
+      return part;
+    });
+    const done: Promise<void> = Promise.all(parts).then(() => {
+      this.queued.delete(done);
+      if (chains.size === 0 && this.chains.get(H) === chains) this.chains.delete(H);
+      this.spare.push(full);
+    });
     this.queued.add(done);
   }
 

@@ -98,8 +98,31 @@ export function finishGram(H: Float32Array | Float64Array, off: number, c: numbe
 export interface GramEngine {
   readonly name: string;
   add(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number): void | Promise<void>;
+  /**
+   * Adds only the products of the rows [i0, i1) of H (on and above the diagonal), one of the ranges
+   * `gramRowBlocks(c)` gives: what `add` adds is the same as every range added this way, bit for bit.
+   */
+  addRows?(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number, i0: number, i1: number): void | Promise<void>;
   /** For an engine whose `add` may return before H holds the products (`PooledGram`): waits until all do. */
   flush?(): Promise<void>;
+}
+
+/** Rows of the blocks a blocked Gram engine computes (onnxruntime's: src/io/ort-gram.ts). */
+export const GRAM_BLOCK = 512;
+/** Below this many columns the Gram products are one TypeScript block (`syrkUpper`). */
+export const GRAM_MIN_COLS = 48;
+
+/**
+ * The row ranges of a blocked Gram update of c columns: balanced blocks of at most `block` rows (c = 576
+ * -> 2 of 288), or one range below `minCols`. Each range's products (its blocks on and above the
+ * diagonal) touch only its rows of H, so ranges may run at once.
+ */
+export function gramRowBlocks(c: number, block = GRAM_BLOCK, minCols = GRAM_MIN_COLS): Array<[number, number]> {
+  if (c < minCols) return [[0, c]];
+  const B = Math.ceil(c / Math.ceil(c / block));
+  const out: Array<[number, number]> = [];
+  for (let i0 = 0; i0 < c; i0 += B) out.push([i0, Math.min(c, i0 + B)]);
+  return out;
 }
 
 /** The plain TypeScript engine: `syrkUpper`. Bit-for-bit reproducible on every machine. */
