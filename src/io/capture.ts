@@ -492,8 +492,9 @@ export function withOutputs(model: ModelProto, names: readonly string[]): ModelP
  * A shallow copy of the model whose main graph outputs exactly `names`, with only the nodes they are
  * computed from and the initializers those read: onnxruntime runs every node of a graph whatever is
  * fetched, so a capture of early layers need not run the rest of the network. Graph inputs stay (the
- * feeds are the same) but for initializers listed as inputs that are dropped. A graph with subgraphs (If, Loop, Scan: their bodies may read any outer value by
- * name) is not cut: the copy only gains the outputs, as `withOutputs`.
+ * feeds are the same) but for initializers listed as inputs that are dropped. A graph with subgraphs
+ * (If, Loop, Scan: their bodies may read any outer value by name) is not cut: the copy only gains the
+ * outputs, as `withOutputs`.
  */
 export function cutToOutputs(model: ModelProto, names: readonly string[]): ModelProto {
   const g = model.graph!;

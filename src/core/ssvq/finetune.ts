@@ -358,11 +358,12 @@ export interface LayerSetup {
  * Layers whose product (the whole layer, one iteration) takes at least this many flops run the
  * iterations between checks at the kernel's reduced precision (`StatKernel.multiplyFast`: onnxruntime in
  * float32, about twice float64's speed), the others in float64 throughout. The rounding changes the path
- * of the signs (they flip on small differences), so a smaller layer, where the time saved is under a
- * second, keeps the float64 path and its exact results: the 3M CNN's three largest layers (0.7 to 5.4
- * GFLOP, 94% of its products) take it; no layer of LeNet-5 or the tiny ViT does (at most 0.04 GFLOP).
+ * of the signs (they flip on small differences), so a small layer, where 500 iterations save under half
+ * a second, keeps the float64 path and its exact results: the 3M CNN's layers of 0.13 to 5.4 GFLOP an
+ * iteration (all but conv1 and conv2: 99% of its products) take it; no layer of LeNet-5 or the tiny ViT
+ * does (at most 0.04 GFLOP).
  */
-export const FAST_PRODUCT_MIN_FLOPS = 2.5e8;
+export const FAST_PRODUCT_MIN_FLOPS = 1e8;
 
 /**
  * The per-position state of a layer (all [rows, cols] unless said): plain arrays when one thread runs the

@@ -492,7 +492,7 @@ interface CacheEntry {
 }
 
 /** Kernels kept per thread, at most (the least recently used goes first). */
-export const KERNEL_CACHE_ENTRIES = 4;
+export const KERNEL_CACHE_ENTRIES = 16;
 /** Bytes of kernels (statistic copies included) kept per thread besides the one in use. */
 export const KERNEL_CACHE_BYTES = 512 * 2 ** 20;
 const kernelCache = new Map<string, CacheEntry>();
