@@ -796,6 +796,23 @@ describe("PooledGram", () => {
     assert.deepEqual(Hb, refB);
   });
 
+  test("a dropping flush skips the products not started; the engine then serves the next capture", async () => {
+    const { map, order } = slowMap(() => 5);
+    const engine = new PooledGram(map, "js", 8);
+    const H = new Float64Array(4);
+    const chunk = (v: number) => new Float64Array(2 * 3).fill(v);
+    for (let i = 0; i < 4; i++) await engine.add(H, 0, chunk(i + 1), 2, 3);
+    await engine.flush({ drop: true });
+    assert.deepEqual(order, [1], "only the running product ran");
+    await engine.add(H, 0, chunk(7), 2, 3);
+    await engine.flush();
+    assert.deepEqual(order, [1, 7]);
+    const ref = new Float64Array(4);
+    syrkUpper(ref, 0, chunk(1), 2, 3);
+    syrkUpper(ref, 0, chunk(7), 2, 3);
+    assert.deepEqual(H, ref);
+  });
+
   test("a failed product fails the next add or flush, and nothing runs after it", async () => {
     const { map, order } = slowMap(() => 1, 1);
     const engine = new PooledGram(map, "js", 8);

@@ -418,7 +418,7 @@ export async function captureSequential(
     }
   } finally {
     // After an error too: nothing writes into the statistics once capture has returned.
-    await engine.flush?.().catch(() => undefined);
+    await engine.flush?.({ drop: true }).catch(() => undefined);
     if ("release" in engine && typeof engine.release === "function") await (engine as OrtGram).release();
   }
 }

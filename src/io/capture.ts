@@ -417,7 +417,7 @@ export async function openCapture(model: ModelProto, weights: readonly WeightInf
       } finally {
         if (session) await session.release().catch(() => undefined);
         // After an error too: nothing writes into the statistics once capture has returned.
-        await engine.flush?.().catch(() => undefined);
+        await engine.flush?.({ drop: true }).catch(() => undefined);
       }
       if (samples === 0) throw new InputError("The calibration data holds no samples.");
       const layers = new Map<string, AnyLayerCapture>();

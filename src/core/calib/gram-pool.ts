@@ -51,6 +51,8 @@ export class PooledGram implements GramEngine {
   private readonly queued = new Set<Promise<void>>();
   private readonly spare: Float64Array[] = [];
   private error: unknown;
+  /** Products queued before a dropping flush (an older generation) are skipped. */
+  private generation = 0;
 
   constructor(
     private readonly map: ParallelMap,
@@ -74,11 +76,12 @@ export class PooledGram implements GramEngine {
     const ranges = gramRowBlocks(c);
     const chains = this.chains.get(H) ?? new Map<number, Promise<void>>();
     this.chains.set(H, chains);
+    const generation = this.generation;
     const parts = ranges.map(([i0, i1]) => {
       const key = off + i0 * c;
       const input: GramTaskInput = { H, off, Xt: copy, c, r, i0, i1 };
       const part: Promise<void> = (chains.get(key) ?? Promise.resolve())
-        .then(() => (this.error === undefined ? this.map.run("calib.gram", [input]) : undefined))
+        .then(() => (this.error === undefined && this.generation === generation ? this.map.run("calib.gram", [input]) : undefined))
         .then(
           () => undefined,
           (e: unknown) => {
@@ -99,10 +102,17 @@ export class PooledGram implements GramEngine {
     this.queued.add(done);
   }
 
-  /** Waits for every queued product; rethrows the first error. */
-  async flush(): Promise<void> {
+  /**
+   * Waits for every queued product; rethrows the first error. With `drop` (capture failed or was
+   * cancelled: H will not be read), the products not started yet are skipped and only the running ones
+   * are waited for.
+   */
+  async flush(opts: { drop?: boolean } = {}): Promise<void> {
+    if (opts.drop) this.generation++;
     while (this.queued.size > 0) await Promise.all(this.queued);
-    this.rethrow();
+    if (!opts.drop) return this.rethrow();
+    // The engine serves the next capture afresh (a runner's waves share it).
+    this.error = undefined;
   }
 
   private rethrow(): void {

@@ -103,8 +103,11 @@ export interface GramEngine {
    * `gramRowBlocks(c)` gives: what `add` adds is the same as every range added this way, bit for bit.
    */
   addRows?(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number, i0: number, i1: number): void | Promise<void>;
-  /** For an engine whose `add` may return before H holds the products (`PooledGram`): waits until all do. */
-  flush?(): Promise<void>;
+  /**
+   * For an engine whose `add` may return before H holds the products (`PooledGram`): waits until all do;
+   * with `drop`, skips those not started (H is not to be read).
+   */
+  flush?(opts?: { drop?: boolean }): Promise<void>;
 }
 
 /** Rows of the blocks a blocked Gram engine computes (onnxruntime's: src/io/ort-gram.ts). */
