@@ -1,7 +1,8 @@
 /**
  * `ssvq bench capture`: activation capture on a generated CNN of about 3 million parameters (CIFAR-sized
  * input 3x32x32; plain, strided, grouped and 1x1 convolutions, a Gemm and a MatMul) with 512 random
- * samples in batches of 32. Prints seconds, samples per second and peak RSS as JSON.
+ * samples in batches of 32, with the Gram products in this thread and then on a pool of 2 threads (as
+ * compress runs them; the same bytes). Prints seconds, samples per second and peak RSS as JSON.
  *
  * Linux carries a process's peak RSS across fork and exec, so the figures come from a fresh child
  * started by this small parent: the parent writes the model to a temporary folder and runs the same
@@ -36,10 +37,13 @@ import { findWeights, weightCount } from "../core/onnx/weights.js";
 import { Rng } from "../core/rng.js";
 import { captureActivations } from "../io/capture.js";
 import { modelInputs } from "../io/ort.js";
+import { createThreadPool } from "../io/pool.js";
 
 const CHILD_ENV = "SSVQ_BENCH_CAPTURE_CHILD";
 export const BENCH_SAMPLES = 512;
 export const BENCH_BATCH = 32;
+/** Threads of the pool the second, pooled capture runs its products on. */
+const POOL_THREADS = 2;
 
 /** The benchmark CNN (deterministic weights, He-scaled so activations keep their size). */
 export function generateCaptureCnn(seed = 1): Uint8Array {
@@ -107,8 +111,15 @@ export interface CaptureMeasure {
   batchSize: number;
   passes: number;
   gram: string;
+  /** Capture in this thread (products included). */
   seconds: number;
   samplesPerSecond: number;
+  /** The same capture with the products on a pool of `pooledThreads` (as compress runs it), after an untimed warm-up. */
+  pooledThreads: number;
+  pooledSeconds: number;
+  /** Whether the pooled capture gave every H byte for byte. */
+  pooledSameBytes: boolean;
+  /** Peak RSS after the capture in this thread (before the pooled one). */
   peakRssBytes: number;
   /** Time from the AbortSignal firing (1 s into a second run) to capture rejecting with CancelledError. */
   cancelSeconds: number | null;
@@ -126,6 +137,24 @@ export async function measureCapture(path: string, freshProcess: boolean): Promi
   const peakRssBytes = process.resourceUsage().maxRSS * 1024;
   let statisticsBytes = 0;
   for (const l of r.layers.values()) statisticsBytes += l.H.byteLength;
+
+  // As compress captures: the Gram products on a pool of POOL_THREADS (PooledGram), the same bytes.
+  const pool = createThreadPool(POOL_THREADS);
+  let pooledSeconds: number;
+  let pooledSameBytes = true;
+  try {
+    const warm = randomData(modelInputs(model), { count: BENCH_BATCH, seed: 2, batchSize: BENCH_BATCH });
+    await captureActivations(model, weights, warm, { pool }); // untimed: starts the threads and their sessions
+    const p0 = performance.now();
+    const pooled = await captureActivations(model, weights, data, { pool });
+    pooledSeconds = (performance.now() - p0) / 1000;
+    for (const [name, l] of r.layers) {
+      const h = pooled.layers.get(name)?.H;
+      if (!h || !Buffer.from(h.buffer, h.byteOffset, h.byteLength).equals(Buffer.from(l.H.buffer, l.H.byteOffset, l.H.byteLength))) pooledSameBytes = false;
+    }
+  } finally {
+    await pool.close();
+  }
 
   // Cancel latency: abort a second run after one second.
   let cancelSeconds: number | null = null;
@@ -153,6 +182,9 @@ export async function measureCapture(path: string, freshProcess: boolean): Promi
     gram: r.gram,
     seconds,
     samplesPerSecond: r.samples / seconds,
+    pooledThreads: POOL_THREADS,
+    pooledSeconds,
+    pooledSameBytes,
     peakRssBytes,
     cancelSeconds,
     freshProcess,
