@@ -47,7 +47,12 @@ const RESCAN_MAX_K = 16;
 /** With bounds and the scan, a pass after one that moved more than this share of the points to another
  *  centroid searches every point (`rescanOnce`). */
 const RESCAN_CHANGED = 0.15;
-/** An assignment pass is cut into about this many tasks per thread (whole chunks each), for balance. */
+/**
+ * An assignment pass is cut into about this many tasks per thread (whole chunks each), for balance where
+ * the bounds leave some points more work than others; where every pass after the first scans every
+ * point (k <= RESCAN_MAX_K) the work per point is the same, and one task per thread saves the messages
+ * (500k x d4 k16 on 2 threads: 10 to 20% less time).
+ */
 const TASKS_PER_THREAD = 3;
 
 export interface KmeansOptions {
@@ -177,7 +182,7 @@ export class Lloyd {
     this.points = map ? sharedCopy(points) : points;
     this.chunkSize = Math.max(1, Math.floor(CHUNK_COORDS / d));
     this.chunks = chunkRanges(n, this.chunkSize);
-    const tasks = Math.min(this.chunks.length, TASKS_PER_THREAD * (map?.threads ?? 1));
+    const tasks = Math.min(this.chunks.length, (this.rescanNext() ? 1 : TASKS_PER_THREAD) * (map?.threads ?? 1));
     this.slices = [];
     for (let s = 0; s < tasks; s++) {
       const c0 = Math.floor((s * this.chunks.length) / tasks);
