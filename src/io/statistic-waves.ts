@@ -8,6 +8,7 @@
 import type { StatisticWaves } from "../core/compress.js";
 import type { WeightInfo } from "../core/onnx/weights.js";
 import { layerWorkBytes, planWaves, type WavePlan } from "../core/calib/waves.js";
+import { POOLED_GRAM_BYTES_PER_THREAD } from "../core/calib/gram-pool.js";
 import type { AnyLayerCapture, CaptureProgress, CaptureRunner, Uncalibrated } from "./capture.js";
 import { residentBytes } from "./memory.js";
 
@@ -62,7 +63,9 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
       return { name: w.name, statBytes: e.bytes + held, workBytes: layerWorkBytes(w.layout.rows, w.layout.cols, values), captured: e.bytes };
     });
   const weights = selected.reduce((a, w) => a + w.layout.rows * w.layout.cols, 0);
-  const fixed = residentBytes() + PACKED_BYTES_PER_WEIGHT * weights + o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES;
+  // With a pool, capture's Gram products run there (PooledGram) and hold their chunk copies.
+  const pooled = o.threads > 1 ? o.threads * POOLED_GRAM_BYTES_PER_THREAD : 0;
+  const fixed = residentBytes() + PACKED_BYTES_PER_WEIGHT * weights + o.modelBytes + 2 * runner.activationBytes + o.threads * THREAD_BYTES + pooled;
   const availableBytes = o.budgetBytes - fixed;
   const plan = planWaves(layers, availableBytes, o.threads);
   let samples = 0;

@@ -16,6 +16,15 @@
 import { sharedArray, type ParallelMap } from "../parallel.js";
 import { DEFAULT_CHUNK_VALUES, gramRowBlocks, jsGram, type GramEngine } from "./stats.js";
 
+/** Chunks queued per thread of the pool (`PooledGram`'s default bound). */
+const QUEUED_PER_THREAD = 2;
+
+/**
+ * Memory a pooled capture holds per thread of the pool: its queued chunk copies and the thread's private
+ * copy for onnxruntime (which reads no shared memory), a chunk (`DEFAULT_CHUNK_VALUES` float64) each.
+ */
+export const POOLED_GRAM_BYTES_PER_THREAD = (QUEUED_PER_THREAD + 1) * 8 * DEFAULT_CHUNK_VALUES;
+
 export interface GramTaskInput {
   H: Float32Array | Float64Array;
   off: number;
@@ -58,7 +67,7 @@ export class PooledGram implements GramEngine {
     private readonly map: ParallelMap,
     /** Names the engine the pool's threads run (for reports). */
     engineName: string,
-    private readonly maxQueued = 2 * map.threads,
+    private readonly maxQueued = QUEUED_PER_THREAD * map.threads,
   ) {
     this.name = engineName;
   }
