@@ -1,17 +1,19 @@
 /**
  * H += Xt Xt^T on a thread pool, while the caller goes on (capture runs the model on the next batch).
  *
- * `PooledGram` is a `GramEngine` whose `add` copies the chunk into shared memory, queues its products as
- * "calib.gram" tasks, one per range of rows of H (`gramRowBlocks`: each touches only its rows), and
- * returns: each range's chunks run one after another, in the order they came, so every element of H
- * gets the same sums in the same order as with the engine run in the caller's thread; other ranges and
- * other layers' H run on other threads at once (a single large layer keeps every thread busy). The task uses the engine its thread registered
+ * `PooledGram` is a `GramEngine` whose `add` takes the chunk in shared memory (filled in a buffer it
+ * lent, `chunkBuffer`, or else copied into one), queues its products as "calib.gram" tasks, one per
+ * range of rows of H (`gramRowBlocks`: each touches only its rows), and returns: each range's chunks run
+ * one after another, in the order they came, so every element of H gets the same sums in the same order
+ * as with the engine run in the caller's thread; other ranges and other layers' H run on other threads at
+ * once (a single large layer keeps every thread busy). The task uses the engine its thread registered
  * (`registerGramEngine`: the pool's threads register onnxruntime's, one intra-op thread each; the
  * TypeScript kernel by default), so the bytes are those of that engine in one thread. `flush` waits for
  * every queued product (call it before reading H) and rethrows the first error.
  *
  * At most `maxQueued` chunks wait or run at once (default 2 per thread): `add` waits for the oldest
- * beyond that, so at most `maxQueued` copies are held, of a capture chunk's size (8 MB) each.
+ * beyond that, so the buffers held are those chunks and the one being filled, of a capture chunk's size
+ * (8 MB) each (they replace the accumulators' own scratch).
  */
 import { sharedArray, type ParallelMap } from "../parallel.js";
 import { DEFAULT_CHUNK_VALUES, gramRowBlocks, jsGram, type GramEngine } from "./stats.js";
@@ -59,6 +61,8 @@ export class PooledGram implements GramEngine {
   private readonly chains = new Map<Float32Array | Float64Array, Map<number, Promise<void>>>();
   private readonly queued = new Set<Promise<void>>();
   private readonly spare: Float64Array[] = [];
+  /** Buffers lent by chunkBuffer (the view handed out -> its whole buffer), until they come back to add. */
+  private readonly lent = new WeakMap<Float64Array, Float64Array>();
   private error: unknown;
   /** Products queued before a dropping flush (an older generation) are skipped. */
   private generation = 0;
@@ -79,9 +83,15 @@ export class PooledGram implements GramEngine {
       this.rethrow();
     }
     const n = c * r;
-    const full = this.buffer(n);
-    const copy = full.length === n ? full : full.subarray(0, n);
-    copy.set(Xt.length === n ? Xt : Xt.subarray(0, n));
+    // A buffer lent by chunkBuffer is taken as it is; anything else is copied into one.
+    let full = this.lent.get(Xt);
+    let copy = Xt;
+    if (full && Xt.length === n) this.lent.delete(Xt);
+    else {
+      full = this.buffer(n);
+      copy = full.length === n ? full : full.subarray(0, n);
+      copy.set(Xt.length === n ? Xt : Xt.subarray(0, n));
+    }
     const ranges = gramRowBlocks(c);
     const chains = this.chains.get(H) ?? new Map<number, Promise<void>>();
     this.chains.set(H, chains);
@@ -126,6 +136,14 @@ export class PooledGram implements GramEngine {
 
   private rethrow(): void {
     if (this.error !== undefined) throw this.error;
+  }
+
+  /** A shared buffer of n values for the caller to fill and pass to `add` (which then copies nothing). */
+  chunkBuffer(n: number): Float64Array {
+    const full = this.buffer(n);
+    const view = full.length === n ? full : full.subarray(0, n);
+    this.lent.set(view, full);
+    return view;
   }
 
   /** A shared buffer of at least `n` values: a spare one when one is large enough (all are, but for chunks over the usual size). */

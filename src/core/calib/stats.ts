@@ -104,6 +104,11 @@ export interface GramEngine {
    */
   addRows?(H: Float32Array | Float64Array, off: number, Xt: Float64Array, c: number, r: number, i0: number, i1: number): void | Promise<void>;
   /**
+   * For an engine that keeps the chunks it is given (`PooledGram`): a buffer of n values to fill and pass
+   * to `add`, which then takes it as it is instead of copying it.
+   */
+  chunkBuffer?(n: number): Float64Array;
+  /**
    * For an engine whose `add` may return before H holds the products (`PooledGram`): waits until all do;
    * with `drop`, skips those not started (H is not to be read).
    */
@@ -206,14 +211,14 @@ export class GramAccumulator {
       throw new Error(`activation gives ${sampler.groups} x ${sampler.cols} columns, the weight needs ${groups} x ${cols}`);
     const n = sampler.samples;
     const chunk = Math.max(1, Math.min(n, Math.floor((opts.chunkValues ?? DEFAULT_CHUNK_VALUES) / cols)));
-    if (!this.scratch || this.scratch.length < chunk * cols) this.scratch = new Float64Array(chunk * cols);
-    const Xt = this.scratch;
+    // An engine that keeps the chunks (PooledGram) lends the buffer they are filled in: no copy.
+    if (!engine.chunkBuffer && (!this.scratch || this.scratch.length < chunk * cols)) this.scratch = new Float64Array(chunk * cols);
     for (let g = 0; g < groups; g++) {
       for (let p0 = 0; p0 < n; p0 += chunk) {
         if (opts.signal?.aborted) throw new CancelledError();
         const p1 = Math.min(n, p0 + chunk);
         const r = p1 - p0;
-        const view = r * cols === Xt.length ? Xt : Xt.subarray(0, r * cols);
+        const view = engine.chunkBuffer ? engine.chunkBuffer(r * cols) : r * cols === this.scratch!.length ? this.scratch! : this.scratch!.subarray(0, r * cols);
         sampler.fill(g, p0, p1, view);
         await engine.add(this.H, g * cols * cols, view, cols, r);
       }
