@@ -14,6 +14,7 @@ import {
   type SseOutput as SseOut,
 } from "../src/core/ssvq/kmeans.js";
 import { disableKernel, kernelAvailable } from "../src/core/ssvq/kmeans-kernel.js";
+import { INT_SCAN_MIN_D, intScanQ, intScanScale, setIntScan } from "../src/core/ssvq/kmeans-scan-int.js";
 import { serialMap, type TaskName } from "../src/core/tasks.js";
 import { createThreadPool } from "../src/io/pool.js";
 
@@ -410,6 +411,7 @@ describe("the SIMD kernel's float32 answers", () => {
     const runs: KmeansResult[] = [];
     const cases = [
       { n: 30000, d: 4, k: 16 },
+      { n: 30000, d: 8, k: 16 },
       { n: 20000, d: 8, k: 300 },
       { n: 6000, d: 2, k: 40, grid: true },
     ];
@@ -435,6 +437,85 @@ describe("the SIMD kernel's float32 answers", () => {
       assert.deepEqual(Buffer.from(b.centroids.buffer), Buffer.from(a.centroids.buffer), `run ${r}: centroids`);
       assert.deepEqual(differences(b.assignments, a.assignments), [], `run ${r}: assignments`);
       assert.equal(b.sse, a.sse, `run ${r}: sse`);
+    }
+  });
+});
+
+describe("the integer scan (kmeans-scan-int.ts)", () => {
+  it("takes a power-of-two scale that keeps every coordinate within Q, or none", () => {
+    for (const d of [6, 8, 16, 64]) {
+      for (const m of [1e-20, 0.37, 1, 5.5, 1e5, 3e20]) {
+        const s = intScanScale(m, d);
+        assert.ok(Number.isInteger(Math.log2(s)), `d=${d} max ${m}: ${s}`);
+        assert.ok(m <= intScanQ(d) * s && m > (intScanQ(d) * s) / 2, `d=${d} max ${m}: scale ${s}`);
+        // The rounded distances stay below 2^31, and -2 cq fits an int16.
+        assert.ok(4 * d * intScanQ(d) ** 2 < 2 ** 31 && 2 * intScanQ(d) <= 32767);
+      }
+      for (const m of [0, 1e-30, 1e30, Infinity]) assert.equal(intScanScale(m, d), 0, `d=${d} max ${m}`);
+    }
+    assert.equal(intScanScale(1, INT_SCAN_MIN_D - 1), 0);
+  });
+
+  it("settles most points alone on ordinary data, from d = INT_SCAN_MIN_D up", async () => {
+    const n = 20000;
+    for (const [d, k, used] of [[8, 16, true], [6, 64, true], [4, 16, false]] as const) {
+      const points = normalPoints(n, d, 81);
+      for (const on of [true, false]) {
+        setIntScan(on);
+        try {
+          const lloyd = new Lloyd(points, n, d, k, points.slice(0, k * d), pool2);
+          await lloyd.assign();
+          lloyd.update();
+          await lloyd.assign();
+          if (on && used && kernelAvailable(d)) assert.ok(lloyd.stats.intProven > 0.9 * n, `d=${d} k=${k}: ${lloyd.stats.intProven} of ${n}`);
+          else assert.equal(lloyd.stats.intProven, 0, `d=${d} k=${k} on=${on}`);
+        } finally {
+          setIntScan(true);
+        }
+      }
+    }
+  });
+
+  it("equals brute force at every pass and gives the float32 scan's bytes, where its bounds are loose", async () => {
+    // Outliers make the scale coarse for every other point, tiny and huge values test the scale's range,
+    // a grid makes exact ties, far-out start centroids are clamped: each pass must still be brute force's,
+    // and whole runs the same bytes as with the integer scan off.
+    const n = 6000;
+    const cases = [
+      ["normal", 8, 16, (v: number) => v],
+      ["heavy tails", 8, 64, (v: number) => v * v * v],
+      ["one outlier at 1e4", 6, 16, (v: number, i: number) => (i === 17 ? 1e4 : v)],
+      ["tiny (1e-20)", 16, 16, (v: number) => v * 1e-20],
+      ["huge (1e20)", 8, 40, (v: number) => v * 1e20],
+      ["grid of 1/4", 8, 64, (v: number) => Math.round(v * 4) / 4],
+      ["d 7, offset 50", 7, 30, (v: number) => 50 + v],
+    ] as const;
+    for (const [what, d, k, make] of cases) {
+      const points = normalPoints(n, d, 90 + d).map(make);
+      const init = points.slice(0, k * d);
+      if (what === "normal") init.fill(1e3, 0, d); // a start centroid beyond the points' range: clamped
+      init.set(init.subarray(d, 2 * d), (k - 1) * d); // a duplicate centroid: never chosen over centroid 1
+      for (const map of [undefined, pool2]) {
+        const lloyd = new Lloyd(points, n, d, k, init, map);
+        for (let pass = 0; pass < 5; pass++) {
+          await lloyd.assign();
+          const want = bruteNearest(points, n, d, lloyd.centroids(), k);
+          assert.deepEqual(differences(lloyd.assignments(), want.assignments), [], `${what}, d=${d} k=${k} pass ${pass}`);
+          lloyd.update();
+        }
+      }
+      const runs: KmeansResult[] = [];
+      for (const on of [true, false]) {
+        setIntScan(on);
+        try {
+          runs.push(await kmeans(points, n, d, k, { seed: 5, maxIters: 8, map: pool2, init }));
+        } finally {
+          setIntScan(true);
+        }
+      }
+      assert.deepEqual(Buffer.from(runs[1].centroids.buffer), Buffer.from(runs[0].centroids.buffer), `${what}: centroids`);
+      assert.deepEqual(differences(runs[1].assignments, runs[0].assignments), [], `${what}: assignments`);
+      assert.equal(runs[1].sse, runs[0].sse, `${what}: sse`);
     }
   });
 });

@@ -297,7 +297,7 @@ async function lloydRun(
   await lloyd.assign();
   searched += lloyd.stats.searched;
   const sse = await lloyd.sse();
-  return { sse, assignments: lloyd.assignments(), searched, empty };
+  return { sse, assignments: lloyd.finish(), searched, empty };
 }
 
 /** The Python to run scikit-learn with: the given one, else /usr/bin/python3, else python3 on PATH. */

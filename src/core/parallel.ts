@@ -50,11 +50,3 @@ interface TypedArrayOf<T> {
 export function sharedArray<T>(type: TypedArrayOf<T>, length: number): T {
   return new type(new SharedArrayBuffer(length * type.BYTES_PER_ELEMENT));
 }
-
-/** `a` itself when it already lives in shared memory, otherwise a shared copy of it. */
-export function sharedCopy(a: Float32Array): Float32Array {
-  if (a.buffer instanceof SharedArrayBuffer) return a;
-  const out = sharedArray(Float32Array, a.length);
-  out.set(a);
-  return out;
-}

@@ -61,6 +61,11 @@ export interface AssignInput {
    * in one pass for the next ones (kmeans-kernel.ts's `cachePoints`).
    */
   runKey?: number;
+  /**
+   * The run's scale for the integer scan (kmeans-scan-int.ts's `intScanScale` of the largest |coordinate|
+   * of the points and the initial centroids); 0 or absent: the float32 scan only.
+   */
+  intScale?: number;
   /** Also sum the squared distances of the points to their new centroids (`AssignOutput.sse`). */
   withSse?: boolean;
   /** [k, d], the float32 centroids widened. */
@@ -95,6 +100,8 @@ export interface AssignOutput {
   /** Points the bounds did not settle (searched), and of those, searched again exactly. */
   searched: number;
   exact: number;
+  /** Of the searched points, those the integer scan (kmeans-scan-int.ts) settled alone (counted in fours). */
+  intProven: number;
 }
 
 /** One task of an assignment pass (see the file comment). */
@@ -104,8 +111,9 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   if (!kernel) return assignJs(t);
   // The whole chunk in WebAssembly (`pass` in kmeans-kernel.ts, the same steps as `assignJs`), on this
   // run's points kept in the kernel's memory from the first pass that met them (`cachePoints`).
-  const cachedAt = t.runKey !== undefined ? kernel.cachePoints(t.runKey, points, start, end) : -1;
-  kernel.load(t, Math.min(chunk, end - start), k <= scanMaxK(d));
+  const intScale = t.intScale ?? 0;
+  const cached = t.runKey !== undefined ? kernel.cachePoints(t.runKey, points, start, end, intScale, chunk) : null;
+  kernel.load(t, Math.min(chunk, end - start), k <= scanMaxK(d), intScale);
   const chunks = Math.ceil((end - start) / chunk);
   const sums = new Float64Array(chunks * k * d);
   const counts = new Uint32Array(chunks * k);
@@ -113,10 +121,11 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
   let changed = 0;
   let searched = 0;
   let exact = 0;
+  let intProven = 0;
   for (let c = 0; c < chunks; c++) {
     const s = start + c * chunk;
     const e = Math.min(end, s + chunk);
-    if (cachedAt >= 0) kernel.usePoints(cachedAt + (s - start) * d * 4);
+    if (cached) kernel.usePoints(cached.at + (s - start) * d * 4, cached.intAt >= 0 ? cached.intAt + c * cached.chunkIntBytes : -1);
     else kernel.points.set(points.subarray(s * d, e * d));
     if (!fresh) kernel.assignments.set(assignments.subarray(s, e));
     // The lanes past the chunk's end (its count rounded up to 4) must name a centroid: the bounds' test
@@ -127,7 +136,8 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
       kernel.lower.set(lower.subarray(s, e));
     }
     const mode = fresh ? "fresh" : t.rescan ? "rescan" : "bounds";
-    const [ch, se, ex] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift, t.keepBounds, sse !== undefined);
+    const [ch, se, ex, ip] = kernel.pass(e - s, mode, t.maxShift, t.maxShiftAt, t.secondShift, t.keepBounds, sse !== undefined);
+    intProven += ip;
     if (sse) sse[c] = kernel.passSse();
     changed += ch;
     searched += se;
@@ -141,7 +151,7 @@ export function kmeansAssignTask(t: AssignInput): AssignOutput {
     sums.set(kernel.sums, c * k * d);
     counts.set(kernel.counts, c * k);
   }
-  return sse ? { sums, counts, sse, changed, searched, exact } : { sums, counts, changed, searched, exact };
+  return sse ? { sums, counts, sse, changed, searched, exact, intProven } : { sums, counts, changed, searched, exact, intProven };
 }
 
 /** `kmeansAssignTask` in TypeScript alone (no WebAssembly SIMD): the exact search for every point. */
@@ -180,7 +190,7 @@ function assignJs(t: AssignInput): AssignOutput {
       sse[c] = part;
     }
   }
-  return sse ? { sums, counts, sse, changed, searched, exact: searched } : { sums, counts, changed, searched, exact: searched };
+  return sse ? { sums, counts, sse, changed, searched, exact: searched, intProven: 0 } : { sums, counts, changed, searched, exact: searched, intProven: 0 };
 }
 
 /**

@@ -42,6 +42,7 @@
  */
 
 import { loadColumns, scanBody, scanFour, scanIndex, scanLower, scanTableBytes, scanUpper, writeScanTable, type ScanLocals } from "./kmeans-scan.js";
+import { intGroupBytes, intScanFour, intTableBytes, QUANTIZE_PARAMS, quantizeBody, writeIntScanTable, type IntScanLocals } from "./kmeans-scan-int.js";
 import { compileModule, f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v, wasmApi, type WasmMemory } from "./wasm-asm.js";
 /** SIMD instructions wasm-asm.ts does not name. */
 const I32X4_ALL_TRUE = simd(0xa3);
@@ -198,6 +199,7 @@ export const HDR = {
   laneCentroid: 10, sums: 11, counts: 12, queued: 13, maxShiftAt: 14, k: 15,
   qpts: 16, hints: 17, outIdx: 18, outA1: 19, outA2: 20, blocks: 21, groupStart: 22, boxes: 23, groups: 24, boxBlocks: 25, scratch: 26,
   changed: 27, searched: 28, exact: 29, direct: 30, cents32: 31, noBounds: 36, withSse: 37, rows32: 38, shift32: 39, half32: 40,
+  icents: 41, ipts: 42, intProven: 43,
 } as const;
 /** Byte offsets of the float64 header fields, and the header's size. */
 export const HDR_MAX_SHIFT = 128;
@@ -248,6 +250,28 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   const VXS = local(V128);
   for (let t = 1; t < d; t++) local(V128);
   const SL: ScanLocals = { pa: PP, recs: RECS, k: K, cp: SCP, j: SJ, best: VBEST, sec: VSEC, e: VE, mask: VMASK, acc: VACC, xx: VXX, t: VT, x: VXS };
+  // The scan's answers (either form): the best centroid's upper bound u1 and the others' lower bound l2
+  // per lane, and the integer scan's (kmeans-scan-int.ts) table, group address and switch.
+  const [U1V, L2V] = [local(V128), local(V128)];
+  const [IRECS, IQA, INT, INTN] = [local(I32), local(I32), local(I32), local(I32)];
+  /** The queued points' places in the integer form (BOUNDS). */
+  const IR = [local(I32), local(I32), local(I32), local(I32)];
+  const IL: IntScanLocals = { qa: IQA, recs: IRECS, k: K, cp: SCP, j: SJ, best: VBEST, sec: VSEC, acc: VACC, jv: VT, xx: VXX, idx: IDXV, u1: U1V, l2: L2V, p: VXS };
+  /** The float32 scan's answers into IDXV, U1V, L2V. */
+  const floatAnswers = [...scanIndex(SL), ...set(IDXV), ...scanUpper(SL), ...set(U1V), ...scanLower(SL), ...set(L2V)];
+  /** The acceptance test of the answers, per lane, into OKV (the float32 product rounds by far less than 4 rho). */
+  const okTest = [...get(U1V), ...f32x4(1 + 4 * rho), ...v.f32Mul, ...get(L2V), ...v.f32Lt, ...set(OKV)];
+  /**
+   * Scans four points: with the integer form (INT) the integer scan, and where it leaves a lane unproven
+   * (its bounds are looser: about 1 to 3% of the points have a lane that fails) the float32 scan of the
+   * four again, whose bounds are tight; without it the float32 scan. Leaves IDXV, U1V, L2V and OKV.
+   */
+  const scanAnswers = (intLanes: readonly number[] | undefined, rows: readonly number[] | undefined): number[] => [
+    ...get(INT), ...op.if, ...intScanFour(d, IL, intLanes), ...okTest,
+    ...get(OKV), ...I32X4_ALL_TRUE, ...op.eqz, ...op.if, ...scanFour(d, SL, rows), ...floatAnswers, ...okTest,
+    ...op.else, ...get(INTN), ...i32(4), ...op.add, ...set(INTN), ...op.end,
+    ...op.else, ...scanFour(d, SL, rows), ...floatAnswers, ...okTest, ...op.end,
+  ];
   // The bounds' loop (BOUNDS below): per four points their centroids, bounds, shifts, halves, the settled
   // lanes; the rows of the queued points; the centroids' rows for the tightening.
   const [AV, UV, LV, HV, STV] = Array.from({ length: 5 }, () => local(V128));
@@ -336,8 +360,8 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
    */
   const commitBounds = (pi: number, q: number): number[] => [
     ...get(OKV), ...v.i32Extract(q), ...op.if,
-    ...get(UP), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...scanUpper(SL), ...upperDistance, ...v.f32Extract(q), ...op.f32Store(0),
-    ...get(LO), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...scanLower(SL), ...lowerDistance, ...v.f32Extract(q), ...op.f32Store(0),
+    ...get(UP), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...get(U1V), ...upperDistance, ...v.f32Extract(q), ...op.f32Store(0),
+    ...get(LO), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...get(L2V), ...lowerDistance, ...v.f32Extract(q), ...op.f32Store(0),
     ...op.else,
     ...get(SEC), ...op.f64Sqrt, ...f64(1 - c.slack), ...op.f64Mul, ...set(L),
     ...get(UP), ...get(pi), ...i32(2), ...op.shl, ...op.add, ...get(BEST), ...op.f64Sqrt, ...f64(1 + c.slack), ...op.f64Mul,
@@ -375,6 +399,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     };
     const factor = 1 + c.f32Outward;
     o(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK), h(HDR.rows32), set(ROWS));
+    o(h(HDR.icents), tee(IRECS), i32(0), op.ne, set(INT), h(HDR.ipts), set(IQA));
     o(get(MAXS), op.demote, op.f32(factor), op.f32Mul, set(MAX32), get(SECS), op.demote, op.f32(factor), op.f32Mul, set(SEC32));
     // The shifts rounded up and the halves rounded down, as float32 tables.
     o(h(HDR.shift32), set(SH32), h(HDR.half32), set(HA32), i32(0), set(J));
@@ -427,11 +452,11 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     o(op.block, op.loop, get(Q), get(M), op.geS, op.brIf(1));
     for (let q = 0; q < 4; q++) {
       o(get(QUE), get(Q), i32(q), op.add, tee(J), get(LAST), get(J), get(LAST), op.ltS, op.select, i32(2), op.shl, op.add, op.i32Load(0));
-      o(i32(4 * d), op.mul, get(PTSC), op.add, set(R[q]!));
+      o(tee(J), i32(4 * d), op.mul, get(PTSC), op.add, set(R[q]!));
+      // intPointOffset(J): its group (J >> 2) and its lane (J & 3)
+      o(get(J), i32(2), op.shrU, i32(intGroupBytes(d)), op.mul, get(J), i32(3), op.and, i32(2), op.shl, op.add, get(IQA), op.add, set(IR[q]!));
     }
-    o(scanFour(d, SL, R));
-    o(scanIndex(SL), set(IDXV));
-    o(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
+    o(scanAnswers(IR, R));
     for (let q = 0; q < 4; q++) {
       o(get(Q), i32(q), op.add, get(M), op.ltS, op.if);
       o(get(QUE), get(Q), i32(q), op.add, i32(2), op.shl, op.add, op.i32Load(0), set(I), get(R[q]!), set(XA));
@@ -446,7 +471,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     return out;
   };
 
-  e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT), f64(0), set(SSE));
+  e(i32(0), set(M), i32(0), set(I), i32(0), set(CHANGED), i32(0), set(EXACT), i32(0), set(INTN), f64(0), set(SSE));
   // 0. No bounds to keep and the direct scan (FAST): four points at a time, scanned in place (`scanFour`),
   // their answers taken when the scan's bounds prove them (l2 > u1 (1 + 4 rho), in float32: the product
   // rounds by far less than 4 rho) or else searched exactly, then stored and added to the sums in point
@@ -454,17 +479,17 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   // one vector each; only the sums go point by point.
   e(h(HDR.direct), h(HDR.noBounds), get(FRESH), i32(0), op.ne, op.or, op.and, tee(FAST), op.if);
   e(h(HDR.cents32), tee(RECS), v.load32Splat(0), set(VMASK));
+  e(h(HDR.icents), tee(IRECS), i32(0), op.ne, set(INT), h(HDR.ipts), set(IQA));
   e(get(ASG), set(PA), get(PTSC), set(PP), h(HDR.withSse), set(WSSE), get(FRESH), i32(1), op.eq, set(FRESH1));
   e(op.block, op.loop, get(I), get(CNT), op.geS, op.brIf(1));
-  e(scanFour(d, SL));
-  e(scanIndex(SL), set(IDXV));
-  e(scanUpper(SL), f32x4(1 + 4 * rho), v.f32Mul, scanLower(SL), v.f32Lt, set(OKV));
+  // The integer scan where the kernel has this chunk's integer points (`cachePoints`), else the float32 one.
+  e(scanAnswers(undefined, undefined));
   e(get(CNT), get(I), i32(4), op.add, op.geS, get(OKV), I32X4_ALL_TRUE, op.and, op.if);
   // changed += the lanes where old != new (a scalar count: no vector lives across the scan's loop)
   e(get(CHANGED), get(PA), v.load(0), get(IDXV), I32X4_NE, I32X4_BITMASK, I32_POPCNT, op.add, set(CHANGED));
   e(get(PA), get(IDXV), v.store(0));
-  e(h(HDR.noBounds), op.eqz, op.if, get(UP), get(I), i32(2), op.shl, op.add, scanUpper(SL), upperDistance, v.store(0));
-  e(get(LO), get(I), i32(2), op.shl, op.add, scanLower(SL), lowerDistance, v.store(0), op.end);
+  e(h(HDR.noBounds), op.eqz, op.if, get(UP), get(I), i32(2), op.shl, op.add, get(U1V), upperDistance, v.store(0));
+  e(get(LO), get(I), i32(2), op.shl, op.add, get(L2V), lowerDistance, v.store(0), op.end);
   for (let q = 0; q < 4; q++) e(get(IDXV), v.i32Extract(q), set(A), get(PP), i32(4 * d * q), op.add, set(XA), addPoint(get(WSSE)));
   e(op.else);
   for (let q = 0; q < 4; q++) {
@@ -478,7 +503,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     e(op.end);
   }
   e(op.end);
-  e(get(PP), i32(16 * d), op.add, set(PP), get(PA), i32(16), op.add, set(PA));
+  e(get(PP), i32(16 * d), op.add, set(PP), get(PA), i32(16), op.add, set(PA), get(IQA), i32(intGroupBytes(d)), op.add, set(IQA));
   e(get(I), i32(4), op.add, set(I), op.br(0));
   e(op.end, op.end);
   e(get(FRESH1), op.if, get(CNT), set(CHANGED), op.end);
@@ -561,6 +586,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
   e(op.end, op.end);
   e(op.end);
   e(i32(0), get(CHANGED), op.i32Store(4 * HDR.changed), i32(0), get(M), op.i32Store(4 * HDR.searched), i32(0), get(EXACT), op.i32Store(4 * HDR.exact));
+  e(i32(0), get(INTN), op.i32Store(4 * HDR.intProven));
   e(i32(0), get(SSE), op.f64Store(HDR_SSE));
   // local declarations: runs of equal types
   const runs: number[][] = [];
@@ -575,17 +601,28 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
 
 function moduleBytes(d: number, c: PassConstants): Uint8Array {
   const params = new Array<number[]>(12).fill([I32]);
-  const type = section(1, vec([[0x60, ...vec(params), ...vec([])], [0x60, ...vec([]), ...vec([])], [0x60, ...vec(params.slice(0, 7)), ...vec([])]]));
+  const type = section(1, vec([
+    [0x60, ...vec(params), ...vec([])],
+    [0x60, ...vec([]), ...vec([])],
+    [0x60, ...vec(params.slice(0, 7)), ...vec([])],
+    [0x60, ...vec(QUANTIZE_PARAMS.map((t) => [t])), ...vec([])],
+  ]));
   const imports = section(2, vec([[...name("env"), ...name("memory"), 0x02, 0x00, ...uleb(1)]]));
-  const funcs = section(3, vec([uleb(0), uleb(1), uleb(2)]));
-  const exports = section(7, vec([[...name("search"), 0x00, ...uleb(0)], [...name("pass"), 0x00, ...uleb(1)], [...name("scan"), 0x00, ...uleb(2)]]));
+  const funcs = section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3)]));
+  const exports = section(7, vec([
+    [...name("search"), 0x00, ...uleb(0)], [...name("pass"), 0x00, ...uleb(1)], [...name("scan"), 0x00, ...uleb(2)], [...name("quantize"), 0x00, ...uleb(3)],
+  ]));
   const locals = vec([[...uleb(I32_LOCALS), I32], [...uleb(F32_LOCALS), F32], [...uleb(X + d - BEST), V128]]);
   const code = [...locals, ...body(d), ...op.end];
   const pass = passBody(d, c);
   const passCode = [...pass.locals, ...pass.code, ...op.end];
   const scan = scanBody(d);
   const scan4Code = [...scan.locals, ...scan.code, ...op.end];
-  const codeSection = section(10, vec([[...uleb(code.length), ...code], [...uleb(passCode.length), ...passCode], [...uleb(scan4Code.length), ...scan4Code]]));
+  const quantize = quantizeBody(d);
+  const quantizeCode = [...quantize.locals, ...quantize.code, ...op.end];
+  const codeSection = section(10, vec([
+    [...uleb(code.length), ...code], [...uleb(passCode.length), ...passCode], [...uleb(scan4Code.length), ...scan4Code], [...uleb(quantizeCode.length), ...quantizeCode],
+  ]));
   return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...type, ...imports, ...funcs, ...exports, ...codeSection]);
 }
 
@@ -649,6 +686,9 @@ export class NearestKernel {
   capacity = 0;
   private search!: SearchFn;
   private passFn!: () => void;
+  private quantizeFn!: (groups: number, src: number, dst: number, inv: number, s: number) => void;
+  /** Where `load` wrote the integer scan's table (0: none this pass). */
+  private intTableAt = 0;
   private memory!: WasmMemory;
   private header!: Int32Array;
   private headerF64!: Float64Array;
@@ -661,7 +701,7 @@ export class NearestKernel {
    * layout of `load` starts there).
    */
   private cacheKey: number | undefined;
-  private readonly cached = new Map<number, { end: number; at: number }>();
+  private readonly cached = new Map<number, CachedRange>();
   private cacheEnd = HDR_BYTES;
 
   constructor(
@@ -677,17 +717,21 @@ export class NearestKernel {
     const instance = new wasmApi!.Instance(this.mod, { env: { memory: this.memory } });
     this.search = instance.exports["search"] as SearchFn;
     this.passFn = instance.exports["pass"] as () => void;
+    this.quantizeFn = instance.exports["quantize"] as NearestKernel["quantizeFn"];
   }
 
   /**
    * Before `load`: keeps points start .. end - 1 of the run `key` in this instance's memory, copied in the
    * first time this thread meets them in the run, so that later passes read them in place (`usePoints`)
-   * instead of copying each chunk in again. Returns their byte address, or -1 when the cache would pass
-   * CACHE_MAX_BYTES (then the caller copies chunk by chunk as before). A new key drops the old run's
-   * ranges, and the memory too when it had grown past CACHE_KEEP_BYTES. The caller must not change the
-   * points of a run between its passes.
+   * instead of copying each chunk in again. With a scale (`intScale` > 0, the same for the whole run), also
+   * their integer form for the integer scan (kmeans-scan-int.ts), in groups of four points starting anew
+   * at each chunk of `chunk` points. Returns where they are, or null when the cache would pass
+   * CACHE_MAX_BYTES (then the caller copies chunk by chunk as before, and the float32 scan runs; the
+   * integer form alone is left out when only it does not fit). A new key drops the old run's ranges, and
+   * the memory too when it had grown past CACHE_KEEP_BYTES. The caller must not change the points of a run
+   * between its passes.
    */
-  cachePoints(key: number, points: Float32Array, start: number, end: number): number {
+  cachePoints(key: number, points: Float32Array, start: number, end: number, intScale = 0, chunk = end - start): CachedRange | null {
     const { d } = this;
     if (key !== this.cacheKey) {
       this.cached.clear();
@@ -696,27 +740,45 @@ export class NearestKernel {
       if (this.memory.buffer.byteLength > CACHE_KEEP_BYTES) this.instantiate();
     }
     const hit = this.cached.get(start);
-    if (hit && hit.end === end) return hit.at;
-    // Four rows of padding after the range: the scan reads points four at a time.
+    if (hit && hit.end === end) return hit;
+    // Four rows of padding after the range: the scans read points four at a time.
     const bytes = Math.ceil(((end - start + 4) * d * 4) / 16) * 16;
-    if (this.cacheEnd + bytes - HDR_BYTES > CACHE_MAX_BYTES) return -1;
+    const groupsPerChunk = Math.ceil(chunk / 4);
+    const chunks = Math.ceil((end - start) / chunk);
+    const intBytes = intScale > 0 ? chunks * groupsPerChunk * intGroupBytes(d) : 0;
+    if (this.cacheEnd + bytes - HDR_BYTES > CACHE_MAX_BYTES) return null;
+    const withInt = intBytes > 0 && this.cacheEnd + bytes + intBytes - HDR_BYTES <= CACHE_MAX_BYTES;
     const at = this.cacheEnd;
-    this.cacheEnd += bytes;
+    this.cacheEnd += bytes + (withInt ? intBytes : 0);
     const need = Math.ceil(this.cacheEnd / 65536) - this.memory.buffer.byteLength / 65536;
     if (need > 0) this.memory.grow(need);
     new Float32Array(this.memory.buffer, at, (end - start) * d).set(points.subarray(start * d, end * d));
     new Float32Array(this.memory.buffer, at + (end - start) * d * 4, 4 * d).fill(0);
-    this.cached.set(start, { end, at });
-    return at;
+    const range: CachedRange = { end, at, intAt: -1, chunkIntBytes: groupsPerChunk * intGroupBytes(d) };
+    if (withInt) {
+      range.intAt = at + bytes;
+      for (let c = 0; c < chunks; c++) {
+        const s = c * chunk;
+        const groups = Math.ceil((Math.min(end - start, s + chunk) - s) / 4);
+        this.quantizeFn(groups, at + s * d * 4, range.intAt + c * range.chunkIntBytes, 1 / intScale, intScale);
+      }
+    }
+    this.cached.set(start, range);
+    return range;
   }
 
-  /** After `load`: the next `pass` reads its points at byte address `at` (from `cachePoints`) instead of `points`. */
-  usePoints(at: number): void {
+  /**
+   * After `load`: the next `pass` reads its points at byte address `at` (in a range from `cachePoints`)
+   * instead of `points`, and, when given (>= 0) and `load` had a scale, their integer form at `intAt`.
+   */
+  usePoints(at: number, intAt = -1): void {
     this.header[HDR.points] = at;
+    this.header[HDR.ipts] = intAt;
+    this.header[HDR.icents] = intAt >= 0 ? this.intTableAt : 0;
   }
 
   /** Copies the centroid data in (all of it with `PassGeometry`, else what `run` needs). */
-  load(g: KernelGeometry | PassGeometry, capacity: number, direct = false): void {
+  load(g: KernelGeometry | PassGeometry, capacity: number, direct = false, intScale = 0): void {
     const { d } = this;
     capacity = Math.ceil(capacity / 4) * 4;
     const full = "centroids" in g;
@@ -748,6 +810,7 @@ export class NearestKernel {
     take("lower", full ? capacity * 4 : 0);
     take("queued", full ? capacity * 4 : 0);
     take("cents32", direct ? scanTableBytes(k, d) : 0);
+    take("icents", direct && intScale > 0 ? intTableBytes(k, d) : 0);
     take("rows32", direct ? k * d * 4 : 0);
     take("shift32", direct ? k * 4 : 0);
     take("half32", direct ? k * 4 : 0);
@@ -813,6 +876,11 @@ export class NearestKernel {
         direct = writeScanTable(buf, l["cents32"]!, g.centroids, k, d);
       }
       hd[HDR.direct] = direct ? 1 : 0;
+      // The integer scan's table; `usePoints` turns it on for chunks whose integer form is cached.
+      this.intTableAt = direct && intScale > 0 ? l["icents"]! : 0;
+      if (this.intTableAt) writeIntScanTable(buf, this.intTableAt, g.centroids, k, d, intScale);
+      hd[HDR.icents] = 0;
+      hd[HDR.ipts] = -1;
     }
     this.capacity = capacity;
     this.layout = l;
@@ -828,10 +896,11 @@ export class NearestKernel {
 
   /**
    * One chunk of `count` points (already in `points`; their previous `assignments` too unless fresh, and
-   * with "bounds" their `upper` and `lower`); returns [changed, searched, exact]. `sums` and `counts`
+   * with "bounds" their `upper` and `lower`); returns [changed, searched, exact, int], int counting the
+   * points (in fours, the last four whole) whose answers the integer scan proved alone. `sums` and `counts`
    * are zeroed first.
    */
-  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number, keepBounds = true, withSse = false): [number, number, number] {
+  pass(count: number, mode: PassMode, maxShift: number, maxShiftAt: number, secondShift: number, keepBounds = true, withSse = false): [number, number, number, number] {
     const hd = this.header;
     hd[HDR.count] = count;
     hd[HDR.withSse] = withSse ? 1 : 0;
@@ -843,13 +912,22 @@ export class NearestKernel {
     this.sums.fill(0);
     this.counts.fill(0);
     this.passFn();
-    return [hd[HDR.changed]!, hd[HDR.searched]!, hd[HDR.exact]!];
+    return [hd[HDR.changed]!, hd[HDR.searched]!, hd[HDR.exact]!, hd[HDR.intProven]!];
   }
 
   /** After `pass(..., withSse = true)`: the chunk's sum of squared distances (as `kmeansSseTask` sums them). */
   passSse(): number {
     return this.headerF64[HDR_SSE / 8]!;
   }
+}
+
+/** A run's points kept by `cachePoints`: byte addresses of the float32 rows and of the integer form (-1: none). */
+export interface CachedRange {
+  end: number;
+  at: number;
+  intAt: number;
+  /** Bytes of the integer form of one chunk (its groups start anew at each chunk). */
+  chunkIntBytes: number;
 }
 
 /** At most this many bytes of points are kept per thread and dimension (`cachePoints`) ... */

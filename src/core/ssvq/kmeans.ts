@@ -19,7 +19,8 @@
  * the same bytes whatever the map and its thread count.
  */
 import { InputError } from "../errors.js";
-import { chunkRanges, sharedArray, sharedCopy, type ParallelMap } from "../parallel.js";
+import { chunkRanges, sharedArray, type ParallelMap } from "../parallel.js";
+import { giveBackShared, takeShared } from "../shared-recycle.js";
 import type { TaskName } from "../task-names.js";
 import {
   kmeansAssignTask,
@@ -34,6 +35,7 @@ import {
   type WorstOutput,
 } from "./kmeans-assign.js";
 import { centroidShifts, CentroidGroups } from "./kmeans-bounds.js";
+import { intScanScale } from "./kmeans-scan-int.js";
 import { kmeansPlusPlus } from "./kmeans-seeding.js";
 
 export { kmeansPlusPlus, SAMPLE_PER_CENTROID } from "./kmeans-seeding.js";
@@ -93,14 +95,14 @@ export async function kmeans(
   k: number,
   options: KmeansOptions,
 ): Promise<KmeansResult> {
-  checkPoints(points, n, d, k);
+  const maxAbs = checkPoints(points, n, d, k);
   const { seed, maxIters, map, init } = options;
   if (!Number.isInteger(maxIters) || maxIters < 0) {
     throw new InputError(`maxIters must be an integer >= 0, got ${maxIters}`);
   }
   if (n <= k) return ownCentroids(points, n, d, k);
   if (init) checkCentroids(init, k, d, "init");
-  const lloyd = new Lloyd(points, n, d, k, init ?? kmeansPlusPlus(points, n, d, k, seed).centroids, map);
+  const lloyd = new Lloyd(points, n, d, k, init ?? kmeansPlusPlus(points, n, d, k, seed).centroids, map, maxAbs);
   let iterations = 0;
   let reseeds = 0;
   let converged = false;
@@ -117,7 +119,7 @@ export async function kmeans(
     if (empty.length > 0) reseeds += await lloyd.reseed(empty);
   }
   const sse = await lloyd.sse();
-  return { centroids: lloyd.centroids(), assignments: lloyd.assignments(), sse, iterations, converged, reseeds };
+  return { centroids: lloyd.centroids(), assignments: lloyd.finish(), sse, iterations, converged, reseeds };
 }
 
 /**
@@ -132,20 +134,28 @@ export async function assignNearest(
   k: number,
   map?: ParallelMap,
 ): Promise<{ assignments: Uint32Array; sse: number }> {
-  checkPoints(points, n, d, k);
+  const maxAbs = checkPoints(points, n, d, k);
   checkCentroids(centroids, k, d, "centroids");
-  const lloyd = new Lloyd(points, n, d, k, centroids, map);
+  const lloyd = new Lloyd(points, n, d, k, centroids, map, maxAbs);
   await lloyd.assign(true);
-  return { assignments: lloyd.assignments(), sse: await lloyd.sse() };
+  const sse = await lloyd.sse();
+  return { assignments: lloyd.finish(), sse };
 }
 
 /**
  * Lloyd's algorithm step by step from given initial centroids, for `kmeans`, `assignNearest` and the
  * benchmark: `assign()` first, then `update()` (and `reseed()` for the empty clusters it reports) and
- * `assign()` again, as often as wanted. The arguments are not checked (`kmeans` does that).
+ * `assign()` again, as often as wanted, and `finish()` at the end. The arguments are not checked (`kmeans`
+ * does that).
+ *
+ * Its shared arrays (the copy of the points a thread pool reads, the assignments, the bounds) are lent by
+ * shared-recycle.ts and given back by `finish()`, so the next run (the next layer) reuses memory already
+ * touched instead of paying for fresh pages.
  */
 export class Lloyd {
   private readonly points: Float32Array;
+  /** Whether `points` is this run's copy (given back by `finish()`). */
+  private readonly ownsPoints: boolean;
   /** The chunks (fixed by n and d: they fix the summation order) and the tasks' runs of chunks. */
   private readonly chunks: Array<[number, number]>;
   private readonly chunkSize: number;
@@ -161,13 +171,17 @@ export class Lloyd {
   private readonly sums: Float64Array;
   private readonly counts: Float64Array;
   /** The last pass: points that changed centroid, that their bounds did not settle, and of those the ones
-   *  searched again exactly in float64 (the SIMD search's answer was not provably exact). */
-  stats = { changed: 0, searched: 0, exact: 0 };
+   *  searched again exactly in float64 (the SIMD search's answer was not provably exact), and the ones the
+   *  integer scan settled alone (in fours: kmeans-scan-int.ts). */
+  stats = { changed: 0, searched: 0, exact: 0, intProven: 0 };
   private passes = 0;
   /** Names this run for the kernel's point cache (kmeans-assign.ts's `runKey`). */
   private readonly runKey = nextRunKey();
+  /** The integer scan's scale for this run (kmeans-scan-int.ts; 0: none). */
+  private readonly intScale: number;
   private moved = false;
   private summed = false;
+  private finished = false;
   /** The SSE summed by the last pass (`assign(true)`), while the centroids have not moved since. */
   private passSse: number | undefined;
 
@@ -178,8 +192,16 @@ export class Lloyd {
     readonly k: number,
     init: Float32Array,
     private readonly map?: ParallelMap,
+    /** The largest |coordinate| of the points, when the caller has it (`checkPoints`). */
+    maxAbs?: number,
   ) {
-    this.points = map ? sharedCopy(points) : points;
+    this.ownsPoints = map !== undefined && !(points.buffer instanceof SharedArrayBuffer);
+    if (this.ownsPoints) {
+      this.points = takeShared(Float32Array, n * d);
+      this.points.set(points.subarray(0, n * d));
+    } else {
+      this.points = points;
+    }
     this.chunkSize = Math.max(1, Math.floor(CHUNK_COORDS / d));
     this.chunks = chunkRanges(n, this.chunkSize);
     const tasks = Math.min(this.chunks.length, (this.rescanNext() ? 1 : TASKS_PER_THREAD) * (map?.threads ?? 1));
@@ -191,15 +213,18 @@ export class Lloyd {
     }
     // Without bounds (every pass after the first searches every point) no pass reads or writes them.
     const bounds = !this.rescanNext() ? n : 0;
+    // Lent, not cleared: the first pass writes every point's assignment and bounds before any is read.
     this.state = {
-      assignments: sharedArray(Uint32Array, n),
-      upper: sharedArray(Float32Array, bounds),
-      lower: sharedArray(Float32Array, bounds),
+      assignments: takeShared(Uint32Array, n),
+      upper: bounds > 0 ? takeShared(Float32Array, bounds) : sharedArray(Float32Array, 0),
+      lower: bounds > 0 ? takeShared(Float32Array, bounds) : sharedArray(Float32Array, 0),
     };
     this.widened = sharedArray(Float64Array, k * d);
     this.shift = sharedArray(Float64Array, k);
     this.groups = new CentroidGroups(k, d);
     this.current = Float32Array.from(init);
+    // Every later centroid is a mean of points or a point: within the points' and the start's range.
+    this.intScale = intScanScale(Math.max(maxAbs ?? maxAbsOf(points.subarray(0, n * d)), maxAbsOf(init)), d);
     this.sums = new Float64Array(k * d);
     this.counts = new Float64Array(k);
   }
@@ -232,6 +257,7 @@ export class Lloyd {
       keepBounds: !this.rescanNext(),
       withSse,
       runKey: this.runKey,
+      intScale: this.intScale,
       centroids: this.widened,
       shift: this.shift,
       maxShift: shifts.max,
@@ -258,6 +284,7 @@ export class Lloyd {
     let changed = 0;
     let searched = 0;
     let exact = 0;
+    let intProven = 0;
     const kd = k * d;
     for (const o of outs) {
       // Chunk by chunk, in order: the same additions whatever the tasks.
@@ -270,8 +297,9 @@ export class Lloyd {
       changed += o.changed;
       searched += o.searched;
       exact += o.exact;
+      intProven += o.intProven;
     }
-    this.stats = { changed, searched, exact };
+    this.stats = { changed, searched, exact, intProven };
     this.passes++;
     this.summed = true;
     this.passSse = withSse ? sse : undefined;
@@ -389,6 +417,17 @@ export class Lloyd {
     return this.state.assignments.slice();
   }
 
+  /**
+   * Ends the run: returns the assignments of the last pass (the array itself, in shared memory, now the
+   * caller's) and gives this run's other shared arrays back for reuse. No method may be called after.
+   */
+  finish(): Uint32Array {
+    if (this.finished) throw new Error("Lloyd.finish() called twice");
+    this.finished = true;
+    giveBackShared(this.ownsPoints ? this.points : undefined, this.state.upper, this.state.lower);
+    return this.state.assignments;
+  }
+
   private run<I, O>(task: TaskName, direct: (input: I) => O, inputs: I[]): Promise<O[]> {
     return this.map ? this.map.run<I, O>(task, inputs) : Promise.resolve(inputs.map(direct));
   }
@@ -412,12 +451,13 @@ function ownCentroids(points: Float32Array, n: number, d: number, k: number): Km
   };
 }
 
-function checkPoints(points: Float32Array, n: number, d: number, k: number): void {
+/** Checks the points (finite, as many as n x d); returns their largest |coordinate|. */
+function checkPoints(points: Float32Array, n: number, d: number, k: number): number {
   if (!Number.isInteger(n) || n < 0) throw new InputError(`point count must be an integer >= 0, got ${n}`);
   if (!Number.isInteger(d) || d < 1) throw new InputError(`dimension must be an integer >= 1, got ${d}`);
   if (!Number.isInteger(k) || k < 1) throw new InputError(`centroid count must be an integer >= 1, got ${k}`);
   if (points.length !== n * d) throw new InputError(`expected ${n} x ${d} = ${n * d} values, got ${points.length}`);
-  checkFinite(points, "points");
+  return checkFinite(points, "points");
 }
 
 function checkCentroids(c: Float32Array, k: number, d: number, what: string): void {
@@ -425,14 +465,31 @@ function checkCentroids(c: Float32Array, k: number, d: number, what: string): vo
   checkFinite(c, what);
 }
 
-function checkFinite(a: Float32Array, what: string): void {
+/** Throws on a value that is not finite; returns the largest |value|. */
+function checkFinite(a: Float32Array, what: string): number {
   // Fast test on the bits first: an exponent field of all ones (Infinity, NaN) makes
-  // (bits & 0x7f800000) + 0x00800000 reach 2^31, the sign bit once truncated to int32 by `|`.
+  // (bits & 0x7f800000) + 0x00800000 reach 2^31, the sign bit once truncated to int32 by `|`. The bits
+  // without the sign order the magnitudes of finite floats as integers.
   const bits = new Int32Array(a.buffer, a.byteOffset, a.length);
   let bad = 0;
-  for (let i = 0; i < bits.length; i++) bad |= (bits[i]! & 0x7f800000) + 0x00800000;
-  if (bad >= 0) return;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) throw new InputError(`${what}: value ${i} is ${a[i]}, not a finite number`);
+  let max = 0;
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    bad |= (b & 0x7f800000) + 0x00800000;
+    const m = b & 0x7fffffff;
+    max = m > max ? m : max;
   }
+  if (bad < 0) {
+    for (let i = 0; i < a.length; i++) {
+      if (!Number.isFinite(a[i])) throw new InputError(`${what}: value ${i} is ${a[i]}, not a finite number`);
+    }
+  }
+  return new Float32Array(Int32Array.of(max).buffer)[0]!;
+}
+
+/** The largest |value| of finite values. */
+function maxAbsOf(a: Float32Array): number {
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]!));
+  return max;
 }

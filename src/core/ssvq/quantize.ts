@@ -4,6 +4,7 @@
  */
 import { InputError } from "../errors.js";
 import type { ParallelMap } from "../parallel.js";
+import { giveBackShared, takeShared } from "../shared-recycle.js";
 import { kmeans } from "./kmeans.js";
 import { fromSubvectors, subvectorShape, toSubvectors, type SubvectorShape } from "./layout.js";
 
@@ -62,14 +63,20 @@ export async function quantizeRows(w: Float32Array, rows: number, cols: number, 
   if (o.mode === "ssvq") {
     // Sign split: cluster magnitudes; the sign of each weight is kept as one bit.
     signs = new Uint8Array(sub.length);
-    points = new Float32Array(sub.length);
+    // With a thread pool, straight into shared memory kmeans' tasks read (lent, given back below): no copy.
+    points = o.map ? takeShared(Float32Array, sub.length) : new Float32Array(sub.length);
     for (let i = 0; i < sub.length; i++) {
       const v = sub[i]!;
       signs[i] = v < 0 ? 1 : 0;
       points[i] = Math.abs(v);
     }
   }
-  const km = await kmeans(points, shape.count, o.d, o.k, { seed: o.seed, maxIters: o.kmeansIters, map: o.map });
+  let km;
+  try {
+    km = await kmeans(points, shape.count, o.d, o.k, { seed: o.seed, maxIters: o.kmeansIters, map: o.map });
+  } finally {
+    if (points !== sub) giveBackShared(points);
+  }
   const codebook = o.roundStored ? o.roundStored(km.centroids) : km.centroids;
   return { mode: o.mode, k: o.k, d: o.d, shape, codebook, assignments: km.assignments, signs, kmeansIterations: km.iterations };
 }

@@ -47,6 +47,7 @@ export const op = {
   sub: [0x6b],
   mul: [0x6c],
   shl: [0x74],
+  shrU: [0x76],
   ltS: [0x48],
   geS: [0x4e],
   ne: [0x47],
