@@ -43,6 +43,7 @@ import { declaredBytes, rawBytes, tensorToFloat32 } from "./onnx/tensor-data.js"
 import { walkGraphs, walkTensors } from "./onnx/walk.js";
 import { findWeights, weightKey, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
+import { dropRecycled } from "./shared-recycle.js";
 import { relativeOutputErrorOn, type LayerStatistic } from "./ssvq/objective.js";
 import { clearKernelCache, productRowFlops, rowBlocks, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
@@ -349,6 +350,8 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
           if (!tunedNext) settle(s);
         }
       });
+      // What k-means kept for its next layer (shared-recycle.ts) is not held through fine-tuning.
+      dropRecycled();
       checkCancel();
       if (config.finetune) await time("finetune", () => finetune(wave.layers, { ...run, stats, map: products }, tuning, checkCancel, settle));
       for (const s of wave.layers) settle(s);

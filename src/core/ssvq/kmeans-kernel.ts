@@ -22,7 +22,10 @@
  *    the groups skipped, so a2 bounds from below (up to rho) the distance to every centroid but the best;
  *  - `scan()` (smaller k, kmeans-scan.ts): every centroid for four points at once (one point per lane), in
  *    the dot-product form, returning the best centroid itself, an upper bound a1 on its distance and a
- *    lower bound a2 on every other one (so the same acceptance test holds).
+ *    lower bound a2 on every other one (so the same acceptance test holds). Inside `pass()`, from d = 6
+ *    up, the integer form of the scan (kmeans-scan-int.ts) goes first, on the points rounded to 16-bit
+ *    integers once per run (`quantize`, function 3, when `cachePoints` keeps them), and the float32 scan
+ *    follows only for the fours it leaves unproven.
  *
  * Error bound (of `search`). Every quantity is a sum of squares of float32 differences, so float32
  * rounding makes a relative error only (no cancellation): |approx - exact| <= rho * exact with

@@ -8,7 +8,8 @@
  *    groups and their boxes);
  *  - kmeans-assign.ts: the assignment pass as tasks (bounds, then the SIMD search, then the exact
  *    float64 check), the SSE and worst-point tasks, the exact distance;
- *  - kmeans-kernel.ts: the WebAssembly SIMD nearest-centroid search (float32, with an error bound).
+ *  - kmeans-kernel.ts: the WebAssembly SIMD nearest-centroid search (float32, with an error bound), and
+ *    its scans: kmeans-scan.ts (float32) and kmeans-scan-int.ts (16-bit integers, from d = 6 up).
  *
  * Exactness: every assignment is the centroid with the smallest squared distance computed as
  * sum_t (x_t - c_t)^2 in float64, from t = 0 up, ties going to the lowest index: exactly what a brute-force
@@ -71,7 +72,8 @@ export interface KmeansOptions {
 export interface KmeansResult {
   /** [k, d]. When n <= k: row i is point i for i < n, the remaining rows are zero. */
   centroids: Float32Array;
-  /** The nearest centroid of each point (ties to the lowest index) for the returned centroids. */
+  /** The nearest centroid of each point (ties to the lowest index) for the returned centroids (in shared
+   *  memory, the caller's alone: thread pools share it rather than copy it). */
   assignments: Uint32Array;
   /** Sum over points of the squared distance to their centroid, summed exactly in float64. */
   sse: number;
