@@ -29,6 +29,8 @@ import {
   chooseStatisticForm,
   rowBlocks,
   KERNEL_CACHE_ENTRIES,
+  clearKernelsTask,
+  setKernelCacheLimit,
   shareStatistic,
   toGram,
   withCachedKernel,
@@ -498,4 +500,32 @@ test("a cached kernel is never disposed while a task uses it: more layers than t
   const [before, after] = await first;
   assert.equal(before, 2 * cols);
   assert.equal(after, before);
+});
+
+test("the kernel cache keeps what its bound allows: a wave's room, or the default again", async () => {
+  registerOrtProduct();
+  const cols = 64;
+  const stats = Array.from({ length: 4 }, (_, i) => {
+    const H = new Float64Array(cols * cols);
+    for (let c = 0; c < cols; c++) H[c * cols + c] = 1 + i;
+    return shareStatistic({ H, groups: 1, cols } as GramStatistic);
+  });
+  const a = new Float64Array(2 * cols).fill(1);
+  const useAll = () => Promise.all(stats.map((s) => withCachedKernel(s, ORT_PRODUCT, 2, (k) => k.multiply(0, 2, a, new Float64Array(2 * cols)))));
+  try {
+    // No room beyond the kernel in use (what a wave leaves when its plan fills the budget): one kept.
+    assert.equal(await clearKernelsTask({ cacheBytes: 0 }), 0);
+    await useAll();
+    assert.equal(await clearKernelsTask({}), 1);
+    // The default bound (set by the task without cacheBytes) keeps all four small kernels.
+    await useAll();
+    assert.equal(await clearKernelsTask({}), 4);
+    // Room for about two of them (each holds its statistic twice: 2 x 32 KB).
+    setKernelCacheLimit(2 * 2 * cols * cols * 8 + 1000);
+    await useAll();
+    const kept = await clearKernelsTask({});
+    assert.ok(kept >= 1 && kept <= 3, `${kept} kept`);
+  } finally {
+    setKernelCacheLimit(undefined);
+  }
 });

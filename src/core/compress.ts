@@ -45,7 +45,7 @@ import { findWeights, weightKey, type WeightInfo } from "./onnx/weights.js";
 import type { ParallelMap } from "./parallel.js";
 import { dropRecycled } from "./shared-recycle.js";
 import { relativeOutputErrorOn, type LayerStatistic } from "./ssvq/objective.js";
-import { clearKernelCache, productRowFlops, rowBlocks, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
+import { clearKernelCache, productRowFlops, rowBlocks, setKernelCacheLimit, shareStatistic, type StatHandle } from "./ssvq/stat-product.js";
 import { SCHEMA_VERSION, type CompressConfig, type KeptWeight, type LayerReport, type Report } from "./report.js";
 import { estimateBits, layerBits } from "./ssvq/bits.js";
 import { fromRows, toRows } from "./ssvq/layout.js";
@@ -148,6 +148,11 @@ export interface StatisticWaves {
   waves: readonly (readonly string[])[];
   /** Per wave, 1 when its products must run on one thread (this one) to fit; default: the map's threads. */
   threads?: readonly number[];
+  /**
+   * Per wave, the bytes of product kernels each thread may keep cached besides the one in use: the room
+   * the memory budget leaves beyond the wave's plan (default: KERNEL_CACHE_BYTES, stat-product.ts).
+   */
+  kernelCacheBytes?: readonly number[];
   /** The statistics of one wave's weights (those that can be calibrated). */
   capture(names: readonly string[], wave: number): Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
   /** Lets go of statistics kept for another run over the same waves, once no run needs them. */
@@ -311,6 +316,7 @@ export async function compressModel(input: CompressInput, run: CompressRun): Pro
       if (run.waves) run.onProgress?.({ kind: "wave", index: w, count: groups.length, layers: wave.layers.length });
       const stats = wave.capture ? await time("capture", () => wave.capture!()) : run.stats;
       checkCancel();
+      if (wave.cacheBytes !== undefined) await boundKernelCache(run.map ?? serialMap, wave.cacheBytes);
       // The same bytes on any map: a wave that only fits on one thread runs its products here.
       const products = wave.serial ? serialMap : (run.map ?? serialMap);
       await time("quantize", async () => {
@@ -416,6 +422,8 @@ export interface WaveGroup<T> {
   /** Run the wave's products (output errors, fine-tuning) in this thread alone: one copy of each kernel. */
   serial?: boolean;
   capture?: () => Promise<ReadonlyMap<string, LayerStatistic | StatHandle>>;
+  /** Bytes of product kernels each thread may keep cached for this wave (`StatisticWaves.kernelCacheBytes`). */
+  cacheBytes?: number;
 }
 
 /**
@@ -430,7 +438,14 @@ export function waveGroups<T>(layers: readonly T[], nameOf: (layer: T) => string
     const set = new Set(names);
     const members = layers.filter((l) => set.has(nameOf(l)) && !placed.has(l));
     for (const l of members) placed.add(l);
-    if (members.length) groups.push({ layers: members, capture: () => source.capture(names, wave), ...(source.threads?.[wave] === 1 ? { serial: true } : {}) });
+    const cacheBytes = source.kernelCacheBytes?.[wave];
+    if (members.length)
+      groups.push({
+        layers: members,
+        capture: () => source.capture(names, wave),
+        ...(source.threads?.[wave] === 1 ? { serial: true } : {}),
+        ...(cacheBytes !== undefined ? { cacheBytes } : {}),
+      });
   });
   const rest = layers.filter((l) => !placed.has(l));
   if (rest.length) groups.push({ layers: rest });
@@ -442,8 +457,18 @@ export function waveGroups<T>(layers: readonly T[], nameOf: (layer: T) => string
  * thread's cache), so that the next wave starts from the memory the last one had before it.
  */
 export async function releaseStatistics(map: ParallelMap): Promise<void> {
-  await map.broadcast?.("stat.clearKernels", {});
+  await boundKernelCache(map, undefined);
+}
+
+/**
+ * Empties every thread's cache of product kernels and bounds its bytes from now on: `cacheBytes` (the
+ * room a wave's memory budget leaves beyond its plan, which counts one kernel per thread), or undefined
+ * for the default bound.
+ */
+export async function boundKernelCache(map: ParallelMap, cacheBytes: number | undefined): Promise<void> {
+  await map.broadcast?.("stat.clearKernels", cacheBytes === undefined ? {} : { cacheBytes });
   await clearKernelCache();
+  setKernelCacheLimit(cacheBytes);
 }
 
 /** How often `finetune` looks for new checks of the layers being fine-tuned (milliseconds). */

@@ -9,7 +9,7 @@ import { candidateGrid, evaluateCandidates, pointBits, pointKey, type EvaluatedC
 import { minimumCost } from "../core/alloc/allocate.js";
 import { InputError } from "../core/errors.js";
 import { budgetBits, compressedTensorBytes, searchOperatingPoints, sensitivities, type BudgetBasis, type SearchLayerInput, type SearchTarget } from "../core/alloc/search.js";
-import { quantCacheKey, releaseStatistics, tensorBytes, waveGroups, type StatisticWaves } from "../core/compress.js";
+import { boundKernelCache, quantCacheKey, releaseStatistics, tensorBytes, waveGroups, type StatisticWaves } from "../core/compress.js";
 import { CancelledError } from "../core/errors.js";
 import type { ProgressEvent } from "../core/compress.js";
 import type { Batch } from "../core/calib/source.js";
@@ -100,6 +100,7 @@ export async function prepareSearch(o: PrepareSearchOptions): Promise<PreparedSe
   for (const group of waveGroups(o.selected.map((_, i) => i), (i) => o.selected[i]!.name, o.waves)) {
     check();
     const stats = group.capture ? await group.capture() : o.stats;
+    if (group.cacheBytes !== undefined) await boundKernelCache(map, group.cacheBytes);
     for (const i of group.layers) {
       check();
       const w = o.selected[i]!;

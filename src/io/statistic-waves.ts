@@ -74,6 +74,9 @@ export function statisticWaves(runner: CaptureRunner, selected: readonly WeightI
   const waves: StatisticWaves = {
     waves: plan.waves,
     threads: plan.threads,
+    // The plan counts one kernel per thread in its work; the kernels a thread keeps cached beyond that
+    // get what the budget leaves of each wave, shared by its threads.
+    kernelCacheBytes: plan.bytes.map((b, w) => Math.max(0, Math.floor((availableBytes - b) / plan.threads[w]!))),
     async capture(names, wave) {
       if (kept) return kept;
       const progress = (p: CaptureProgress) => {

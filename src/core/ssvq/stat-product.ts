@@ -493,9 +493,20 @@ interface CacheEntry {
 
 /** Kernels kept per thread, at most (the least recently used goes first). */
 export const KERNEL_CACHE_ENTRIES = 16;
-/** Bytes of kernels (statistic copies included) kept per thread besides the one in use. */
+/** Bytes of kernels (statistic copies included) kept per thread besides the one in use, by default. */
 export const KERNEL_CACHE_BYTES = 512 * 2 ** 20;
 const kernelCache = new Map<string, CacheEntry>();
+/**
+ * This thread's bound on the cache's bytes: KERNEL_CACHE_BYTES, or what a memory budget leaves (a wave
+ * of statistics sets it for its layers: `clearKernelsTask`).
+ */
+let cacheLimitBytes = KERNEL_CACHE_BYTES;
+
+/** Sets this thread's bound on cached kernel bytes (undefined: KERNEL_CACHE_BYTES) and applies it. */
+export function setKernelCacheLimit(bytes?: number): void {
+  cacheLimitBytes = bytes === undefined ? KERNEL_CACHE_BYTES : Math.max(0, Math.min(KERNEL_CACHE_BYTES, bytes));
+  evict();
+}
 
 function statBytes(stat: LayerStatistic): number {
   return isFactor(stat) ? stat.X.byteLength : stat.H.byteLength;
@@ -549,7 +560,7 @@ function evict(): void {
   let total = 0;
   for (const e of kernelCache.values()) total += e.bytes;
   for (const [key, e] of kernelCache) {
-    if (kernelCache.size <= 1 || (kernelCache.size <= KERNEL_CACHE_ENTRIES && total <= KERNEL_CACHE_BYTES)) break;
+    if (kernelCache.size <= 1 || (kernelCache.size <= KERNEL_CACHE_ENTRIES && total <= cacheLimitBytes)) break;
     kernelCache.delete(key);
     total -= e.bytes;
     if (e.users > 0) e.evicted = true;
@@ -574,10 +585,14 @@ export async function clearKernelCache(): Promise<void> {
   }
 }
 
-/** The "stat.clearKernels" task (`tasks.ts`, broadcast to every thread between waves): `clearKernelCache`. */
-export async function clearKernelsTask(_input: Record<string, never>): Promise<number> {
+/**
+ * The "stat.clearKernels" task (`tasks.ts`, broadcast to every thread between waves): `clearKernelCache`,
+ * then the cache's bound for what follows (`setKernelCacheLimit`: a wave's room, or the default).
+ */
+export async function clearKernelsTask(input: { cacheBytes?: number }): Promise<number> {
   const entries = kernelCache.size;
   await clearKernelCache();
+  setKernelCacheLimit(input.cacheBytes);
   return entries;
 }
 
