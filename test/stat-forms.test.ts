@@ -514,7 +514,7 @@ test("the kernel cache keeps what its bound allows: a wave's room, or the defaul
   const useAll = () => Promise.all(stats.map((s) => withCachedKernel(s, ORT_PRODUCT, 2, (k) => k.multiply(0, 2, a, new Float64Array(2 * cols)))));
   try {
     // No room beyond the kernel in use (what a wave leaves when its plan fills the budget): one kept.
-    assert.equal(await clearKernelsTask({ cacheBytes: 0 }), 0);
+    await clearKernelsTask({ cacheBytes: 0 }); // (and the kernels earlier tests left on this thread go)
     await useAll();
     assert.equal(await clearKernelsTask({}), 1);
     // The default bound (set by the task without cacheBytes) keeps all four small kernels.
