@@ -47,13 +47,13 @@ import type { WeightInfo } from "../core/onnx/weights.js";
 import {
   accumulatorFor,
   checkAbort,
+  cutToOutputs,
   DEFAULT_MAX_ACTIVATION_BYTES,
   sessionModel,
   OrtGram,
   resolveEngine,
   sessionOutputBytes,
   splitPasses,
-  withOutputs,
   type CaptureData,
   type CaptureResult,
   type CaptureOptions,
@@ -272,9 +272,9 @@ export async function captureSequential(
     const open = async (names: readonly string[]) => {
       const fp = fetchFp(names);
       const q = fetchQ(names);
-      const sFp = fp.length ? await createSession(encodeModel(withOutputs(baseFp.model, fp)), { label: `${labelFp} (with exposed activations)`, ...external(baseFp) }) : undefined;
+      const sFp = fp.length ? await createSession(encodeModel(cutToOutputs(baseFp.model, fp)), { label: `${labelFp} (with exposed activations)`, ...external(baseFp) }) : undefined;
       try {
-        const sQ = q.length ? await createSession(encodeModel(withOutputs(baseQ.model, q)), { label: `${labelQ} (with exposed activations)`, ...external(baseQ) }) : undefined;
+        const sQ = q.length ? await createSession(encodeModel(cutToOutputs(baseQ.model, q)), { label: `${labelQ} (with exposed activations)`, ...external(baseQ) }) : undefined;
         return { fp, q, sFp, sQ };
       } catch (e) {
         await sFp?.release().catch(() => undefined);
