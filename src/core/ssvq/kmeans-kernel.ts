@@ -45,7 +45,7 @@
  */
 
 import { loadColumns, scanBody, scanFour, scanIndex, scanLower, scanTableBytes, scanUpper, writeScanTable, type ScanLocals } from "./kmeans-scan.js";
-import { intGroupBytes, intScanFour, intTableBytes, QUANTIZE_PARAMS, quantizeBody, writeIntScanTable, type IntScanLocals } from "./kmeans-scan-int.js";
+import { intGroupBytes, intPointAddress, intScanFour, intTableBytes, QUANTIZE_PARAMS, quantizeBody, writeIntScanTable, type IntScanLocals } from "./kmeans-scan-int.js";
 import { compileModule, f32x4, I32, F32, i32x4, name, op, section, simd, uleb, V128, vec, v, wasmApi, type WasmMemory } from "./wasm-asm.js";
 /** SIMD instructions wasm-asm.ts does not name. */
 const I32X4_ALL_TRUE = simd(0xa3);
@@ -456,8 +456,7 @@ function passBody(d: number, c: PassConstants): { locals: number[]; code: number
     for (let q = 0; q < 4; q++) {
       o(get(QUE), get(Q), i32(q), op.add, tee(J), get(LAST), get(J), get(LAST), op.ltS, op.select, i32(2), op.shl, op.add, op.i32Load(0));
       o(tee(J), i32(4 * d), op.mul, get(PTSC), op.add, set(R[q]!));
-      // intPointOffset(J): its group (J >> 2) and its lane (J & 3)
-      o(get(J), i32(2), op.shrU, i32(intGroupBytes(d)), op.mul, get(J), i32(3), op.and, i32(2), op.shl, op.add, get(IQA), op.add, set(IR[q]!));
+      o(intPointAddress(d, J, IQA), set(IR[q]!));
     }
     o(scanAnswers(IR, R));
     for (let q = 0; q < 4; q++) {

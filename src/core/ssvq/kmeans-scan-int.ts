@@ -183,13 +183,23 @@ export interface IntScanLocals {
   p: number;
 }
 
-/** Byte offset of point i's first word in the integer form of its chunk (i counted from the chunk's start). */
-export const intPointOffset = (i: number, d: number): number => (i >> 2) * intGroupBytes(d) + 4 * (i & 3);
+/**
+ * Code pushing the address of point i's first word in the integer form of its chunk: base + its group
+ * (i >> 2) times `intGroupBytes(d)` + 4 times its place in the group (i & 3); i counted from the chunk's
+ * start, in the i32 local `i`, the chunk's integer form at the i32 local `base`.
+ */
+export function intPointAddress(d: number, i: number, base: number): number[] {
+  const { get, i32 } = op;
+  return [
+    ...get(i), ...i32(2), ...op.shrU, ...i32(intGroupBytes(d)), ...op.mul,
+    ...get(i), ...i32(3), ...op.and, ...i32(2), ...op.shl, ...op.add, ...get(base), ...op.add,
+  ];
+}
 
 /**
  * Code: four points against every centroid of the table at `recs`, leaving idx, u1, l2: the group at `qa`,
  * or with `lanes` (four i32 locals) point q's words gathered from the address in lanes[q] (its group's
- * address plus 4 times its place in the group: `intPointOffset`).
+ * address plus 4 times its place in the group: `intPointAddress`).
  */
 export function intScanFour(d: number, L: IntScanLocals, lanes?: readonly number[]): number[] {
   const { get, set, tee, i32 } = op;

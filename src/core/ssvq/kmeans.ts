@@ -151,8 +151,8 @@ export async function assignNearest(
  * does that).
  *
  * Its shared arrays (the copy of the points a thread pool reads, the assignments, the bounds) are lent by
- * shared-recycle.ts and given back by `finish()`, so the next run (the next layer) reuses memory already
- * touched instead of paying for fresh pages.
+ * shared-recycle.ts; `finish()` hands the assignments to the caller and gives the others back, so the next
+ * run (the next layer) reuses memory already touched instead of paying for fresh pages.
  */
 export class Lloyd {
   private readonly points: Float32Array;
